@@ -1,0 +1,57 @@
+"""Score-token logits from a transformers Qwen2.5-VL (+ PEFT) model.
+
+Shared by the reference backend (serving's correctness oracle) and the RAFT
+trainer, so both build inputs exactly as vLLM does: the same chat messages, the
+chat template from the base's processor, and letter-boxed images passed to the
+base's image processor. Heavy imports happen on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from adapters.prompts import chat_messages
+from adapters.rubric import Dimension, Rubric
+
+
+@dataclass
+class ScoringProcessor:
+    """The base's processor plus the ids of the rubric's score tokens."""
+
+    processor: object
+    score_token_ids: list[int]
+
+    @classmethod
+    def load(cls, base_dir: Path, rubric: Rubric, image_size: int) -> "ScoringProcessor":
+        from transformers import AutoProcessor
+
+        pixels = image_size * image_size
+        processor = AutoProcessor.from_pretrained(base_dir, min_pixels=pixels, max_pixels=pixels)
+        tokenizer = processor.tokenizer
+        ids = []
+        for token in rubric.score_tokens:
+            encoded = tokenizer.encode(token, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise ValueError(f"score token {token!r} is not a single token for {base_dir}: {encoded}")
+            ids.append(encoded[0])
+        tokenizer.padding_side = "left"
+        return cls(processor=processor, score_token_ids=ids)
+
+    def prompt_text(self, rubric: Rubric, dimension: Dimension, description: str | None = None) -> str:
+        messages = chat_messages(rubric, dimension, {"type": "image"}, description)
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def batch_inputs(
+        self, rubric: Rubric, dimension: Dimension, images: Sequence, descriptions: Sequence[str | None] | None = None
+    ):
+        """Model inputs for a batch of already-normalised PIL images, left-padded."""
+        descriptions = descriptions or [None] * len(images)
+        texts = [self.prompt_text(rubric, dimension, d) for d in descriptions]
+        return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+
+
+def score_token_logits(model, inputs, score_token_ids: list[int]):
+    """Logits of the score tokens at the next-token position: shape (batch, levels)."""
+    outputs = model(**inputs, use_cache=False, logits_to_keep=1)
+    return outputs.logits[:, -1, :][:, score_token_ids]

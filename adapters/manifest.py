@@ -1,0 +1,223 @@
+"""Adapter manifests and deployment sets.
+
+Each adapter folder holds PEFT's `adapter_config.json` and weights plus a
+`manifest.yaml` saying which rubric dimension it scores, which base it was made
+for (id and content hash), its LoRA shape and how it was made. A deployment set
+lists one base and its adapters. `load_deployment` validates the lot against the
+rubric, the base on disk and the engine's limits, and names the file at fault.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.errors import ConfigError
+from adapters.hashing import folder_hash
+from adapters.rubric import Rubric, load_rubric
+
+MANIFEST_NAME = "manifest.yaml"
+BASE_MANIFEST_NAME = "base_manifest.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseRef(_Strict):
+    """Identifies a base model exactly."""
+
+    model_id: str = Field(description="Base model identifier (hub id or local profile id).")
+    content_hash: str = Field(description="sha256 of the base checkpoint folder (adapters.hashing.folder_hash).")
+
+
+class LoraShape(_Strict):
+    rank: int = Field(description="LoRA rank r.", ge=1)
+    alpha: float = Field(description="LoRA alpha.")
+    target_modules: str | list[str] = Field(description="PEFT target_modules (regex string or module names).")
+
+
+class Provenance(_Strict):
+    method: str = Field(description="How the adapter was made: 'raft', 'cross_entropy', 'deterministic-init', ...")
+    created_by: str = Field(description="Command that made it.")
+    seed: int | None = Field(default=None, description="Seed used.")
+    training_config: dict[str, Any] | None = Field(default=None, description="Full training config, if trained.")
+    data_hash: str | None = Field(default=None, description="Hash of the training data, if trained.")
+    notes: str | None = Field(default=None, description="Anything a reader should know.")
+
+
+class AdapterManifest(_Strict):
+    """manifest.yaml inside one adapter folder."""
+
+    name: str = Field(description="Adapter name; the served LoRA module is named after the dimension.")
+    version: str = Field(description="Adapter version, reported as name@version in scores.")
+    dimension: str = Field(description="Rubric dimension this adapter scores; '*' for one shared adapter.")
+    rubric: str = Field(description="Rubric name.")
+    base: BaseRef
+    lora: LoraShape
+    provenance: Provenance
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics, if any.")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class DeploymentSet(_Strict):
+    """A deployment set YAML: one base and the adapters served on it."""
+
+    name: str = Field(description="Deployment set name.")
+    rubric: str = Field(description="Rubric name or path.")
+    base: BaseRef
+    adapters: list[str] = Field(description="Adapter folders, relative to this file.", min_length=1)
+
+
+class ResolvedAdapter(BaseModel):
+    """An adapter after validation: where it is and what it says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dimension: str
+    path: Path
+    manifest: AdapterManifest
+
+
+class Deployment(BaseModel):
+    """A validated deployment: rubric, base and one adapter per served dimension."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    source: Path
+    name: str
+    rubric: Rubric
+    base: BaseRef
+    adapters: dict[str, ResolvedAdapter]
+
+    @property
+    def dimensions(self) -> list[str]:
+        return [d for d in self.rubric.dimension_names if d in self.adapters]
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def load_manifest(adapter_dir: Path) -> AdapterManifest:
+    path = adapter_dir / MANIFEST_NAME
+    data = _read_yaml(path, "adapter manifest")
+    try:
+        return AdapterManifest.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"adapter manifest {path} is invalid: {exc}") from exc
+
+
+def write_manifest(adapter_dir: Path, manifest: AdapterManifest) -> Path:
+    path = adapter_dir / MANIFEST_NAME
+    path.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_base_ref(base_dir: Path) -> BaseRef:
+    """The base's identity: model id from its base manifest, hash recomputed from its files."""
+    if not base_dir.is_dir():
+        raise ConfigError(f"base model folder {base_dir} does not exist (build it with `kidsart build-base`)")
+    info = _read_yaml(base_dir / BASE_MANIFEST_NAME, "base manifest") if (base_dir / BASE_MANIFEST_NAME).exists() else {}
+    model_id = (info or {}).get("model_id", base_dir.name)
+    return BaseRef(model_id=model_id, content_hash=folder_hash(base_dir))
+
+
+def load_deployment(
+    path: Path, *, max_lora_rank: int | None = None, base_dir: Path | None = None
+) -> Deployment:
+    """Load a deployment set and validate every adapter in it.
+
+    Errors (all ConfigError, naming the file): a missing adapter folder or PEFT
+    file, an invalid manifest, a manifest whose base differs from the set's, a
+    base on disk whose content hash differs, a rank above `max_lora_rank`, a
+    dimension not in the rubric, two adapters for one dimension, a rubric mismatch.
+    """
+    path = Path(path).resolve()
+    data = _read_yaml(path, "deployment set")
+    try:
+        spec = DeploymentSet.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"deployment set {path} is invalid: {exc}") from exc
+    rubric_ref = spec.rubric
+    rubric = load_rubric(rubric_ref if not rubric_ref.endswith((".yaml", ".yml")) else path.parent / rubric_ref)
+
+    if base_dir is not None:
+        on_disk = read_base_ref(base_dir)
+        if on_disk.content_hash != spec.base.content_hash:
+            raise ConfigError(
+                f"deployment set {path}: base {spec.base.model_id} expects content hash {spec.base.content_hash}, "
+                f"but {base_dir} has {on_disk.content_hash} (rebuild the base or retrain the adapters)"
+            )
+
+    resolved: dict[str, ResolvedAdapter] = {}
+    for entry in spec.adapters:
+        adapter_dir = (path.parent / entry).resolve()
+        if not adapter_dir.is_dir():
+            raise ConfigError(f"deployment set {path}: adapter folder {adapter_dir} does not exist")
+        for required in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (adapter_dir / required).is_file():
+                raise ConfigError(f"adapter {adapter_dir}: {required} is missing")
+        manifest = load_manifest(adapter_dir)
+        where = f"adapter manifest {adapter_dir / MANIFEST_NAME}"
+        if manifest.rubric != rubric.name:
+            raise ConfigError(f"{where}: rubric {manifest.rubric!r} differs from the deployment's {rubric.name!r}")
+        if manifest.dimension not in rubric.dimension_names:
+            raise ConfigError(
+                f"{where}: dimension {manifest.dimension!r} is not in rubric {rubric.name!r} {rubric.dimension_names}"
+            )
+        if manifest.dimension in resolved:
+            raise ConfigError(
+                f"deployment set {path}: two adapters for dimension {manifest.dimension!r}: "
+                f"{resolved[manifest.dimension].path} and {adapter_dir}"
+            )
+        if manifest.base != spec.base:
+            raise ConfigError(
+                f"{where}: made for base {manifest.base.model_id} {manifest.base.content_hash}, "
+                f"but the deployment's base is {spec.base.model_id} {spec.base.content_hash}"
+            )
+        peft_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        rank = int(peft_config.get("r", manifest.lora.rank))
+        if rank != manifest.lora.rank:
+            raise ConfigError(f"{where}: lora.rank {manifest.lora.rank} differs from adapter_config.json r={rank}")
+        if max_lora_rank is not None and rank > max_lora_rank:
+            raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
+        resolved[manifest.dimension] = ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest)
+    return Deployment(source=path, name=spec.name, rubric=rubric, base=spec.base, adapters=resolved)
+
+
+def load_profile_deployment(profile) -> Deployment:
+    """Validate a profile's deployment set against its base on disk and engine limits."""
+    base_dir = profile.base.resolved_path
+    return load_deployment(
+        profile.deployment_path,
+        max_lora_rank=profile.engine.max_lora_rank,
+        base_dir=base_dir if profile.base.source == "local" else None,
+    )
+
+
+def write_deployment(path: Path, *, name: str, rubric: str, base: BaseRef, adapter_dirs: list[Path]) -> Path:
+    """Write a deployment-set YAML listing `adapter_dirs` relative to it."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = DeploymentSet(
+        name=name,
+        rubric=rubric,
+        base=base,
+        adapters=[os.path.relpath(Path(d).resolve(), path.parent.resolve()) for d in adapter_dirs],
+    )
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path

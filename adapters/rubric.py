@@ -1,0 +1,136 @@
+"""Rubrics as data: a YAML file per rubric, loaded into a validated model.
+
+A rubric names its dimensions, what each measures, what levels 1-5 look like, the
+score tokens the model answers with, and whether the artwork's text description
+belongs in the prompt. Training, the reference backend and the router all read
+the same `Rubric` object, so a new rubric is a new YAML file, not new code.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adapters import PACKAGE_DIR
+from adapters.errors import ConfigError, UnknownDimensionError
+
+RUBRIC_DIR = PACKAGE_DIR / "rubrics"
+DEFAULT_RUBRIC = "kidsartbench"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Dimension(BaseModel):
+    """One scored aspect of an artwork."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Identifier: lower-case letters, digits and underscores; also the adapter's served name.")
+    description: str = Field(description="One sentence: what this dimension measures.")
+    levels: dict[int, str] = Field(description="What each score level looks like, keyed by level (1..5).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"dimension name {value!r} must match {_NAME.pattern}")
+        return value
+
+    @property
+    def title(self) -> str:
+        return self.name.replace("_", " ")
+
+
+class Rubric(BaseModel):
+    """A complete rubric: dimensions plus the score tokens the model answers with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Identifier of the rubric; also the served model name that scores all dimensions.")
+    title: str = Field(description="Human-readable title.")
+    score_tokens: list[str] = Field(description="The tokens that stand for levels 1..N, in level order.")
+    uses_description: bool = Field(
+        default=False, description="Whether the artwork's text description is put into the prompt."
+    )
+    dimensions: list[Dimension] = Field(description="The scored dimensions, in report order.", min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Rubric":
+        if not _NAME.match(self.name):
+            raise ValueError(f"rubric name {self.name!r} must match {_NAME.pattern}")
+        if len(set(self.score_tokens)) != len(self.score_tokens) or len(self.score_tokens) < 2:
+            raise ValueError("score_tokens must be at least two distinct tokens")
+        names = [d.name for d in self.dimensions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate dimensions: {duplicates}")
+        if self.name in names:
+            raise ValueError(f"rubric name {self.name!r} must differ from every dimension name")
+        expected = set(self.levels)
+        for dim in self.dimensions:
+            if set(dim.levels) != expected:
+                raise ValueError(f"dimension {dim.name!r} must describe levels {sorted(expected)}, has {sorted(dim.levels)}")
+        return self
+
+    @property
+    def levels(self) -> list[int]:
+        return list(range(1, len(self.score_tokens) + 1))
+
+    @property
+    def dimension_names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def dimension(self, name: str) -> Dimension:
+        for dim in self.dimensions:
+            if dim.name == name:
+                return dim
+        raise UnknownDimensionError(f"unknown dimension {name!r}; rubric {self.name!r} has {self.dimension_names}")
+
+    def select(self, names: list[str] | None) -> list[Dimension]:
+        """The dimensions to score: all of them for None/empty, else exactly those named (validated)."""
+        if not names:
+            return list(self.dimensions)
+        unknown = [n for n in names if n not in self.dimension_names]
+        if unknown:
+            raise UnknownDimensionError(
+                f"unknown dimension(s) {unknown}; rubric {self.name!r} has {self.dimension_names}"
+            )
+        seen: list[str] = []
+        for n in names:
+            if n not in seen:
+                seen.append(n)
+        return [self.dimension(n) for n in seen]
+
+
+def rubric_path(name_or_path: str | Path) -> Path:
+    """Resolve a rubric name (shipped in adapters/rubrics) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return RUBRIC_DIR / f"{name_or_path}.yaml"
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: Path) -> Rubric:
+    if not path.is_file():
+        shipped = sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))
+        raise ConfigError(f"rubric file {path} does not exist (shipped rubrics: {shipped})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"rubric file {path} is not valid YAML: {exc}") from exc
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"rubric file {path} is invalid: {exc}") from exc
+
+
+def load_rubric(name_or_path: str | Path = DEFAULT_RUBRIC) -> Rubric:
+    """Load and validate a rubric by shipped name or by path."""
+    return _load_cached(rubric_path(name_or_path).resolve())
+
+
+def shipped_rubrics() -> list[str]:
+    return sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))

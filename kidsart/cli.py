@@ -1,0 +1,43 @@
+"""The `kidsart` command: one entry point that dispatches to adapters/, train/, serve/, loadtest/.
+
+Each package contributes its subcommands through a light `cli` module (typer and
+the standard library only at import time); heavy imports (torch, vLLM, Ray) stay
+inside the command that needs them, so `kidsart --help` is instant.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from adapters import cli as adapters_cli
+from loadtest import cli as loadtest_cli
+from serve import cli as serve_cli
+from train import cli as train_cli
+
+app = typer.Typer(
+    name="kidsart",
+    help="Score children's artworks on art-education rubrics (KidsArtBench): build, train, serve, score, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for module in (adapters_cli, train_cli, serve_cli, loadtest_cli):
+    module.register(app)
+
+
+def main() -> None:
+    from adapters.errors import KidsArtError
+    from adapters.logs import setup_logging
+
+    setup_logging()
+    try:
+        app()
+    except KidsArtError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

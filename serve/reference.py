@@ -1,0 +1,74 @@
+"""Reference backend: transformers + PEFT, one adapter at a time, one image at a time.
+
+This is how the KidsArtBench research code scores: load the base, attach the
+adapters with PEFT, switch adapter per dimension, run a forward pass per image and
+read the score-token logits. It is the correctness oracle for the vLLM fast path
+(same prompts, same pixels, same RAIL function) and the baseline for benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from adapters.hf_scoring import ScoringProcessor, score_token_logits
+from adapters.images import normalize_bytes
+from adapters.manifest import Deployment, load_profile_deployment
+from adapters.profiles import Profile
+from adapters.rail import expected_score
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceBackend:
+    """Scores images with transformers + PEFT; output matches the router's `scores` object."""
+
+    def __init__(self, profile: Profile, deployment: Deployment | None = None):
+        import torch
+        from peft import PeftModel
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        self.profile = profile
+        self.deployment = deployment or load_profile_deployment(profile)
+        self.rubric = self.deployment.rubric
+        dtype = getattr(torch, profile.dtype)
+        base_dir = profile.base.resolved_path
+        self.scoring = ScoringProcessor.load(base_dir, self.rubric, profile.image_size)
+        base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=dtype)
+        dims = self.deployment.dimensions
+        first = self.deployment.adapters[dims[0]]
+        model = PeftModel.from_pretrained(base, first.path, adapter_name=dims[0])
+        for dim in dims[1:]:
+            model.load_adapter(self.deployment.adapters[dim].path, adapter_name=dim)
+        self.model = model.eval()
+        self._torch = torch
+
+    def score_image(self, image, dimensions: list[str] | None = None, description: str | None = None) -> dict:
+        """Scores for one normalised PIL image on the chosen dimensions (all by default)."""
+        selected = self.rubric.select(dimensions)
+        scores = {}
+        for dim in selected:
+            adapter = self.deployment.adapters.get(dim.name)
+            if adapter is None:
+                from adapters.errors import UnknownDimensionError
+
+                raise UnknownDimensionError(f"no adapter is deployed for dimension {dim.name!r}")
+            self.model.set_adapter(dim.name)
+            inputs = self.scoring.batch_inputs(self.rubric, dim, [image], [description])
+            with self._torch.no_grad():
+                logits = score_token_logits(self.model, inputs, self.scoring.score_token_ids)
+            probs, mean, std = expected_score(logits.double()[0], self.rubric.levels)
+            scores[dim.name] = {
+                "score": float(mean),
+                "probs": [float(p) for p in probs],
+                "std": float(std),
+                "adapter": adapter.manifest.label,
+            }
+        return scores
+
+    def score_bytes(self, data: bytes, dimensions: list[str] | None = None, description: str | None = None) -> dict:
+        router = self.profile.router
+        image = normalize_bytes(data, self.profile.image_size, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels)
+        return self.score_image(image, dimensions, description)
+
+    def score_path(self, path: Path, dimensions: list[str] | None = None, description: str | None = None) -> dict:
+        return self.score_bytes(Path(path).read_bytes(), dimensions, description)
