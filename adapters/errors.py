@@ -46,3 +46,9 @@ class ScoreDistributionError(KidsArtError):
     """The engine returned logprobs from which no valid score can be read."""
 
     kind = "invalid_distribution"
+
+
+class DatasetError(InputError):
+    """A training or evaluation dataset is malformed (missing images, bad or missing scores)."""
+
+    kind = "invalid_dataset"

@@ -27,7 +27,7 @@ class ScoringProcessor:
         from transformers import AutoProcessor
 
         pixels = image_size * image_size
-        processor = AutoProcessor.from_pretrained(base_dir, min_pixels=pixels, max_pixels=pixels)
+        processor = AutoProcessor.from_pretrained(base_dir, size={"shortest_edge": pixels, "longest_edge": pixels})
         tokenizer = processor.tokenizer
         ids = []
         for token in rubric.score_tokens:

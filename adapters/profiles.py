@@ -95,6 +95,12 @@ class EngineSettings(_Strict):
     max_pixels: int = Field(default=50176, description="Image processor upper pixel bound.")
     mm_processor_cache_gb: float = Field(default=4.0, description="vLLM multimodal processor cache, so an image's nine requests share its processing.")
     enable_prefix_caching: bool = Field(default=True, description="vLLM automatic prefix caching.")
+    fast_lora_ops: bool = Field(
+        default=False,
+        description="CPU only: install kidsart's grouped LoRA ops into every vLLM process (serve.vllm_plugin, "
+        "via KIDSART_FAST_LORA_OPS=1); same results as vLLM's torch ops, one matmul per adapter instead of a "
+        "per-token weight copy.",
+    )
     startup_timeout_s: float = Field(default=600, description="How long to wait for the engine to become ready.")
     extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
     env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine.")

@@ -113,10 +113,7 @@ def rubric_path(name_or_path: str | Path) -> Path:
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: Path) -> Rubric:
-    if not path.is_file():
-        shipped = sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))
-        raise ConfigError(f"rubric file {path} does not exist (shipped rubrics: {shipped})")
+def _load_cached(path: Path, _mtime_ns: int, _size: int) -> Rubric:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -129,7 +126,12 @@ def _load_cached(path: Path) -> Rubric:
 
 def load_rubric(name_or_path: str | Path = DEFAULT_RUBRIC) -> Rubric:
     """Load and validate a rubric by shipped name or by path."""
-    return _load_cached(rubric_path(name_or_path).resolve())
+    path = rubric_path(name_or_path).resolve()
+    if not path.is_file():
+        shipped = sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))
+        raise ConfigError(f"rubric file {path} does not exist (shipped rubrics: {shipped})")
+    stat = path.stat()
+    return _load_cached(path, stat.st_mtime_ns, stat.st_size)
 
 
 def shipped_rubrics() -> list[str]:

@@ -1,8 +1,73 @@
 """`kidsart serve` and `kidsart score`."""
 from __future__ import annotations
 
+from typing import List, Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("serve")
+    def serve_command(
+        profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
+        port: Optional[int] = typer.Option(None, help="Router port (default: the profile's, 8000)."),
+        engine_port: Optional[int] = typer.Option(None, help="Engine port (default: the profile's, 8100)."),
+    ) -> None:
+        """Run the vLLM engine and the Ray Serve router in the foreground until Ctrl-C or SIGTERM."""
+        from serve.foreground import run_foreground
+
+        run_foreground(profile, router_port=port, engine_port=engine_port)
+
+    @app.command("score")
+    def score_command(
+        images: List[str] = typer.Argument(..., help="Image files to score."),
+        url: str = typer.Option("http://127.0.0.1:8000", help="Router URL (backend=router)."),
+        backend: str = typer.Option("router", help="router: the running service; reference: transformers + PEFT in-process."),
+        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."),
+        profile: str = typer.Option("tiny", help="Profile for the reference backend."),
+    ) -> None:
+        """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
+        import json
+        import sys
+        from pathlib import Path
+
+        from adapters.errors import KidsArtError
+
+        if backend not in ("router", "reference"):
+            raise typer.BadParameter("backend must be 'router' or 'reference'", param_hint="--backend")
+        dims = list(dimensions) if dimensions else None
+        failed = 0
+        if backend == "reference":
+            from adapters.profiles import load_profile
+            from serve.reference import ReferenceBackend
+
+            loaded = load_profile(profile)
+            reference = ReferenceBackend(loaded)
+            reference.rubric.select(dims)
+
+            def score_one(path: Path) -> dict:
+                scores = reference.score_path(path, dims)
+                return {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
+        else:
+            import httpx
+
+            from serve.client import score_file
+
+            client = httpx.Client(timeout=300)
+
+            def score_one(path: Path) -> dict:
+                return score_file(url, path, dimensions=dims, request_id=path.name, client=client)
+
+        for image in images:
+            path = Path(image)
+            try:
+                result = score_one(path)
+                line = {"image": str(path), **result}
+            except (KidsArtError, OSError) as exc:
+                failed += 1
+                line = {"image": str(path), "error": str(exc)}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+        if failed:
+            typer.secho(f"{failed} of {len(images)} images failed", err=True, fg="red")
+            raise typer.Exit(1)

@@ -9,12 +9,14 @@ stopping it leaves no worker behind.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +82,10 @@ def engine_env(profile: Profile) -> dict[str, str]:
     env = dict(os.environ)
     if profile.engine.device == "cpu" and profile.engine.cpu_kvcache_space_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.engine.cpu_kvcache_space_gib)
+    # --- kidsart vLLM plugin (serve/vllm_plugin, entry point vllm.general_plugins) ---
+    if profile.engine.device == "cpu" and profile.engine.fast_lora_ops:
+        env["KIDSART_FAST_LORA_OPS"] = "1"
+    # --- end kidsart vLLM plugin ---
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["HF_HUB_OFFLINE"] = "1"
@@ -130,6 +136,7 @@ class EngineProcess:
             stdout=self._log_handle or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         self.wait_ready()
         return self
@@ -177,6 +184,15 @@ class EngineProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the engine if the launching process dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,87 @@
+"""Typed serving errors and their HTTP status codes, in one place.
+
+Every error the router returns has the OpenAI error shape
+`{"error": {"message": ..., "type": ..., "code": <status>}}` so that the official
+`openai` client raises its matching exception class with our message.
+"""
+from __future__ import annotations
+
+from adapters.errors import (
+    ConfigError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    KidsArtError,
+    ScoreDistributionError,
+    UnknownDimensionError,
+)
+
+
+class MalformedRequestError(InputError):
+    """The body is not valid JSON / multipart, or a field has the wrong type."""
+
+    kind = "malformed_request"
+
+
+class RequestValidationFailed(InputError):
+    """The body parsed but a field is missing or not allowed."""
+
+    kind = "invalid_request"
+
+
+class UnsupportedModelError(InputError):
+    """The OpenAI `model` is neither the rubric nor one of its dimensions."""
+
+    kind = "model_not_found"
+
+
+class OverloadedError(KidsArtError):
+    """The router's bounded queue is full; retry after the Retry-After delay."""
+
+    kind = "overloaded"
+
+
+class EngineUnavailableError(KidsArtError):
+    """The vLLM engine cannot be reached (starting, restarting or down)."""
+
+    kind = "engine_unavailable"
+
+
+class EngineResponseError(KidsArtError):
+    """The engine answered, but with an error or something unusable."""
+
+    kind = "engine_error"
+
+
+# Most specific first: the first matching class decides the status.
+STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (ImageTooLargeError, 413),
+    (ImageDecodeError, 400),
+    (MalformedRequestError, 400),
+    (UnknownDimensionError, 422),
+    (RequestValidationFailed, 422),
+    (UnsupportedModelError, 404),
+    (InputError, 400),
+    (OverloadedError, 429),
+    (EngineUnavailableError, 503),
+    (EngineResponseError, 502),
+    (ScoreDistributionError, 502),
+    (ConfigError, 500),
+    (KidsArtError, 500),
+]
+
+RETRYABLE_STATUSES = {429, 503}
+
+
+def status_for(error: Exception) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def error_body(error: Exception) -> dict:
+    kind = getattr(error, "kind", "internal_error")
+    status = status_for(error)
+    message = str(error) if isinstance(error, KidsArtError) else "internal error"
+    return {"error": {"message": message, "type": kind, "code": status}}

@@ -1,0 +1,313 @@
+"""The Ray Serve router: HTTP API in front of the vLLM engine.
+
+Routes:
+- POST /v1/score                 one image (multipart field `image`, or JSON) -> scores
+- GET  /v1/models                the rubric model and one model per dimension
+- POST /v1/chat/completions      OpenAI-compatible; model = rubric or a dimension
+- GET  /healthz, /readyz, /metrics
+
+Each image is decoded, normalised and PNG-encoded once, then its per-dimension
+requests go to the engine concurrently (serve.scoring). A bounded admission
+queue per replica answers 429 with Retry-After when full instead of letting
+requests pile up until they time out.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve as ray_serve
+
+from adapters.errors import ImageTooLargeError, KidsArtError
+from adapters.images import decode_base64_image, encode_png, normalize_bytes, png_data_url
+from serve import metrics
+from serve.errors import (
+    MalformedRequestError,
+    OverloadedError,
+    RequestValidationFailed,
+    UnsupportedModelError,
+    error_body,
+    status_for,
+)
+from serve.scoring import EngineScorer, RouterRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ScoreRequest(BaseModel):
+    """JSON body of POST /v1/score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
+    dimensions: list[str] | None = Field(default=None, description="Dimensions to score (default: all).")
+    id: str | None = Field(default=None, description="Caller's identifier, echoed back.")
+    description: str | None = Field(default=None, description="Text description of the artwork (used by rubrics that ask for it).")
+
+
+class Admission:
+    """Bounded admission: at most `inflight` images scored at once, `queued` more waiting, the rest refused."""
+
+    def __init__(self, inflight: int, queued: int, retry_after_s: int):
+        self.semaphore = asyncio.Semaphore(inflight)
+        self.capacity = inflight + queued
+        self.retry_after_s = retry_after_s
+        self.admitted = 0
+
+    async def __aenter__(self) -> None:
+        if self.admitted >= self.capacity:
+            raise OverloadedError(
+                f"the router is at capacity ({self.capacity} images admitted); retry after {self.retry_after_s} s"
+            )
+        self.admitted += 1
+        metrics.INFLIGHT.set(self.admitted)
+        try:
+            await self.semaphore.acquire()
+        except BaseException:
+            self.admitted -= 1
+            metrics.INFLIGHT.set(self.admitted)
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self.semaphore.release()
+        self.admitted -= 1
+        metrics.INFLIGHT.set(self.admitted)
+
+
+def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONResponse:
+    status = status_for(error)
+    if not isinstance(error, KidsArtError):
+        log.exception("unexpected error on %s", route, exc_info=error)
+    metrics.ERRORS.labels(getattr(error, "kind", "internal_error")).inc()
+    headers = {"Retry-After": str(retry_after_s)} if status in (429, 503) else None
+    return JSONResponse(error_body(error), status_code=status, headers=headers)
+
+
+def _image_and_text(messages) -> tuple[str, str | None]:
+    """The single image (data URL) and any user text from OpenAI chat messages."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestValidationFailed("`messages` must be a non-empty list")
+    images: list[str] = []
+    texts: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        if not isinstance(content, list):
+            raise RequestValidationFailed("message content must be a string or a list of parts")
+        for part in content:
+            if not isinstance(part, dict):
+                raise RequestValidationFailed("each content part must be an object")
+            if part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+                if not isinstance(url, str):
+                    raise RequestValidationFailed("an image_url part needs image_url.url")
+                if not url.startswith("data:"):
+                    raise RequestValidationFailed(
+                        "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote images"
+                    )
+                images.append(url)
+            elif part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    if len(images) != 1:
+        raise RequestValidationFailed(f"the user message must contain exactly one image_url part, found {len(images)}")
+    text = "\n".join(t for t in texts if t.strip()) or None
+    return images[0], text
+
+
+api = FastAPI(title="kidsart router", description="Scores children's artworks on a rubric with one LoRA per dimension.")
+
+
+@ray_serve.deployment(name="ScoringRouter")
+@ray_serve.ingress(api)
+class ScoringRouter:
+    """One router replica."""
+
+    def __init__(self, runtime: dict):
+        from adapters.logs import setup_logging
+
+        setup_logging()
+        self.runtime = RouterRuntime.model_validate(runtime)
+        self.scorer = EngineScorer(self.runtime)
+        self.rubric = self.scorer.rubric
+        self.admission = Admission(
+            self.runtime.max_inflight_images, self.runtime.max_queued_images, self.runtime.retry_after_s
+        )
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    async def _prepare(self, data: bytes) -> str:
+        """Decode, normalise and encode once (in a thread: decoding big images is CPU work)."""
+
+        def work() -> str:
+            image = normalize_bytes(
+                data,
+                self.runtime.image_size,
+                max_bytes=self.runtime.max_image_bytes,
+                max_pixels=self.runtime.max_image_pixels,
+            )
+            return png_data_url(encode_png(image))
+
+        return await asyncio.to_thread(work)
+
+    async def _score(self, data: bytes, dimensions, description, request_id):
+        async with self.admission:
+            data_url = await self._prepare(data)
+            scores, prompt_tokens = await self.scorer.score(data_url, dimensions, description)
+        metrics.IMAGES.inc()
+        return {"id": request_id, "rubric": self.rubric.name, "scores": scores}, prompt_tokens
+
+    async def _run(self, route: str, handler):
+        started = time.perf_counter()
+        try:
+            response = await handler()
+        except Exception as exc:  # every error becomes a typed JSON answer
+            response = _error_response(exc, route, self.runtime.retry_after_s)
+        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    def _check_body_size(self, request: Request, body: bytes) -> None:
+        # base64 inflates by 4/3; allow that plus room for the JSON envelope
+        limit = self.runtime.max_image_bytes * 4 // 3 + 64 * 1024
+        if len(body) > limit:
+            raise ImageTooLargeError(f"the request body is {len(body)} bytes; the limit is {limit} bytes")
+
+    # ---- routes ---------------------------------------------------------------------------
+
+    @api.post("/v1/score")
+    async def score(self, request: Request):
+        async def handle():
+            body = await request.body()
+            self._check_body_size(request, body)
+            content_type = request.headers.get("content-type", "")
+            if content_type.startswith("multipart/form-data"):
+                data, dimensions, request_id, description = await self._parse_multipart(request)
+            else:
+                data, dimensions, request_id, description = self._parse_json(body)
+            result, _ = await self._score(data, dimensions, description, request_id)
+            return JSONResponse(result)
+
+        return await self._run("/v1/score", handle)
+
+    def _parse_json(self, body: bytes):
+        if not body:
+            raise MalformedRequestError("the request body is empty; send JSON {\"image\": ...} or multipart field 'image'")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+        try:
+            parsed = ScoreRequest.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise RequestValidationFailed(f"invalid score request: {problems}") from exc
+        self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
+        return decode_base64_image(parsed.image), parsed.dimensions, parsed.id or str(uuid.uuid4()), parsed.description
+
+    async def _parse_multipart(self, request: Request):
+        try:
+            form = await request.form()
+        except Exception as exc:  # starlette raises several types for broken multipart
+            raise MalformedRequestError(f"the multipart body could not be parsed: {exc}") from exc
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise RequestValidationFailed("multipart upload needs a file field named 'image'")
+        data = await upload.read()
+        dims_field = form.get("dimensions")
+        dimensions = None
+        if isinstance(dims_field, str) and dims_field.strip():
+            dimensions = [d.strip() for d in dims_field.split(",") if d.strip()]
+        self.scorer.select(dimensions)
+        request_id = form.get("id") if isinstance(form.get("id"), str) else None
+        description = form.get("description") if isinstance(form.get("description"), str) else None
+        return data, dimensions, request_id or str(uuid.uuid4()), description
+
+    @api.get("/v1/models")
+    async def models(self):
+        created = int(time.time())
+        data = [{"id": self.rubric.name, "object": "model", "created": created, "owned_by": "kidsart",
+                 "description": f"all dimensions of {self.rubric.title}"}]
+        for dim in self.rubric.dimensions:
+            if dim.name in self.runtime.adapters:
+                data.append({"id": dim.name, "object": "model", "created": created, "owned_by": "kidsart",
+                             "adapter": self.runtime.adapters[dim.name], "description": dim.description})
+        return {"object": "list", "data": data}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        async def handle():
+            body = await request.body()
+            self._check_body_size(request, body)
+            try:
+                payload = json.loads(body) if body else None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+            if not isinstance(payload, dict):
+                raise MalformedRequestError("the request body must be a JSON object")
+            model = payload.get("model")
+            if model == self.rubric.name:
+                dimensions = None
+            elif isinstance(model, str) and model in self.runtime.adapters:
+                dimensions = [model]
+            else:
+                raise UnsupportedModelError(
+                    f"model {model!r} does not exist; use {self.rubric.name!r} or one of {list(self.runtime.adapters)}"
+                )
+            image_url, text = _image_and_text(payload.get("messages"))
+            data = decode_base64_image(image_url)
+            request_id = "chatcmpl-" + uuid.uuid4().hex
+            description = text if self.rubric.uses_description else None
+            result, prompt_tokens = await self._score(data, dimensions, description, request_id)
+            completion_tokens = len(result["scores"])
+            return JSONResponse({
+                "id": request_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": json.dumps(result)},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            })
+
+        return await self._run("/v1/chat/completions", handle)
+
+    @api.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self):
+        ready, reason = await self.scorer.ready()
+        return JSONResponse({"status": "ready" if ready else "not ready", "reason": reason},
+                            status_code=200 if ready else 503)
+
+    @api.get("/metrics")
+    async def prometheus_metrics(self):
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_app(runtime: RouterRuntime, num_replicas: int = 1):
+    """The Ray Serve application for this runtime."""
+    capacity = runtime.max_inflight_images + runtime.max_queued_images
+    return ScoringRouter.options(
+        num_replicas=num_replicas,
+        # Ray's own limit sits above ours, so the router's admission answers 429 itself.
+        max_ongoing_requests=capacity + 16,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(runtime.model_dump())

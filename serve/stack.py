@@ -1,0 +1,166 @@
+"""Start and stop the whole serving stack: vLLM engine + Ray Serve router.
+
+`Stack(profile)` validates the deployment set, starts the engine, starts a local
+Ray instance and the router application, and waits until /readyz answers. Stopping
+shuts down Serve, Ray and the engine's process group, in that order.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import httpx
+
+from adapters.errors import ConfigError, KidsArtError
+from adapters.manifest import Deployment, load_profile_deployment
+from adapters.profiles import Profile
+from serve.engine import EngineProcess
+from serve.scoring import RouterRuntime
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "kidsart"
+
+
+class StackStartError(KidsArtError):
+    kind = "stack_start_failed"
+
+
+def score_token_ids(profile: Profile, score_tokens: list[str]) -> list[int]:
+    """Token ids of the rubric's score tokens in the base's tokenizer (each must be one token)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(profile.base.resolved_path)
+    ids = []
+    for token in score_tokens:
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ConfigError(f"score token {token!r} is {len(encoded)} tokens in {profile.base.resolved_path}")
+        ids.append(encoded[0])
+    return ids
+
+
+def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) -> RouterRuntime:
+    router = profile.router
+    return RouterRuntime(
+        engine_url=engine_url,
+        rubric=str(deployment.rubric.name),
+        adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
+        score_token_ids=score_token_ids(profile, deployment.rubric.score_tokens),
+        image_size=profile.image_size,
+        max_image_bytes=router.max_image_bytes,
+        max_image_pixels=router.max_image_pixels,
+        max_inflight_images=router.max_inflight_images,
+        max_queued_images=router.max_queued_images,
+        retry_after_s=router.retry_after_s,
+        engine_timeout_s=router.engine_timeout_s,
+        engine_connections=router.engine_connections,
+        base_model_id=profile.base.model_id,
+    )
+
+
+def with_ports(profile: Profile, router_port: int | None = None, engine_port: int | None = None) -> Profile:
+    """A copy of the profile with other ports (tests and parallel stacks)."""
+    update = {}
+    if router_port is not None:
+        update["router"] = profile.router.model_copy(update={"port": router_port})
+    if engine_port is not None:
+        update["engine"] = profile.engine.model_copy(update={"port": engine_port})
+    return profile.model_copy(update=update)
+
+
+class Stack:
+    """The engine and the router for one profile; a context manager."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        router_port: int | None = None,
+        engine_port: int | None = None,
+        log_dir: Path | None = None,
+        engine_url: str | None = None,
+    ):
+        self.profile = with_ports(profile, router_port, engine_port)
+        self.deployment = load_profile_deployment(self.profile)
+        self.log_dir = Path(log_dir) if log_dir else Path("runs") / "logs"
+        self.external_engine_url = engine_url
+        self.engine = EngineProcess(self.profile, self.deployment, log_path=self.log_dir / "engine.log")
+        self._ray_started = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.profile.router.host}:{self.profile.router.port}"
+
+    def start(self) -> "Stack":
+        started = time.monotonic()
+        try:
+            if self.external_engine_url is None:
+                self.engine.start()
+            self._start_router(self.external_engine_url or self.engine.url)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("stack ready at %s in %.1f s", self.url, time.monotonic() - started)
+        return self
+
+    def _start_router(self, engine_url: str) -> None:
+        import ray
+        from ray import serve
+
+        from serve.router import build_app
+
+        runtime = router_runtime(self.profile, self.deployment, engine_url)
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=self.profile.router.ray_num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            self._ray_started = True
+        serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port})
+        serve.run(
+            build_app(runtime, num_replicas=self.profile.router.num_replicas),
+            name=APP_NAME,
+            route_prefix="/",
+            blocking=False,
+        )
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        reason = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.url}/readyz", timeout=5.0)
+                if response.status_code == 200:
+                    return
+                reason = response.text
+            except httpx.HTTPError as exc:
+                reason = exc.__class__.__name__
+            time.sleep(0.5)
+        raise StackStartError(f"router at {self.url} not ready after {timeout:.0f} s: {reason}")
+
+    def stop(self) -> None:
+        try:
+            import ray
+            from ray import serve
+
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                finally:
+                    if self._ray_started:
+                        ray.shutdown()
+                        self._ray_started = False
+        finally:
+            self.engine.stop()
+        log.info("stack stopped")
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

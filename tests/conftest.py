@@ -1,0 +1,63 @@
+"""Shared fixtures: the tiny profile, free ports, and one real stack per test session."""
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+from PIL import Image, ImageDraw
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_profile():
+    from adapters.profiles import load_profile
+
+    profile = load_profile("tiny")
+    if not (profile.base.resolved_path / "model.safetensors").exists():
+        from adapters.base_builder import build_base
+
+        build_base(profile)
+    return profile
+
+
+def drawing(seed: int, size=(320, 240)) -> Image.Image:
+    """A small seeded test drawing (shapes on paper)."""
+    import random
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, (250, 248, 240))
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(2, 8)):
+        x0, y0 = rng.randint(0, size[0] - 40), rng.randint(0, size[1] - 40)
+        box = (x0, y0, x0 + rng.randint(20, 120), y0 + rng.randint(20, 100))
+        colour = tuple(rng.randint(0, 255) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour, outline=(0, 0, 0))
+    return image
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tiny_profile, tmp_path_factory):
+    """The real vLLM engine + Ray Serve router on the tiny model, on free ports, for the whole session."""
+    from serve.stack import Stack
+
+    stack = Stack(
+        tiny_profile,
+        router_port=free_port(),
+        engine_port=free_port(),
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
+    )
+    stack.start()
+    yield stack
+    stack.stop()

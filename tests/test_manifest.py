@@ -1,0 +1,104 @@
+"""Deployment-set validation: every broken case is a ConfigError naming the file and problem."""
+import shutil
+
+import pytest
+import yaml
+
+from adapters.errors import ConfigError
+from adapters.manifest import load_deployment, load_profile_deployment
+
+
+@pytest.fixture()
+def deployment_copy(tiny_profile, tmp_path):
+    """A copy of the tiny deployment set and its adapters in tmp_path."""
+    source = tiny_profile.deployment_path
+    spec = yaml.safe_load(source.read_text())
+    adapters = []
+    for entry in spec["adapters"]:
+        src = (source.parent / entry).resolve()
+        dst = tmp_path / "adapters" / src.name
+        shutil.copytree(src, dst)
+        adapters.append(f"adapters/{src.name}")
+    spec["adapters"] = adapters
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, spec
+
+
+def _rewrite(path, spec):
+    path.write_text(yaml.safe_dump(spec))
+
+
+def _edit_manifest(adapter_dir, **changes):
+    manifest_path = adapter_dir / "manifest.yaml"
+    data = yaml.safe_load(manifest_path.read_text())
+    for key, value in changes.items():
+        data[key] = value
+    manifest_path.write_text(yaml.safe_dump(data))
+
+
+def test_shipped_tiny_deployment_is_valid(tiny_profile):
+    deployment = load_profile_deployment(tiny_profile)
+    assert deployment.dimensions == deployment.rubric.dimension_names
+    assert len({a.manifest.label for a in deployment.adapters.values()}) == 9
+
+
+def test_missing_adapter_folder(deployment_copy):
+    path, spec = deployment_copy
+    spec["adapters"].append("adapters/does-not-exist")
+    _rewrite(path, spec)
+    with pytest.raises(ConfigError, match="does-not-exist.*does not exist"):
+        load_deployment(path)
+
+
+def test_base_hash_mismatch_against_the_base_on_disk(deployment_copy, tiny_profile):
+    path, spec = deployment_copy
+    spec["base"]["content_hash"] = "sha256:" + "0" * 64
+    _rewrite(path, spec)
+    with pytest.raises(ConfigError, match="content hash"):
+        load_deployment(path, base_dir=tiny_profile.base.resolved_path)
+
+
+def test_adapter_made_for_another_base(deployment_copy):
+    path, spec = deployment_copy
+    adapter_dir = path.parent / spec["adapters"][0]
+    manifest = yaml.safe_load((adapter_dir / "manifest.yaml").read_text())
+    manifest["base"]["content_hash"] = "sha256:" + "1" * 64
+    (adapter_dir / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ConfigError, match=r"manifest.yaml: made for base"):
+        load_deployment(path)
+
+
+def test_rank_above_engine_maximum(deployment_copy):
+    path, _ = deployment_copy
+    with pytest.raises(ConfigError, match="rank 8 is above the engine's max_lora_rank 4"):
+        load_deployment(path, max_lora_rank=4)
+
+
+def test_two_adapters_for_one_dimension(deployment_copy):
+    path, spec = deployment_copy
+    _edit_manifest(path.parent / spec["adapters"][1], dimension=yaml.safe_load(
+        (path.parent / spec["adapters"][0] / "manifest.yaml").read_text())["dimension"])
+    with pytest.raises(ConfigError, match="two adapters for dimension"):
+        load_deployment(path)
+
+
+def test_dimension_not_in_rubric(deployment_copy):
+    path, spec = deployment_copy
+    _edit_manifest(path.parent / spec["adapters"][0], dimension="sparkle")
+    with pytest.raises(ConfigError, match="'sparkle' is not in rubric"):
+        load_deployment(path)
+
+
+def test_invalid_manifest_field(deployment_copy):
+    path, spec = deployment_copy
+    _edit_manifest(path.parent / spec["adapters"][0], unexpected="x")
+    with pytest.raises(ConfigError, match="manifest.yaml is invalid"):
+        load_deployment(path)
+
+
+def test_missing_peft_weights(deployment_copy):
+    path, spec = deployment_copy
+    (path.parent / spec["adapters"][0] / "adapter_model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="adapter_model.safetensors is missing"):
+        load_deployment(path)

@@ -1,0 +1,54 @@
+"""Profiles load strictly; the engine command carries every flag the design depends on."""
+import json
+
+import pytest
+
+from adapters.errors import ConfigError
+from adapters.manifest import load_profile_deployment
+from adapters.profiles import load_profile
+from serve.engine import engine_command, engine_env
+
+
+@pytest.mark.parametrize("name", ["tiny", "production"])
+def test_profiles_load(name):
+    profile = load_profile(name)
+    assert profile.name == name
+    assert profile.engine.max_loras >= 9
+
+
+def test_production_is_a_config_switch_to_the_7b_on_gpu():
+    profile = load_profile("production")
+    assert profile.base.source == "hub" and profile.base.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert profile.dtype == "bfloat16" and profile.engine.device == "cuda"
+
+
+def test_unknown_profile_and_extra_fields(tmp_path):
+    with pytest.raises(ConfigError, match="profiles"):
+        load_profile("no-such-profile")
+    text = load_profile("tiny").model_dump_json()
+    data = json.loads(text)
+    data["engine"]["typo_field"] = 1
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="typo_field"):
+        load_profile(path)
+
+
+def test_engine_command_flags(tiny_profile):
+    deployment = load_profile_deployment(tiny_profile)
+    command = engine_command(tiny_profile, deployment)
+    joined = " ".join(command)
+    for flag in ["--enable-lora", "--max-loras 9", "--max-lora-rank 8", "--logprobs-mode processed_logprobs",
+                 "--generation-config vllm", "--dtype float32", "--gpu-memory-utilization 0.3"]:
+        assert flag in joined
+    modules = command[command.index("--lora-modules") + 1: command.index("--logprobs-mode")]
+    assert sorted(json.loads(m)["name"] for m in modules) == sorted(deployment.dimensions)
+    assert json.loads(command[command.index("--mm-processor-kwargs") + 1]) == {"min_pixels": 50176, "max_pixels": 50176}
+    assert engine_env(tiny_profile)["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_too_few_max_loras_is_refused(tiny_profile):
+    deployment = load_profile_deployment(tiny_profile)
+    profile = tiny_profile.model_copy(update={"engine": tiny_profile.engine.model_copy(update={"max_loras": 2})})
+    with pytest.raises(ConfigError, match="max_loras=2"):
+        engine_command(profile, deployment)

@@ -1,0 +1,68 @@
+"""Router pieces without the engine: error mapping, chat message parsing, bounded admission."""
+import asyncio
+
+import pytest
+
+from adapters.errors import ImageDecodeError, ImageTooLargeError, UnknownDimensionError
+from serve.errors import (
+    EngineUnavailableError, MalformedRequestError, OverloadedError, RequestValidationFailed, error_body, status_for,
+)
+from serve.router import Admission, _image_and_text
+
+
+@pytest.mark.parametrize("error, status", [
+    (ImageDecodeError("x"), 400), (MalformedRequestError("x"), 400), (ImageTooLargeError("x"), 413),
+    (UnknownDimensionError("x"), 422), (RequestValidationFailed("x"), 422), (OverloadedError("x"), 429),
+    (EngineUnavailableError("x"), 503), (RuntimeError("boom"), 500),
+])
+def test_status_mapping(error, status):
+    assert status_for(error) == status
+    body = error_body(error)
+    assert body["error"]["code"] == status
+    if status == 500:
+        assert body["error"]["message"] == "internal error"
+
+
+def test_image_and_text_from_openai_messages():
+    url = "data:image/png;base64,AAAA"
+    messages = [{"role": "system", "content": "sys"},
+                {"role": "user", "content": [{"type": "text", "text": "my dog"},
+                                             {"type": "image_url", "image_url": {"url": url}}]}]
+    assert _image_and_text(messages) == (url, "my dog")
+
+
+@pytest.mark.parametrize("messages, match", [
+    ([], "non-empty"),
+    ([{"role": "user", "content": "no image"}], "exactly one image_url"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "data URLs"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}},
+                                   {"type": "image_url", "image_url": {"url": "data:b"}}]}], "found 2"),
+])
+def test_bad_chat_messages(messages, match):
+    with pytest.raises(RequestValidationFailed, match=match):
+        _image_and_text(messages)
+
+
+def test_admission_queues_then_refuses_beyond_capacity():
+    async def scenario():
+        admission = Admission(inflight=1, queued=1, retry_after_s=3)
+        release = asyncio.Event()
+        entered = []
+
+        async def hold(tag):
+            async with admission:
+                entered.append(tag)
+                await release.wait()
+
+        first = asyncio.create_task(hold("a"))
+        second = asyncio.create_task(hold("b"))
+        await asyncio.sleep(0.05)
+        assert entered == ["a"] and admission.admitted == 2
+        with pytest.raises(OverloadedError, match="retry after 3 s"):
+            async with admission:
+                pass
+        release.set()
+        await asyncio.gather(first, second)
+        assert entered == ["a", "b"] and admission.admitted == 0
+
+    asyncio.run(scenario())
