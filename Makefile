@@ -40,5 +40,12 @@ test-unit: setup
 test-integration: base
 	$(PY) -m pytest tests -m integration
 
+# Performance (README "Performance"): figures into bench.json; locust reports into runs/loadtest/.
+bench: setup
+	$(KIDSART) bench --profile bench --images $(or $(IMAGES),16) --out bench.json
+
+loadtest: setup
+	$(KIDSART) loadtest --profile bench $(if $(URL),--url $(URL),)
+
 clean:
 	rm -rf artifacts runs out .pytest_cache

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from adapters import cli as adapters_cli
+from kidsart import commands as kidsart_commands
 from loadtest import cli as loadtest_cli
 from serve import cli as serve_cli
 from train import cli as train_cli
@@ -23,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (adapters_cli, train_cli, serve_cli, loadtest_cli):
+for module in (adapters_cli, train_cli, serve_cli, loadtest_cli, kidsart_commands):
     module.register(app)
 
 

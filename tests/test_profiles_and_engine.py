@@ -52,3 +52,15 @@ def test_too_few_max_loras_is_refused(tiny_profile):
     profile = tiny_profile.model_copy(update={"engine": tiny_profile.engine.model_copy(update={"max_loras": 2})})
     with pytest.raises(ConfigError, match="max_loras=2"):
         engine_command(profile, deployment)
+
+
+def test_production_engine_command_is_gpu_bf16_without_cpu_settings(tiny_profile):
+    """As far as a CPU can check production: the command a GPU host would run."""
+    production = load_profile("production")
+    deployment = load_profile_deployment(tiny_profile)  # any nine adapters: the command only needs their names/paths
+    command = engine_command(production, deployment)
+    joined = " ".join(command)
+    assert "--model /models/Qwen2.5-VL-7B-Instruct" in joined
+    assert "--dtype bfloat16" in joined and "--gpu-memory-utilization 0.9" in joined
+    assert "--max-loras 9" in joined and "--logprobs-mode processed_logprobs" in joined
+    assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(production) or production.engine.cpu_kvcache_space_gib is None

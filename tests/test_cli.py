@@ -1,0 +1,93 @@
+"""The `kidsart` command: instant help, clear errors, and `serve` stopping cleanly on SIGINT/SIGTERM."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import drawing, free_port
+
+KIDSART = str(Path(sys.executable).with_name("kidsart"))
+
+
+def test_help_is_fast_and_lists_commands():
+    started = time.monotonic()
+    result = subprocess.run([KIDSART, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("serve", "score", "build-base", "demo"):
+        assert command in result.stdout
+    heavy = subprocess.run([sys.executable, "-c", "import kidsart.cli, sys; print(sorted(m for m in ('torch','vllm','ray','transformers') if m in sys.modules))"],
+                           capture_output=True, text=True, timeout=60)
+    assert heavy.stdout.strip() == "[]", "kidsart --help imports heavy modules"
+    assert time.monotonic() - started < 30
+
+
+def test_unknown_profile_is_a_clear_cli_error():
+    result = subprocess.run([KIDSART, "validate", "--profile", "nope"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "profile 'nope'" in result.stderr
+
+
+def test_score_reference_backend_writes_json_lines_and_flags_bad_files(tmp_path):
+    good = tmp_path / "good drawing.png"
+    drawing(21).save(good)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = subprocess.run([KIDSART, "score", str(good), str(bad), "--backend", "reference", "-d", "realism", "-d", "line_texture"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["image"] == str(good) and list(lines[0]["scores"]) == ["realism", "line_texture"]
+    assert lines[1]["image"] == str(bad) and "decoded" in lines[1]["error"] and "scores" not in lines[1]
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT])
+def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_signal):
+    port, engine_port = free_port(), free_port()
+    process = subprocess.Popen([KIDSART, "serve", "--port", str(port), "--engine-port", str(engine_port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read().decode()[-3000:]
+            seen.update(p.pid for p in _descendants(process.pid))
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("kidsart serve did not become ready")
+        image = tmp_path / "a.png"
+        drawing(22).save(image)
+        scored = subprocess.run([KIDSART, "score", str(image), "--url", f"http://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=120)
+        assert scored.returncode == 0, scored.stderr
+        assert len(json.loads(scored.stdout)["scores"]) == 9
+        seen.update(p.pid for p in _descendants(process.pid))
+        assert len(seen) >= 3  # engine, its workers, Ray
+        process.send_signal(stop_signal)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(2)
+    alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"processes left behind: {[psutil.Process(p).cmdline()[:3] for p in alive]}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{engine_port}/v1/models", timeout=2)
