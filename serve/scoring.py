@@ -64,6 +64,9 @@ class EngineScorer:
         )
 
     def select(self, dimensions: list[str] | None) -> list:
+        """The requested dimensions (validated), or every deployed one when none are named."""
+        if not dimensions:
+            return [d for d in self.rubric.dimensions if d.name in self.runtime.adapters]
         selected = self.rubric.select(dimensions)
         missing = [d.name for d in selected if d.name not in self.runtime.adapters]
         if missing:
