@@ -15,6 +15,7 @@ from kidsart import commands as kidsart_commands
 from loadtest import cli as loadtest_cli
 from serve import cli as serve_cli
 from train import cli as train_cli
+from train import district as train_district
 
 app = typer.Typer(
     name="kidsart",
@@ -24,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (adapters_cli, train_cli, serve_cli, loadtest_cli, kidsart_commands):
+for module in (adapters_cli, train_cli, train_district, serve_cli, loadtest_cli, kidsart_commands):
     module.register(app)
 
 

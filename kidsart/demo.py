@@ -3,8 +3,11 @@
 1. makes a small set of sample drawings procedurally (train.synth; no downloads),
 2. starts the real stack (vLLM engine with the nine adapters + Ray Serve router),
 3. scores every sample through the router's HTTP API, prints a table and writes
-   JSON lines,
-4. stops the stack.
+   JSON lines (runs/demo/scores.jsonl),
+4. batch-scores a bundled synthetic district (4 schools, 3 grades, some broken and
+   duplicate files) with the district job and writes its report
+   (runs/demo/district/report.html),
+5. stops the stack.
 """
 from __future__ import annotations
 
@@ -88,10 +91,23 @@ def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_p
     return 1 if failures or district_status else 0
 
 
+DEMO_DISTRICT = dict(seed=0, schools=4, grades=3, classes=2, images=120, broken=6, duplicates=4)
+
+
 def _district_demo(url: str, out_dir: Path) -> int:
-    """Score the bundled synthetic district with the batch job, if that job is installed."""
-    try:
-        from serve.district.demo import run_district_demo
-    except ImportError:
-        return 0
-    return run_district_demo(url, out_dir / "district")
+    """Score a bundled synthetic district (some files deliberately broken) with the batch job; write the report."""
+    from serve.district.job import DistrictJobConfig, EXIT_INCOMPLETE, run_job
+    from train.district import make_district
+
+    district = out_dir / "district-input"
+    if not (district / "district.json").exists():
+        make_district(district, **DEMO_DISTRICT)
+    result = run_job(
+        DistrictJobConfig(input=district, out=out_dir / "district", resume=True, concurrency=16),
+        url=url,
+    )
+    summary = result.summary
+    log.info("district report: %s", (out_dir / "district" / "report.html").resolve())
+    log.info("district summary: %s", {k: summary[k] for k in list(summary)[:8]})
+    # error rows for the deliberately broken files are expected; an incomplete run is not
+    return 1 if result.exit_code >= EXIT_INCOMPLETE else 0

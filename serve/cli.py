@@ -7,6 +7,10 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from serve.district import cli as district_cli
+
+    district_cli.register(app)
+
     @app.command("serve")
     def serve_command(
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),

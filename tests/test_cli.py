@@ -54,7 +54,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_signal):
     port, engine_port = free_port(), free_port()
     process = subprocess.Popen([KIDSART, "serve", "--port", str(port), "--engine-port", str(engine_port)],

@@ -1,0 +1,108 @@
+"""`kidsart score-district`: score every artwork of a district, resumably, and write the report.
+
+Register with `serve.district.cli.register(app)`; only typer is imported here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("score-district")
+    def score_district(
+        input: Path = typer.Argument(..., help="District folder (school/grade/class/... folders) or a CSV manifest with a 'path' column."),
+        out: Path = typer.Option(..., "--out", help="Output folder: journal.jsonl, scores.csv, scores.parquet, report.html."),
+        url: Optional[str] = typer.Option(None, "--url", help="Router URL (e.g. http://127.0.0.1:8000)."),
+        profile: Optional[str] = typer.Option(None, "--profile", help="Without --url: start this profile's stack, score, stop it."),
+        concurrency: int = typer.Option(32, "--concurrency", min=1, help="Images in flight at once."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+        dimensions: str = typer.Option("", "--dimensions", help="Comma-separated dimensions (default: all of the rubric)."),
+        levels: str = typer.Option("school,grade,class", "--levels", help="Names of the folder levels below the root."),
+        pipeline: str = typer.Option("async", "--pipeline", help="'async' (local asyncio client) or 'ray' (Ray Data pipeline)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run the Ray pipeline on (default: local)."),
+        ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Scoring actors in the Ray pipeline (raise on a cluster)."),
+        ray_batch_size: int = typer.Option(8, "--ray-batch-size", min=1, help="Images per Ray Data batch (4 batches in flight per actor)."),
+        engine_url: list[str] = typer.Option([], "--engine-url", help="Ray pipeline: score straight against these vLLM engines (repeatable; needs --profile)."),
+        router_port: Optional[int] = typer.Option(None, "--router-port", help="With --profile: router port (default: the profile's)."),
+        engine_port: Optional[int] = typer.Option(None, "--engine-port", help="With --profile: engine port (default: the profile's)."),
+        max_outage: float = typer.Option(900.0, "--max-outage", help="Stop (resumably) after this many seconds without a usable answer."),
+        max_thumbnails: int = typer.Option(400, "--max-thumbnails", help="Thumbnails embedded in report.html."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Score every artwork of a district on all dimensions: durable journal, --resume, CSV/Parquet, HTML report.
+
+        Exit code: 0 all rows scored, 1 some rows are errors (bad files), 3 the run is incomplete (resume it).
+        """
+        import contextlib
+        import json
+
+        from adapters.errors import ConfigError
+        from serve.district.job import DistrictJobConfig, run_job
+
+        if pipeline not in ("async", "ray"):
+            raise ConfigError(f"--pipeline must be 'async' or 'ray', not {pipeline!r}")
+        if engine_url and (pipeline != "ray" or not profile):
+            raise ConfigError("--engine-url needs --pipeline ray and --profile (for the prompts and adapter labels)")
+        if not url and not profile:
+            raise ConfigError("give --url of a running router, or --profile to start the stack for this run")
+        config = DistrictJobConfig(
+            input=input, out=out, resume=resume, concurrency=concurrency,
+            dimensions=[d.strip() for d in dimensions.split(",") if d.strip()],
+            levels=[x.strip() for x in levels.split(",") if x.strip()], pipeline=pipeline, ray_address=ray_address,
+            ray_actors=ray_actors, ray_batch_size=ray_batch_size, engine_urls=list(engine_url), max_outage_s=max_outage,
+            max_thumbnails=max_thumbnails, report=report, progress=progress,
+        )
+        runtime = None
+        image_size = 224
+        with contextlib.ExitStack() as stack_ctx:
+            if profile:
+                from adapters.profiles import load_profile
+
+                loaded = load_profile(profile)
+                config.rubric = loaded.rubric
+                image_size = loaded.image_size
+                if engine_url:
+                    from adapters.manifest import load_profile_deployment
+                    from serve.stack import router_runtime
+
+                    runtime = router_runtime(loaded, load_profile_deployment(loaded), engine_url[0]).model_dump()
+                elif not url:
+                    from serve.stack import Stack
+
+                    from serve.district.stackfile import forget_stack, reap_orphaned_engine, remember_stack
+
+                    reap_orphaned_engine(out)
+                    typer.echo(f"starting the {profile!r} stack (engine + router) for this run ...", err=True)
+                    stack = stack_ctx.enter_context(
+                        Stack(loaded, router_port=router_port, engine_port=engine_port, log_dir=out / "logs")
+                    )
+                    remember_stack(out, stack)
+                    stack_ctx.callback(forget_stack, out)
+                    url = stack.url
+            try:
+                result = run_job(config, url=url, runtime=runtime, image_size=image_size)
+            except KeyboardInterrupt:
+                typer.echo(f"\ninterrupted: every counted result is in {out}/journal.jsonl; "
+                           f"rerun with --resume to continue", err=True)
+                raise typer.Exit(130)
+        summary = result.summary
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+        typer.echo(
+            f"{summary['inputs']} inputs: {summary['ok']} scored, {summary['errors']} errors, "
+            f"{summary['pending']} pending; {summary['duplicate_inputs']} duplicates, "
+            f"{summary['skipped_files']} files skipped"
+        )
+        if summary["error_types"]:
+            typer.echo("errors by type: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["error_types"].items())))
+        typer.echo(
+            f"this run: {summary['requests_this_run']} images sent in {summary['scoring_s']:.1f} s "
+            f"({summary['images_per_s']:.2f} images/s), {summary['retries']} retries, "
+            f"{summary['already_done_before_this_run']} already done before"
+        )
+        for path in result.files:
+            typer.echo(f"wrote {path}")
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,85 @@
+"""Turn the journal into `scores.csv` and `scores.parquet`: one row per input, in key order.
+
+Columns: identifiers (`key`, `file`, `student_id`, `school`, `grade`, `class`,
+`folder`, `description`, `sha256`, `size`, `duplicate_of`), `status` (ok / error /
+pending), `error_type`, `error`, then per dimension `<dim>` (RAIL expected score),
+`<dim>_std` and `<dim>_p1`..`<dim>_p5` (score-token probabilities), plus `mean_score`
+(mean over the dimensions) and `adapters` (dim=name@version, ';'-separated).
+Files are written to a temporary name and renamed, so a kill never leaves half a file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from serve.district.inputs import InputItem
+
+ID_COLUMNS = ["key", "file", "student_id", "school", "grade", "class", "folder", "description", "sha256", "size",
+              "duplicate_of", "status", "error_type", "error"]
+
+
+def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5):
+    """A pandas DataFrame with one row per input (pending if the journal has no current record)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for item in sorted(items, key=lambda i: i.key):
+        record = records.get(item.key)
+        if record is not None and record.get("sha256", "") != item.sha256:
+            record = None
+        row = {
+            "key": item.key, "file": Path(item.key.split("#")[0]).name, "student_id": item.student_id,
+            "school": item.school, "grade": item.grade, "class": item.class_name, "folder": item.folder,
+            "description": item.description, "sha256": item.sha256, "size": item.size,
+            "duplicate_of": item.duplicate_of,
+        }
+        if record is None:
+            row.update(status="pending", error_type="not_scored", error="no result in the journal yet; run with --resume")
+        elif record["status"] == "ok":
+            row.update(status="ok", error_type="", error="")
+        else:
+            row.update(status="error", error_type=record.get("error_type", "error"), error=record.get("error", ""))
+        scores = (record or {}).get("scores") or {}
+        values = []
+        adapters = []
+        for dim in dimensions:
+            value = scores.get(dim)
+            if value is None:
+                row[dim] = np.nan
+                row[f"{dim}_std"] = np.nan
+                for level in range(1, levels + 1):
+                    row[f"{dim}_p{level}"] = np.nan
+                continue
+            row[dim] = float(value["score"])
+            row[f"{dim}_std"] = float(value.get("std", np.nan))
+            probs = list(value.get("probs", []))
+            for level in range(1, levels + 1):
+                row[f"{dim}_p{level}"] = float(probs[level - 1]) if level <= len(probs) else np.nan
+            values.append(row[dim])
+            if value.get("adapter"):
+                adapters.append(f"{dim}={value['adapter']}")
+        row["mean_score"] = float(np.mean(values)) if values and row["status"] == "ok" else np.nan
+        row["adapters"] = ";".join(adapters)
+        rows.append(row)
+    columns = ID_COLUMNS + [c for dim in dimensions for c in
+                            (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])] + ["mean_score", "adapters"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["size"] = frame["size"].astype("int64")
+    return frame
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_tables(frame, out_dir: Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    csv_path, parquet_path = out_dir / "scores.csv", out_dir / "scores.parquet"
+    _atomic(csv_path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
+    _atomic(parquet_path, lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
+    return csv_path, parquet_path

@@ -1,0 +1,248 @@
+"""Discover a district's submissions: a folder tree or a CSV manifest -> one `InputItem` each.
+
+Folder trees: any depth; the folder levels below the root become columns, named by
+`levels` (default school, grade, class; deeper levels are joined into `folder`).
+Image files (png, jpg/jpeg, webp, bmp, tif/tiff, gif) are inputs, whatever the case
+of their extension; hidden files and folders (name starting with '.') are skipped;
+a symbolic link is followed only if it resolves inside the root (and each real
+folder is walked once, so link loops end). Other files are listed as skipped.
+
+CSV manifests: a `path` column (relative to the CSV's folder, or absolute) plus
+optional `student_id`, `school`, `grade`, `class`, `description`. A missing file is
+an input with a local error, so it becomes an error row rather than vanishing.
+
+Every input has a stable `key` (its relative path; a CSV listing one path twice gets
+`#2`, `#3`...) and the sha256 of its content. Inputs with identical content are
+reported through `duplicate_of` (the key of the first one) but keep their own row.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from adapters.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+DEFAULT_LEVELS = ("school", "grade", "class")
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+CSV_COLUMNS = ("path", "student_id", "school", "grade", "class", "description")
+
+
+class DistrictInputError(InputError):
+    """The district input (folder or CSV manifest) cannot be read."""
+
+    kind = "invalid_district_input"
+
+
+@dataclass
+class InputItem:
+    """One submission: where it is, who and where it comes from, and what it contains."""
+
+    key: str
+    path: str
+    student_id: str = ""
+    school: str = ""
+    grade: str = ""
+    class_name: str = ""
+    folder: str = ""
+    description: str = ""
+    size: int = -1
+    sha256: str = ""
+    duplicate_of: str = ""
+    local_error_type: str = ""
+    local_error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Discovery:
+    """The result of scanning an input: the items plus what was skipped and why."""
+
+    items: list[InputItem]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def duplicate_groups(self) -> dict[str, list[str]]:
+        """first key -> keys of the later inputs with the same content."""
+        groups: dict[str, list[str]] = {}
+        for item in self.items:
+            if item.duplicate_of:
+                groups.setdefault(item.duplicate_of, []).append(item.key)
+        return groups
+
+
+def discover(source: str | Path, *, levels: tuple[str, ...] = DEFAULT_LEVELS, max_bytes: int = DEFAULT_MAX_BYTES,
+             hash_workers: int = 4) -> Discovery:
+    """Scan a folder tree or read a CSV manifest; hash every file; mark duplicates."""
+    source = Path(source)
+    if source.is_dir():
+        items, skipped = _scan_tree(source, levels)
+    elif source.is_file() and source.suffix.lower() == ".csv":
+        items, skipped = _read_manifest(source)
+    elif not source.exists():
+        raise DistrictInputError(f"district input {source} does not exist")
+    else:
+        raise DistrictInputError(f"district input {source} must be a folder or a .csv manifest")
+    _hash_all(items, max_bytes, hash_workers)
+    _mark_duplicates(items)
+    log.info("discovered %d inputs in %s (%d files skipped)", len(items), source, len(skipped))
+    return Discovery(items=items, skipped=skipped, source=str(source.resolve()))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _scan_tree(root: Path, levels: tuple[str, ...]) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    root_real = Path(os.path.realpath(root))
+    items: list[InputItem] = []
+    skipped: list[tuple[str, str]] = []
+    visited: set[str] = set()
+
+    def inside(real: str) -> bool:
+        return real == str(root_real) or real.startswith(str(root_real) + os.sep)
+
+    def walk(folder: Path, rel_parts: tuple[str, ...]) -> None:
+        real = os.path.realpath(folder)
+        if real in visited:
+            skipped.append(("/".join(rel_parts), "folder already visited (link loop or second link)"))
+            return
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(("/".join(rel_parts) or ".", f"folder cannot be read: {exc.strerror or exc}"))
+            return
+        for entry in entries:
+            rel = "/".join((*rel_parts, entry.name))
+            if _is_hidden(entry.name):
+                skipped.append((rel, "hidden"))
+                continue
+            target = entry.path
+            if entry.is_symlink():
+                real_target = os.path.realpath(entry.path)
+                if not inside(real_target):
+                    skipped.append((rel, "symbolic link leading outside the root"))
+                    continue
+                if not os.path.exists(real_target):
+                    skipped.append((rel, "broken symbolic link"))
+                    continue
+                target = real_target
+            if os.path.isdir(target):
+                walk(Path(entry.path), (*rel_parts, entry.name))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                items.append(_item_from_tree(rel, entry.path, rel_parts, levels))
+            else:
+                skipped.append((rel, "not an image file type"))
+
+    walk(root, ())
+    items.sort(key=lambda item: item.key)
+    return items, skipped
+
+
+def _item_from_tree(rel: str, path: str, folders: tuple[str, ...], levels: tuple[str, ...]) -> InputItem:
+    named = dict(zip(levels, folders))
+    extra = folders[len(levels):]
+    return InputItem(
+        key=rel,
+        path=str(Path(path).absolute()),
+        student_id=Path(rel).stem,
+        school=named.get("school", ""),
+        grade=named.get("grade", ""),
+        class_name=named.get("class", ""),
+        folder="/".join(extra),
+    )
+
+
+def _read_manifest(csv_path: Path) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    base = csv_path.parent
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or "path" not in [f.strip() for f in reader.fieldnames]:
+                raise DistrictInputError(f"manifest {csv_path} needs a 'path' column (has {reader.fieldnames})")
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DistrictInputError(f"manifest {csv_path} is not UTF-8 text: {exc}") from exc
+    except csv.Error as exc:
+        raise DistrictInputError(f"manifest {csv_path} is not valid CSV: {exc}") from exc
+    unknown = sorted(set(rows[0]) - set(CSV_COLUMNS)) if rows else []
+    if unknown:
+        log.warning("manifest %s: ignoring columns %s", csv_path, unknown)
+    items: list[InputItem] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=2):
+        raw = row.get("path", "")
+        if not raw:
+            skipped.append((f"{csv_path.name}:{number}", "empty path"))
+            continue
+        rel = Path(raw).as_posix()
+        seen[rel] = seen.get(rel, 0) + 1
+        key = rel if seen[rel] == 1 else f"{rel}#{seen[rel]}"
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        items.append(InputItem(
+            key=key,
+            path=str(path.absolute()),
+            student_id=row.get("student_id") or Path(rel).stem,
+            school=row.get("school", ""),
+            grade=row.get("grade", ""),
+            class_name=row.get("class", ""),
+            description=row.get("description", ""),
+        ))
+    return items, skipped
+
+
+def _hash_one(item: InputItem, max_bytes: int) -> None:
+    path = Path(item.path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        item.local_error_type, item.local_error = "missing_file", f"file {item.key} does not exist"
+        return
+    except OSError as exc:
+        item.local_error_type, item.local_error = "unreadable_file", f"file {item.key} cannot be read: {exc.strerror or exc}"
+        return
+    item.size = size
+    if not path.is_file():
+        item.local_error_type, item.local_error = "unreadable_file", f"{item.key} is not a regular file"
+        return
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        item.local_error_type, item.local_error = "unreadable_file", f"file {item.key} cannot be read: {exc.strerror or exc}"
+        return
+    item.sha256 = digest.hexdigest()
+    if size == 0:
+        item.local_error_type, item.local_error = "invalid_image", f"file {item.key} is empty (0 bytes)"
+    elif size > max_bytes:
+        item.local_error_type, item.local_error = "image_too_large", f"file {item.key} is {size} bytes; the limit is {max_bytes}"
+
+
+def _hash_all(items: list[InputItem], max_bytes: int, workers: int) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(lambda item: _hash_one(item, max_bytes), items))
+
+
+def _mark_duplicates(items: list[InputItem]) -> None:
+    first: dict[str, str] = {}
+    for item in items:
+        if not item.sha256 or item.size == 0:
+            continue
+        if item.sha256 in first:
+            item.duplicate_of = first[item.sha256]
+        else:
+            first[item.sha256] = item.key

@@ -1,0 +1,155 @@
+"""One district job end to end: discover, plan, score (asyncio or Ray Data), export, report, summary."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve.district.client import RetryPolicy
+from serve.district.journal import Journal, JournalError
+
+log = logging.getLogger(__name__)
+
+RUN_META = "run.json"
+
+EXIT_OK = 0
+EXIT_ROW_ERRORS = 1
+EXIT_INCOMPLETE = 3
+
+
+class DistrictJobConfig(BaseModel):
+    """Everything a district run needs once the scoring service is known."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path = Field(description="A folder tree or a CSV manifest.")
+    out: Path = Field(description="Output folder: journal, scores.csv/.parquet, report.html.")
+    resume: bool = Field(default=False, description="Continue the run whose journal is in `out`.")
+    concurrency: int = Field(default=32, ge=1, description="Images in flight at once (asyncio path).")
+    dimensions: list[str] = Field(default_factory=list, description="Dimensions to score; empty = all of the rubric.")
+    rubric: str = Field(default="kidsartbench", description="Rubric name or path (for the column set).")
+    levels: list[str] = Field(default_factory=lambda: ["school", "grade", "class"],
+                              description="Names of the folder levels below the root.")
+    pipeline: Literal["async", "ray"] = Field(default="async", description="Local asyncio client or Ray Data pipeline.")
+    ray_address: str | None = Field(default=None, description="Ray cluster address for the Ray pipeline (None = local).")
+    ray_actors: int = Field(default=1, ge=1, description="Scoring actors in the Ray pipeline (each runs 4 batches at once).")
+    ray_batch_size: int = Field(default=8, ge=1, description="Images per Ray Data batch.")
+    engine_urls: list[str] = Field(default_factory=list,
+                                   description="Ray pipeline only: score straight against these vLLM engines.")
+    max_outage_s: float = Field(default=900.0, description="Give up (resumable) after this long without an answer.")
+    max_thumbnails: int = Field(default=400, description="Thumbnails embedded in the report.")
+    report: bool = Field(default=True, description="Write report.html.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
+
+
+@dataclass
+class JobResult:
+    exit_code: int
+    summary: dict
+    files: list[Path] = field(default_factory=list)
+
+
+def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[str]) -> None:
+    meta_path = out / RUN_META
+    meta = {"input": source, "dimensions": dims, "rubric": config.rubric}
+    if meta_path.exists():
+        previous = json.loads(meta_path.read_text(encoding="utf-8"))
+        if previous.get("input") != source or previous.get("dimensions") != dims:
+            raise JournalError(
+                f"{out} holds a run of {previous.get('input')} on {previous.get('dimensions')}; "
+                f"this is {source} on {dims}: use another --out"
+            )
+        return
+    tmp = meta_path.with_name(".run.json.tmp")
+    tmp.write_text(json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1),
+                   encoding="utf-8")
+    os.replace(tmp, meta_path)
+
+
+def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None = None,
+            image_size: int = 224) -> JobResult:
+    """Run (or resume) a district job against a router at `url` (or engines, for the Ray pipeline)."""
+    from adapters.rubric import load_rubric
+    from serve.district.export import build_table, write_tables
+    from serve.district.inputs import discover
+    from serve.district.runner import plan_work, score_units
+
+    rubric = load_rubric(config.rubric)
+    dims = [d.name for d in rubric.select(config.dimensions or None)]
+    discovery = discover(config.input, levels=tuple(config.levels))
+    policy = RetryPolicy(max_outage_s=config.max_outage_s)
+    out = Path(config.out)
+    started = time.monotonic()
+    with Journal(out) as journal:
+        if journal.records and not config.resume:
+            raise JournalError(
+                f"{out} already holds a run ({len(journal.records)} results in {journal.path.name}); "
+                "pass --resume to continue it, or choose another --out"
+            )
+        _check_meta(out, config, discovery.source, dims)
+        plan = plan_work(discovery.items, journal)
+        if config.resume:
+            log.info("resuming: %d of %d inputs already done", plan.already_done, len(discovery.items))
+        progress = None
+        if config.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=len(discovery.items), initial=plan.already_done, unit="img", desc="scoring",
+                            dynamic_ncols=True, smoothing=0.1)
+        try:
+            if config.pipeline == "ray":
+                from serve.district.ray_pipeline import score_with_ray
+
+                mode = "engine" if config.engine_urls else "router"
+                stats = score_with_ray(
+                    plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
+                    policy=policy, runtime=runtime, image_size=image_size, actors=config.ray_actors,
+                    batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
+                )
+            else:
+                stats = score_units(plan, journal, url, concurrency=config.concurrency,
+                                    dimensions=config.dimensions or None, policy=policy, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        records = dict(journal.records)
+    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels))
+    files = list(write_tables(frame, out))
+    if config.report:
+        from serve.district.report import write_report
+
+        paths = {item.key: item.path for item in discovery.items}
+        meta = {"input": discovery.source, "rubric": rubric.title}
+        files.append(write_report(frame, dims, out / "report.html", paths=paths, skipped=discovery.skipped,
+                                  meta=meta, max_thumbnails=config.max_thumbnails,
+                                  title=f"District scores: {Path(discovery.source).name}"))
+    status = Counter(frame["status"])
+    error_types = Counter(frame.loc[frame["status"] == "error", "error_type"])
+    elapsed = time.monotonic() - started
+    summary = {
+        "inputs": len(frame),
+        "ok": status.get("ok", 0),
+        "errors": status.get("error", 0),
+        "pending": status.get("pending", 0),
+        "error_types": dict(error_types),
+        "already_done_before_this_run": plan.already_done,
+        "requests_this_run": stats.requests,
+        "reused_duplicates_this_run": stats.reused,
+        "duplicate_inputs": int((frame["duplicate_of"] != "").sum()),
+        "skipped_files": len(discovery.skipped),
+        "retries": stats.retries,
+        "scoring_s": round(stats.elapsed_s, 2),
+        "images_per_s": round(stats.requests / stats.elapsed_s, 3) if stats.elapsed_s > 0 and stats.requests else 0.0,
+        "pipeline_startup_s": round(stats.first_result_s, 2) if stats.first_result_s is not None else None,
+        "elapsed_s": round(elapsed, 2),
+        "pipeline": config.pipeline,
+    }
+    code = EXIT_INCOMPLETE if summary["pending"] else EXIT_ROW_ERRORS if summary["errors"] else EXIT_OK
+    return JobResult(exit_code=code, summary=summary, files=files)

@@ -1,0 +1,346 @@
+"""Procedurally drawn, children's-drawing-like images with known rubric labels.
+
+These images VERIFY THE PIPELINE; they are not art and their labels are not art
+judgements. Every KidsArtBench dimension's label is drawn first and then drives a
+drawing parameter that is visible in the picture, so the "truth" of each label is
+known exactly and an adapter can, in principle, learn it:
+
+| dimension | what the label (1-5) controls in the drawing |
+|---|---|
+| color_richness | number of distinct hues of the coloured shapes: 1, 2, 3-4, 5-6, 7-8, spread around the colour wheel (4 + 2 x hues shapes, so more hues also cover more of the page) |
+| color_contrast | figure/ground contrast: how far the shapes' colours are from the paper tone (22% .. 100% of full strength) |
+| line_texture | variety of ink stroke styles among six strokes: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted} |
+| picture_organization | layout: shapes crowded in a small off-centre region (1) .. evenly spread over the page on a grid (5) |
+| realism (stand-in) | completeness of the stick figure: head only (1) .. head, body, limbs, face, hands/feet and a ground line (5) |
+| deformation (stand-in) | distortion of the figure's proportions: head scale 1.0x .. 3.2x and stretched limbs |
+| imagination (stand-in) | number of fantastic motifs (spirals, stars, floating eyes): 0, 1, 2, 4, 6 |
+| line_combination (stand-in) | number of joined ink segments in a connected line web: 1, 3, 6, 10, 15 |
+| transformation (stand-in) | share of coloured shapes transformed (rotated, sheared into irregular polygons): 0 .. 100% |
+
+Labels are independent across dimensions (uniform over 1-5 by default, or
+KidsArtBench's training-set marginals with `distribution="kidsartbench"`). The
+grade (1-6) follows KidsArtBench's grade marginals and only changes the stroke
+width jitter. The description is a plain account of what is drawn.
+"""
+from __future__ import annotations
+
+import colorsys
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS = (
+    "realism",
+    "deformation",
+    "imagination",
+    "color_richness",
+    "color_contrast",
+    "line_combination",
+    "line_texture",
+    "picture_organization",
+    "transformation",
+)
+
+# KidsArtBench train.csv label counts per level 1..5 (946 artworks) and grade counts 1..6.
+KIDSARTBENCH_MARGINALS = {
+    "realism": [550, 373, 23, 0, 0],
+    "deformation": [1, 11, 202, 719, 13],
+    "imagination": [0, 0, 4, 275, 667],
+    "color_richness": [17, 33, 341, 412, 143],
+    "color_contrast": [14, 49, 362, 446, 75],
+    "line_combination": [1, 89, 637, 207, 12],
+    "line_texture": [1, 376, 454, 103, 12],
+    "picture_organization": [1, 55, 663, 227, 0],
+    "transformation": [1, 4, 209, 640, 92],
+}
+GRADE_COUNTS = [62, 402, 397, 106, 58, 21]
+
+_HUE_COUNTS = {1: (1, 1), 2: (2, 2), 3: (3, 4), 4: (5, 6), 5: (7, 8)}
+_CONTRAST = {1: 0.22, 2: 0.4, 3: 0.6, 4: 0.8, 5: 1.0}
+_STROKE_STYLES = ("solid", "dashed", "zigzag", "wavy", "dotted")
+_SPREAD = {1: 0.32, 2: 0.45, 3: 0.6, 4: 0.8, 5: 1.0}
+_HEAD_SCALE = {1: 1.0, 2: 1.4, 3: 1.9, 4: 2.5, 5: 3.2}
+_MOTIFS = {1: 0, 2: 1, 3: 2, 4: 4, 5: 6}
+_SEGMENTS = {1: 1, 2: 3, 3: 6, 4: 10, 5: 15}
+_TRANSFORMED = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
+INK = (35, 30, 40)
+
+
+def _sample_labels(rng: np.random.Generator, distribution: str) -> dict[str, int]:
+    labels = {}
+    for dim in DIMENSIONS:
+        if distribution == "uniform":
+            labels[dim] = int(rng.integers(1, 6))
+        elif distribution == "kidsartbench":
+            counts = np.asarray(KIDSARTBENCH_MARGINALS[dim], dtype=float)
+            labels[dim] = int(rng.choice(5, p=counts / counts.sum())) + 1
+        else:
+            raise ValueError(f"unknown label distribution {distribution!r} (uniform or kidsartbench)")
+    return labels
+
+
+def _paper(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A cream/white paper with a faint grain."""
+    tone = np.array([248, 244, 232], dtype=float) + rng.uniform(-8, 6, size=3)
+    grain = rng.normal(0.0, 3.0, size=(height, width, 1))
+    pixels = np.clip(tone[None, None, :] + grain, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]) -> list[tuple[int, int, int]]:
+    """n_hues evenly spread hues, blended toward the paper tone by (1 - strength)."""
+    offset = rng.uniform(0, 1)
+    colours = []
+    for i in range(n_hues):
+        hue = (offset + i / n_hues + rng.uniform(-0.02, 0.02)) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.8))
+        pure = np.array([r, g, b]) * 255
+        mixed = np.asarray(paper) * (1 - strength) + pure * strength
+        colours.append(tuple(int(round(c)) for c in mixed))
+    return colours
+
+
+def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str, start, end, width: int) -> None:
+    (x0, y0), (x1, y1) = start, end
+    length = max(1.0, math.hypot(x1 - x0, y1 - y0))
+    ux, uy = (x1 - x0) / length, (y1 - y0) / length
+    nx, ny = -uy, ux
+    steps = max(2, int(length / 6))
+    if style == "solid":
+        draw.line([start, end], fill=INK, width=width)
+    elif style == "dashed":
+        for i in range(0, steps, 2):
+            a, b = i / steps, min(1.0, (i + 1) / steps)
+            draw.line([(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)], fill=INK, width=width)
+    elif style == "zigzag":
+        pts = [(x0 + ux * length * i / steps + nx * (6 if i % 2 else -6), y0 + uy * length * i / steps + ny * (6 if i % 2 else -6)) for i in range(steps + 1)]
+        draw.line(pts, fill=INK, width=max(1, width - 1))
+    elif style == "wavy":
+        pts = [(x0 + ux * length * i / (steps * 2) + nx * 7 * math.sin(i / 2.0), y0 + uy * length * i / (steps * 2) + ny * 7 * math.sin(i / 2.0)) for i in range(steps * 2 + 1)]
+        draw.line(pts, fill=INK, width=width + 3)
+    elif style == "dotted":
+        for i in range(steps + 1):
+            cx, cy = x0 + ux * length * i / steps, y0 + uy * length * i / steps
+            r = width + 1
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=INK)
+
+
+def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, cy: float, unit: float, realism: int, deformation: int, width: int) -> None:
+    """A stick figure: realism adds parts, deformation distorts proportions."""
+    head_r = unit * 0.35 * _HEAD_SCALE[deformation]
+    stretch = 1.0 + 0.35 * (deformation - 1) * rng.choice([-1, 1]) * 0.5
+    body = unit * 1.1 * stretch
+    skin = (236, 196, 160)
+    draw.ellipse([cx - head_r, cy - head_r, cx + head_r, cy + head_r], fill=skin, outline=INK, width=width)
+    if realism >= 2:
+        draw.line([(cx, cy + head_r), (cx, cy + head_r + body)], fill=INK, width=width)
+    if realism >= 3:
+        arm_y = cy + head_r + body * 0.3
+        arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
+        draw.line([(cx - arm, arm_y + arm * 0.3), (cx, arm_y), (cx + arm, arm_y + arm * 0.3)], fill=INK, width=width)
+        hip = cy + head_r + body
+        leg = unit * 0.8 * stretch
+        draw.line([(cx - leg * 0.5, hip + leg), (cx, hip), (cx + leg * 0.5, hip + leg)], fill=INK, width=width)
+    if realism >= 4:
+        e = head_r * 0.3
+        for sx in (-1, 1):
+            draw.ellipse([cx + sx * e - 2, cy - e * 0.5 - 2, cx + sx * e + 2, cy - e * 0.5 + 2], fill=INK)
+        draw.arc([cx - e, cy - e * 0.2, cx + e, cy + e], 20, 160, fill=INK, width=max(1, width - 1))
+        arm_y = cy + head_r + body * 0.3
+        arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
+        hip = cy + head_r + body
+        leg = unit * 0.8 * stretch
+        for px, py in ((cx - arm, arm_y + arm * 0.3), (cx + arm, arm_y + arm * 0.3), (cx - leg * 0.5, hip + leg), (cx + leg * 0.5, hip + leg)):
+            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=INK)
+    if realism >= 5:
+        hip = cy + head_r + body
+        shirt = [(cx - unit * 0.3, cy + head_r + 2), (cx + unit * 0.3, cy + head_r + 2), (cx + unit * 0.35, hip), (cx - unit * 0.35, hip)]
+        draw.polygon(shirt, fill=(120, 120, 130), outline=INK)
+        ground = hip + unit * 0.8 * stretch + 4
+        draw.line([(cx - unit * 2.5, ground), (cx + unit * 2.5, ground)], fill=(90, 70, 50), width=width + 1)
+
+
+def _motif(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x: float, y: float, size: float, kind: int) -> None:
+    colour = (70, 40, 110)
+    if kind == 0:  # spiral
+        pts = [(x + size * t / 12 * math.cos(t), y + size * t / 12 * math.sin(t)) for t in np.linspace(0, 12, 60)]
+        draw.line(pts, fill=colour, width=2)
+    elif kind == 1:  # star
+        pts = []
+        for i in range(10):
+            r = size if i % 2 == 0 else size * 0.4
+            a = i * math.pi / 5 - math.pi / 2
+            pts.append((x + r * math.cos(a), y + r * math.sin(a)))
+        draw.polygon(pts, outline=colour, fill=(250, 220, 60))
+    else:  # floating eye
+        draw.ellipse([x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=2)
+        draw.ellipse([x - size * 0.35, y - size * 0.35, x + size * 0.35, y + size * 0.35], fill=colour)
+
+
+def render_artwork(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int]]:
+    """Draw one synthetic artwork from `seed`; return (RGB image, labels for the nine KidsArtBench dimensions)."""
+    image, labels, _, _ = render_record(seed, width, height, distribution)
+    return image, labels
+
+
+def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int) -> tuple[Image.Image, dict]:
+    image = _paper(rng, width, height)
+    paper_tone = tuple(float(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0))
+    draw = ImageDraw.Draw(image)
+    unit = min(width, height) / 10
+    line_w = max(1, int(round(2 + rng.uniform(-1, 1) * (7 - grade) / 6)))
+
+    # Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
+    # transformed share (transformation).
+    n_hues = int(rng.integers(_HUE_COUNTS[labels["color_richness"]][0], _HUE_COUNTS[labels["color_richness"]][1] + 1))
+    palette = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
+    n_shapes = 4 + 2 * n_hues  # each hue gets its own shapes: a richer palette is also more coloured area
+    spread = _SPREAD[labels["picture_organization"]]
+    region_w, region_h = width * spread, height * spread
+    if labels["picture_organization"] == 5:
+        ox, oy = 0.0, 0.0
+    else:
+        corner = int(rng.integers(0, 4))
+        ox = 0.0 if corner in (0, 2) else width - region_w
+        oy = 0.0 if corner in (0, 1) else height - region_h
+    cols = 4
+    n_transformed = int(round(_TRANSFORMED[labels["transformation"]] * n_shapes))
+    transformed = set(rng.permutation(n_shapes)[:n_transformed].tolist())
+    for i in range(n_shapes):
+        if labels["picture_organization"] >= 4:
+            gx, gy = (i % cols + 0.5) / cols, (i // cols + 0.5) / math.ceil(n_shapes / cols)
+            jitter = 0.08 if labels["picture_organization"] == 5 else 0.2
+            fx, fy = gx + rng.uniform(-jitter, jitter), gy + rng.uniform(-jitter, jitter)
+        else:
+            fx, fy = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9)
+        cx, cy = ox + fx * region_w, oy + fy * region_h
+        size = unit * rng.uniform(0.55, 0.95) * (0.75 + 0.25 * spread)
+        colour = palette[i % n_hues]
+        if i in transformed:
+            k = int(rng.integers(3, 7))
+            angle0 = rng.uniform(0, 2 * math.pi)
+            pts = []
+            for j in range(k):
+                a = angle0 + 2 * math.pi * j / k + rng.uniform(-0.3, 0.3)
+                r = size * rng.uniform(0.5, 1.3)
+                shear = rng.uniform(-0.6, 0.6)
+                px, py = r * math.cos(a), r * math.sin(a)
+                pts.append((cx + px + shear * py, cy + py))
+            draw.polygon(pts, fill=colour, outline=colour)
+        elif i % 2 == 0:
+            draw.rectangle([cx - size, cy - size * 0.7, cx + size, cy + size * 0.7], fill=colour)
+        else:
+            draw.ellipse([cx - size, cy - size, cx + size, cy + size], fill=colour)
+
+    # Figure: realism (completeness) and deformation (proportions).
+    fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.25, 0.4) * height
+    _figure(draw, rng, fx, fy, unit, labels["realism"], labels["deformation"], line_w)
+
+    # Ink strokes: line_texture (variety of styles).
+    styles = list(_STROKE_STYLES[: labels["line_texture"]])
+    stroke_styles = styles + [styles[int(rng.integers(0, len(styles)))] for _ in range(6 - len(styles))]
+    rng.shuffle(stroke_styles)
+    for style in stroke_styles:
+        x0, y0 = rng.uniform(0.05, 0.95) * width, rng.uniform(0.05, 0.95) * height
+        angle, length = rng.uniform(0, math.pi), rng.uniform(0.2, 0.35) * width
+        x1 = float(np.clip(x0 + length * math.cos(angle), 5, width - 5))
+        y1 = float(np.clip(y0 + length * math.sin(angle), 5, height - 5))
+        _stroke(draw, rng, style, (x0, y0), (x1, y1), line_w)
+
+    # Connected line web: line_combination (number of joined segments).
+    n_segments = _SEGMENTS[labels["line_combination"]]
+    vertices = [(rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height)]
+    for _ in range(n_segments):
+        ax, ay = vertices[int(rng.integers(0, len(vertices)))]
+        a, r = rng.uniform(0, 2 * math.pi), rng.uniform(0.08, 0.18) * width
+        bx, by = float(np.clip(ax + r * math.cos(a), 4, width - 4)), float(np.clip(ay + r * math.sin(a), 4, height - 4))
+        draw.line([(ax, ay), (bx, by)], fill=INK, width=line_w)
+        vertices.append((bx, by))
+
+    # Fantastic motifs: imagination.
+    n_motifs = _MOTIFS[labels["imagination"]]
+    for m in range(n_motifs):
+        _motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.35, 0.55), m % 3)
+
+    image = image.filter(ImageFilter.SMOOTH)
+    details = {
+        "n_hues": n_hues, "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs, "n_segments": n_segments,
+        "styles": styles, "spread": spread, "figure_parts": labels["realism"], "head_scale": _HEAD_SCALE[labels["deformation"]],
+        "transformed_share": n_transformed / n_shapes, "grade": grade,
+    }
+    return image, details
+
+
+def describe(labels: dict[str, int], details: dict) -> str:
+    """A plain, child-like description of what is drawn (used when a rubric puts descriptions in the prompt)."""
+    parts = ["a person"]
+    if details["n_motifs"]:
+        parts.append(f"{details['n_motifs']} magic things in the sky")
+    colours = "one colour" if details["n_hues"] == 1 else f"{details['n_hues']} colours"
+    return f"I drew {' and '.join(parts)} with shapes in {colours} and {len(details['styles'])} kinds of lines."
+
+
+def render_record(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int], int, str]:
+    """Image, labels, grade and description for one seed (same image and labels as render_artwork)."""
+    rng = np.random.default_rng([20251212, int(seed)])
+    labels = _sample_labels(rng, distribution)
+    grade = int(rng.choice(6, p=np.asarray(GRADE_COUNTS) / sum(GRADE_COUNTS))) + 1
+    image, details = _draw(rng, labels, width, height, grade)
+    return image, labels, grade, describe(labels, details)
+
+
+def drawing_attributes(details: dict) -> list[float]:
+    """Caption-like attributes of a drawing (what a captioned pre-training corpus would say about it).
+
+    Number of hues, colour strength against the paper, which stroke kinds occur,
+    joined line segments, fantastic motifs, figure parts, head scale, layout spread
+    and share of transformed shapes. Used only by the tiny base's visual pre-training
+    (train/pretrain.py), on images from a seed range the datasets never use.
+    """
+    return [
+        float(details["n_hues"]), details["strength"], *(1.0 if s in details["styles"] else 0.0 for s in _STROKE_STYLES),
+        float(len(details["styles"])), float(details["n_segments"]), float(details["n_motifs"]), float(details["figure_parts"]),
+        details["head_scale"], details["spread"], details["transformed_share"],
+    ]
+
+
+def render_with_attributes(seed: int, width: int = 400, height: int = 300) -> tuple[Image.Image, list[float]]:
+    """An image and its caption-like drawing attributes (for visual pre-training)."""
+    rng = np.random.default_rng([20251212, int(seed)])
+    labels = _sample_labels(rng, "uniform")
+    grade = int(rng.choice(6, p=np.asarray(GRADE_COUNTS) / sum(GRADE_COUNTS))) + 1
+    image, details = _draw(rng, labels, width, height, grade)
+    return image, drawing_attributes(details)
+
+
+def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "uniform", width: int = 400, height: int = 300) -> Path:
+    """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path.
+
+    Artwork i is drawn from seed `seed * 1_000_003 + i`, so datasets with different
+    seeds do not share images. Columns: name, the nine dimensions, grade, description.
+    """
+    import csv
+
+    from tqdm import tqdm
+
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    out = Path(out_dir)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "labels.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", *DIMENSIONS, "grade", "description"])
+        for i in tqdm(range(n), desc="synth", unit="img", leave=False):
+            image, labels, grade, description = render_record(seed * 1_000_003 + i, width, height, distribution)
+            name = f"synth_{seed}_{i:05d}.png"
+            image.save(images / name, format="PNG", compress_level=1)
+            writer.writerow([name, *(labels[d] for d in DIMENSIONS), grade, description])
+    log.info("wrote %d synthetic artworks to %s", n, out)
+    return csv_path
