@@ -1,8 +1,56 @@
-"""Subcommands contributed by this package (filled in as its issues land)."""
+"""`kidsart bench` and `kidsart loadtest` (typer and the standard library only at import time)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("bench")
+    def bench(
+        profile: str = typer.Option("bench", help="Profile name or path (bench: the 23.5 M-parameter CPU test model)."),
+        images: int = typer.Option(16, help="Artworks to score (all nine dimensions each)."),
+        out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
+        concurrency: str = typer.Option("1,2,4,8,16", help="Client concurrencies tried for the router; the best is reported."),
+        url: Optional[str] = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
+        router_port: int = typer.Option(8600, help="Router port when the stack is started here."),
+        engine_port: int = typer.Option(8610, help="Engine port when the stack is started here."),
+        repeats: int = typer.Option(1, help="Measured runs per phase; the best is reported."),
+        phases: str = typer.Option("reference,engine,router", help="Which of reference, engine, router to run."),
+        stock_ops: bool = typer.Option(False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."),
+        engine_http: bool = typer.Option(True, help="Also time the router's fan-out code straight against the vLLM server."),
+    ) -> None:
+        """Research loop vs vLLM engine (with and without LoRA) vs router, same images and model."""
+        from pathlib import Path
+
+        from loadtest.bench import format_summary, run_bench
+
+        summary = run_bench(
+            profile=profile, images=images, out=Path(out),
+            concurrency=[int(c) for c in concurrency.split(",") if c.strip()],
+            router_url=url, router_port=router_port, engine_port=engine_port, repeats=repeats,
+            phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops, engine_http=engine_http,
+        )
+        typer.echo(format_summary(summary))
+        typer.echo(f"wrote {out}")
+
+    @app.command("loadtest")
+    def loadtest(
+        profile: str = typer.Option("bench", help="Profile whose stack is started (ignored with --url)."),
+        url: Optional[str] = typer.Option(None, help="Target an already running router."),
+        scenario: list[str] = typer.Option(["nominal", "overload"], help="nominal (documented concurrency, 0 failures) and/or overload (sheds with 429/503)."),
+        users: Optional[int] = typer.Option(None, help="Users for the nominal scenario (default 8)."),
+        run_time: Optional[str] = typer.Option(None, help="Locust run time per scenario, e.g. 60s."),
+        out_dir: str = typer.Option("runs/loadtest", help="Folder for locust's CSV/HTML reports and summary.json."),
+        router_port: int = typer.Option(8620, help="Router port when the stack is started here."),
+        engine_port: int = typer.Option(8630, help="Engine port when the stack is started here."),
+    ) -> None:
+        """Headless locust run (bounded time) with CSV + HTML reports and a summary."""
+        from pathlib import Path
+
+        from loadtest.run_locust import loadtest as run
+
+        results = run(profile, url, scenario, users, run_time, Path(out_dir), router_port, engine_port)
+        if any(stats["failures"] for stats in results.values()):
+            raise typer.Exit(1)

@@ -85,6 +85,8 @@ def engine_env(profile: Profile) -> dict[str, str]:
     # --- kidsart vLLM plugin (serve/vllm_plugin, entry point vllm.general_plugins) ---
     if profile.engine.device == "cpu" and profile.engine.fast_lora_ops:
         env["KIDSART_FAST_LORA_OPS"] = "1"
+    if profile.engine.share_decoded_images:
+        env["KIDSART_SHARE_DECODED_IMAGES"] = "1"
     # --- end kidsart vLLM plugin ---
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

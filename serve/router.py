@@ -61,11 +61,15 @@ class Admission:
         self.retry_after_s = retry_after_s
         self.admitted = 0
 
-    async def __aenter__(self) -> None:
+    def check(self) -> None:
+        """Refuse at once when full, before the request body is read or decoded."""
         if self.admitted >= self.capacity:
             raise OverloadedError(
                 f"the router is at capacity ({self.capacity} images admitted); retry after {self.retry_after_s} s"
             )
+
+    async def __aenter__(self) -> None:
+        self.check()
         self.admitted += 1
         metrics.INFLIGHT.set(self.admitted)
         try:
@@ -188,6 +192,7 @@ class ScoringRouter:
     @api.post("/v1/score")
     async def score(self, request: Request):
         async def handle():
+            self.admission.check()
             body = await request.body()
             self._check_body_size(request, body)
             content_type = request.headers.get("content-type", "")
@@ -247,6 +252,7 @@ class ScoringRouter:
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         async def handle():
+            self.admission.check()
             body = await request.body()
             self._check_body_size(request, body)
             try:

@@ -10,8 +10,9 @@ that is a 4 MiB copy per projection per layer, which dominates a CPU forward pas
 These versions keep vLLM's signatures and semantics but group the tokens by
 adapter and run one matrix multiply per adapter present in the batch, reading
 each adapter's matrix in place (no per-token copy). A contiguous run of tokens is
-used as a slice; scattered rows are gathered once (``tokens x in``) and written
-back with ``index_copy_``/``index_add_``.
+used as a slice; scattered rows are gathered once (``tokens x in``), and an
+accumulating expand assembles its delta densely (``index_copy_``) and adds it with
+one ``add_`` (a scattered ``index_add_`` into a column slice is slow on CPU).
 
 Semantics (same as vLLM's ops for every token with an adapter index >= 0):
 
@@ -135,6 +136,21 @@ def _expand(
     add_inputs: bool,
 ) -> None:
     dtype = out.dtype
+    scattered = any(not isinstance(rows, slice) for _, rows in groups)
+    if scattered and add_inputs:
+        # Accumulating into scattered rows of a column slice (index_add_) is a slow
+        # scatter on CPU: assemble the LoRA delta densely with index_copy_ instead,
+        # then add it with one contiguous add_.
+        covered = sum(_count(rows) for _, rows in groups) + (_count(no_lora) if no_lora is not None else 0)
+        if covered == out.shape[0]:
+            delta = out.new_empty(out.shape)
+            for index, rows in groups:
+                x = _rows(inputs, rows)
+                x = x if x.dtype == dtype else x.to(dtype)
+                _write(delta, rows, torch.matmul(x, _adapter_matrix(lora_b_weights, index, dtype)[:columns].t()), add=False)
+            _zero(delta, no_lora)
+            out.add_(delta)
+            return
     for index, rows in groups:
         x = _rows(inputs, rows)
         x = x if x.dtype == dtype else x.to(dtype)
@@ -143,6 +159,10 @@ def _expand(
         _write(out, rows, y, add=add_inputs)
     if not add_inputs:
         _zero(out, no_lora)
+
+
+def _count(rows: slice | torch.Tensor) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else int(rows.numel())
 
 
 def sgmv_expand(

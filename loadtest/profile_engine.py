@@ -1,0 +1,90 @@
+"""Where does the engine's time go? A torch-profiler table of the vLLM worker for one batch.
+
+    KIDSART_FAST_LORA_OPS=1 python -m loadtest.profile_engine --profile bench --images 8 --out runs/profile
+
+Builds the offline engine exactly as the benchmark does (serve.engine flags), warms
+it up, then profiles one `generate` of images x nine dimensions (with LoRA, or
+--base without) and writes vLLM's per-operator table (sorted by self CPU time) to
+<out>/*.profiler_out.txt, printing its head. Used to find the levers in README
+"Performance"; not a benchmark (the profiler itself slows the run down).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="bench")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--base", action="store_true", help="Profile the base model (no LoRA).")
+    parser.add_argument("--out", default="runs/profile")
+    args = parser.parse_args(argv)
+
+    from adapters.manifest import load_profile_deployment
+    from adapters.profiles import load_profile
+    from loadtest.bench import ensure_bench_artifacts, write_images
+    from serve.engine import engine_env
+
+    ensure_bench_artifacts(args.profile)
+    profile = load_profile(args.profile)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for key, value in engine_env(profile).items():
+        os.environ.setdefault(key, value)
+    images = write_images(out / "images", args.images, seed=11, prefix="p")
+    warm = write_images(out / "warm", 2, seed=12, prefix="w")
+
+    from vllm import LLM, SamplingParams
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.lora.request import LoRARequest
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from adapters.images import normalize_bytes
+    from adapters.prompts import chat_messages
+    from serve.engine import engine_command
+
+    deployment = load_profile_deployment(profile)
+    command = engine_command(profile, deployment)
+    vargs = make_arg_parser(FlexibleArgumentParser()).parse_args(
+        command[3:] + ["--profiler-config", f'{{"profiler": "torch", "torch_profiler_dir": "{out}", "torch_profiler_with_stack": false}}']
+    )
+    llm = LLM.from_engine_args(EngineArgs.from_cli_args(vargs))
+    tokenizer = llm.get_tokenizer()
+    rubric = deployment.rubric
+    dims = [d for d in rubric.select(None) if d.name in deployment.adapters]
+    score_ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in rubric.score_tokens]
+    params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, allowed_token_ids=score_ids)
+
+    def batch(paths):
+        prompts, loras = [], []
+        for path in paths:
+            image = normalize_bytes(path.read_bytes(), profile.image_size)
+            for i, d in enumerate(dims):
+                text = tokenizer.apply_chat_template(chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
+                prompts.append({"prompt": text, "multi_modal_data": {"image": image}})
+                loras.append(None if args.base else LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)))
+        return prompts, loras
+
+    llm.generate(*batch(warm)[:1], params, lora_request=batch(warm)[1], use_tqdm=False)
+    prompts, loras = batch(images)
+    llm.start_profile()
+    started = time.perf_counter()
+    llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+    elapsed = time.perf_counter() - started
+    llm.stop_profile()
+    time.sleep(2)
+    print(f"profiled {len(prompts)} requests in {elapsed:.2f} s (profiler on)")
+    for table in sorted(out.glob("*.profiler_out.txt")):
+        print(f"--- {table}")
+        print("\n".join(table.read_text().splitlines()[:40]))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
