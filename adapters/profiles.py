@@ -44,6 +44,16 @@ class VisionArch(_Strict):
     fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
 
 
+class VisionPretrainSpec(_Strict):
+    """Brief deterministic visual pre-training of a locally built base (train/pretrain.py)."""
+
+    n_images: int = Field(default=1024, ge=16, description="Synthetic drawings rendered for pre-training (a seed range datasets never use).")
+    epochs: int = Field(default=4, ge=1, description="Passes over those images.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW learning rate (vision encoder and language model).")
+    batch_size: int = Field(default=16, ge=1, description="Images per step.")
+    attribute_weight: float = Field(default=3.0, ge=0, description="Loss weight of the caption-like drawing attributes relative to the pixel statistics.")
+
+
 class LocalBuildSpec(_Strict):
     """How `kidsart build-base` makes a base model from a config (random init, local tokenizer)."""
 
@@ -51,6 +61,10 @@ class LocalBuildSpec(_Strict):
     vocab_size: int = Field(default=1024, description="Target size of the locally trained byte-level BPE tokenizer.")
     text: TextArch
     vision: VisionArch
+    pretrain: VisionPretrainSpec | None = Field(
+        default=None,
+        description="If set, the base gets a brief deterministic pre-training on synthetic drawings so it has visual features.",
+    )
 
 
 class BaseModelSpec(_Strict):
@@ -100,6 +114,12 @@ class EngineSettings(_Strict):
         description="CPU only: install kidsart's grouped LoRA ops into every vLLM process (serve.vllm_plugin, "
         "via KIDSART_FAST_LORA_OPS=1); same results as vLLM's torch ops, one matmul per adapter instead of a "
         "per-token weight copy.",
+    )
+    share_decoded_images: bool = Field(
+        default=False,
+        description="Let the engine's requests that carry the same image data URL share one decode "
+        "(serve.vllm_plugin.media_cache, via KIDSART_SHARE_DECODED_IMAGES=1); the nine dimension "
+        "requests of an artwork then decode it once instead of nine times.",
     )
     startup_timeout_s: float = Field(default=600, description="How long to wait for the engine to become ready.")
     extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
