@@ -170,7 +170,6 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
     )
     torch.manual_seed(spec.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-    model.save_pretrained(tmp_dir, safe_serialization=True)
 
     pixels = profile.image_size * profile.image_size
     processor = Qwen2_5_VLProcessor(
@@ -179,6 +178,17 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
+    pretraining = None
+    if spec.pretrain is not None:
+        from train.pretrain import pretrain_vision
+
+        pre = spec.pretrain
+        pretraining = pretrain_vision(
+            model, processor, image_size=profile.image_size, n_images=pre.n_images, epochs=pre.epochs,
+            learning_rate=pre.learning_rate, batch_size=pre.batch_size, seed=spec.seed, attribute_weight=pre.attribute_weight,
+        )
+        model.eval()
+    model.save_pretrained(tmp_dir, safe_serialization=True)
     processor.save_pretrained(tmp_dir)
     parameters = sum(p.numel() for p in model.parameters())
     ref = BaseRef(model_id=profile.base.model_id, content_hash=folder_hash(tmp_dir))
@@ -191,7 +201,13 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
                 "seed": spec.seed,
                 "parameters": parameters,
                 "architecture": "Qwen2_5_VLForConditionalGeneration",
-                "note": "random init from a config and a locally trained tokenizer; not a pretrained model",
+                "note": (
+                    "random init from a config and a locally trained tokenizer; not a pretrained model"
+                    if pretraining is None
+                    else "random init from a config and a locally trained tokenizer, then a brief visual pre-training of the "
+                    "vision encoder on synthetic drawings (see `pretraining`); the language model is random"
+                ),
+                "pretraining": pretraining,
                 "score_token_ids": {d: tokenizer.convert_tokens_to_ids(d) for d in "12345"},
             },
             sort_keys=False,

@@ -1,5 +1,11 @@
-"""`kidsart` subcommands of the training side."""
+"""`kidsart` subcommands of the training side: init-adapters, synth, train, eval.
+
+Only typer and the standard library are imported at module level so that
+`kidsart --help` stays instant; each command imports what it needs.
+"""
 from __future__ import annotations
+
+from typing import List, Optional
 
 import typer
 
@@ -29,3 +35,136 @@ def register(app: typer.Typer) -> None:
                 Path(deployment), name=Path(deployment).stem, rubric=rub.name,
                 base=read_base_ref(loaded.base.resolved_path), adapter_dirs=dirs,
             )
+
+    @app.command("synth")
+    def synth(
+        n: int = typer.Option(..., "--n", min=1, help="Number of artworks to draw."),
+        seed: int = typer.Option(..., help="Dataset seed (artwork i uses seed*1000003+i)."),
+        out: str = typer.Option(..., help="Output folder: OUT/images/ and OUT/labels.csv."),
+        distribution: str = typer.Option("uniform", help="Label distribution: uniform or kidsartbench (its train marginals)."),
+    ) -> None:
+        """Draw synthetic children's-drawing-like images with known labels (pipeline checks, not art)."""
+        from train.synth import write_dataset
+
+        path = write_dataset(n, seed, out, distribution=distribution)
+        typer.echo(str(path))
+
+    @app.command("train")
+    def train(
+        data: str = typer.Option(..., help="Labels CSV (name, one column per dimension, optional grade/description)."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        out: str = typer.Option(..., help="Output folder: one adapter folder per dimension."),
+        profile: str = typer.Option("tiny", help="Profile whose base to train on."),
+        rubric: str = typer.Option("kidsartbench", help="Rubric name or path to a rubric YAML."),
+        config: str = typer.Option("tiny", help="Training config name (train/configs/NAME.yaml) or path."),
+        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions (repeatable or comma-separated)."),
+        shared: bool = typer.Option(False, help="Ablation: one LoRA shared by all dimensions (overrides the config)."),
+        loss: Optional[str] = typer.Option(None, help="Override the config's loss: raft or cross_entropy."),
+        ce_weight: Optional[float] = typer.Option(None, help="Override the weight of the extra cross-entropy term."),
+        epochs: Optional[int] = typer.Option(None, help="Override the config's epochs."),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Retrain dimensions that are already done."),
+        deployment: str = typer.Option("", help="Also write a deployment-set YAML listing the trained adapters."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Build the model on the meta device and report trainable parameters; no data, no training."),
+    ) -> None:
+        """Train one PEFT LoRA per rubric dimension with RAFT (or the configured ablation)."""
+        import json
+        import time
+        from pathlib import Path
+
+        from adapters.profiles import load_profile
+        from adapters.rubric import load_rubric
+        from train.trainer import dry_run as run_dry, load_train_config
+
+        cfg = load_train_config(config)
+        overrides = {}
+        if shared:
+            overrides["adapter_mode"] = "shared"
+        if loss:
+            overrides["loss"] = loss
+        if ce_weight is not None:
+            overrides["ce_weight"] = ce_weight
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        if overrides:
+            cfg = cfg.model_validate({**cfg.model_dump(), **overrides})
+        rub = load_rubric(rubric)
+        prof = load_profile(profile)
+        dims = [d for item in (dimensions or []) for d in item.split(",") if d] or None
+        if dry_run:
+            report = run_dry(cfg, prof.base.resolved_path, rub)
+            typer.echo(json.dumps(report, indent=2))
+            return
+        from adapters.manifest import read_base_ref, write_deployment
+        from train.dataset import load_dataset
+        from train.trainer import train_adapters
+
+        dataset = load_dataset(data, images, rub, dims)
+        start = time.perf_counter()
+        dirs = train_adapters(cfg, dataset, prof.base.resolved_path, Path(out), resume=not no_resume,
+                              command="kidsart train " + " ".join(f"--{k} {v}" for k, v in [("config", config), ("rubric", rubric), ("profile", profile)]))
+        typer.echo(f"trained {len(dirs)} adapter(s) into {out} in {time.perf_counter() - start:.1f} s")
+        if deployment:
+            write_deployment(Path(deployment), name=Path(deployment).stem, rubric=rub.name,
+                             base=read_base_ref(prof.base.resolved_path), adapter_dirs=dirs)
+            typer.echo(f"wrote deployment set {deployment}")
+
+    @app.command("eval")
+    def eval_cmd(
+        data: str = typer.Option(..., help="Labels CSV."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        backend: str = typer.Option("reference", help="reference (transformers + PEFT in-process) or router (HTTP API)."),
+        url: str = typer.Option("http://127.0.0.1:8000", help="Router base URL (backend router)."),
+        profile: str = typer.Option("tiny", help="Profile (base, image size, default deployment)."),
+        deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML to evaluate (reference backend; default: the profile's)."),
+        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions."),
+        out: str = typer.Option("eval.json", help="Where to write the JSON report."),
+        concurrency: int = typer.Option(16, help="Concurrent requests (router backend)."),
+        n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+        seed: int = typer.Option(0, help="Bootstrap seed."),
+    ) -> None:
+        """Score a labelled dataset and report Spearman, Pearson, MAE, MSE, QWK with bootstrap 95% CIs."""
+        import json
+        from pathlib import Path
+
+        from train.evaluate import evaluate, markdown_table
+
+        dims = [d for item in (dimensions or []) for d in item.split(",") if d] or None
+        report = evaluate(
+            Path(data), Path(images), backend=backend, profile_name=profile,
+            deployment_path=Path(deployment) if deployment else None, url=url, dimensions=dims,
+            concurrency=concurrency, n_boot=n_boot, seed=seed,
+        )
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(markdown_table(report))
+        meta = report["meta"]
+        typer.echo(f"\n{meta['n_images']} images, {meta['runtime_s']} s ({meta['images_per_s']} images/s); report: {out}")
+
+    @app.command("compare-adapters")
+    def compare_adapters(
+        reference: str = typer.Option(..., help="Folder of per-dimension adapters to compare against (e.g. the committed ones)."),
+        candidate: str = typer.Option(..., help="Folder of per-dimension adapters to check (e.g. freshly retrained)."),
+        profile: str = typer.Option("tiny", help="Profile whose base both sets were trained on."),
+        score_tolerance: float = typer.Option(0.1, help="Largest allowed mean |difference| of expected scores per dimension."),
+        srcc_tolerance: float = typer.Option(0.1, help="Largest allowed difference of the manifests' validation Spearman."),
+        out: str = typer.Option("", help="Also write the comparison as JSON here."),
+    ) -> None:
+        """Check that retrained adapters reproduce a reference set within a tolerance (exit 1 if not)."""
+        import json
+        from pathlib import Path
+
+        from train.evaluate import compare_adapter_sets
+
+        result = compare_adapter_sets(Path(reference), Path(candidate), profile_name=profile,
+                                      score_tolerance=score_tolerance, srcc_tolerance=srcc_tolerance)
+        for dim, r in result["dimensions"].items():
+            if "error" in r:
+                typer.echo(f"{dim:22s} FAIL {r['error']}")
+                continue
+            typer.echo(f"{dim:22s} {'ok  ' if r['ok'] else 'FAIL'} max|dw|={r['max_weight_diff']:.2e} "
+                       f"mean|dscore|={r['mean_score_diff']:.4f} max|dscore|={r['max_score_diff']:.4f} val_srcc={r['val_srcc']}")
+        if out:
+            Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        typer.echo("reproduced within tolerance" if result["ok"] else "NOT reproduced within tolerance")
+        if not result["ok"]:
+            raise typer.Exit(1)

@@ -7,14 +7,14 @@ known exactly and an adapter can, in principle, learn it:
 
 | dimension | what the label (1-5) controls in the drawing |
 |---|---|
-| color_richness | number of distinct hues of the coloured shapes: 1, 2, 3-4, 5-6, 7-8, spread around the colour wheel (4 + 2 x hues shapes, so more hues also cover more of the page) |
+| color_richness | number of distinct hues of the coloured shapes: 1, 2, 3-4, 5-6, 7-8, spread around the colour wheel; 2 + 3 x hues shapes, so a richer palette also colours more of the page |
 | color_contrast | figure/ground contrast: how far the shapes' colours are from the paper tone (22% .. 100% of full strength) |
-| line_texture | variety of ink stroke styles among six strokes: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted} |
+| line_texture | variety of ink stroke styles: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted}, over 3 + level strokes |
 | picture_organization | layout: shapes crowded in a small off-centre region (1) .. evenly spread over the page on a grid (5) |
 | realism (stand-in) | completeness of the stick figure: head only (1) .. head, body, limbs, face, hands/feet and a ground line (5) |
 | deformation (stand-in) | distortion of the figure's proportions: head scale 1.0x .. 3.2x and stretched limbs |
 | imagination (stand-in) | number of fantastic motifs (spirals, stars, floating eyes): 0, 1, 2, 4, 6 |
-| line_combination (stand-in) | number of joined ink segments in a connected line web: 1, 3, 6, 10, 15 |
+| line_combination (stand-in) | number of joined segments in a connected line web drawn in blue pencil: 1, 3, 6, 10, 15 |
 | transformation (stand-in) | share of coloured shapes transformed (rotated, sheared into irregular polygons): 0 .. 100% |
 
 Labels are independent across dimensions (uniform over 1-5 by default, or
@@ -69,6 +69,7 @@ _MOTIFS = {1: 0, 2: 1, 3: 2, 4: 4, 5: 6}
 _SEGMENTS = {1: 1, 2: 3, 3: 6, 4: 10, 5: 15}
 _TRANSFORMED = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
 INK = (35, 30, 40)
+PENCIL = (70, 90, 150)  # the joined line web (line_combination) is drawn in blue pencil, apart from the ink strokes
 
 
 def _sample_labels(rng: np.random.Generator, distribution: str) -> dict[str, int]:
@@ -193,13 +194,13 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
     paper_tone = tuple(float(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0))
     draw = ImageDraw.Draw(image)
     unit = min(width, height) / 10
-    line_w = max(1, int(round(2 + rng.uniform(-1, 1) * (7 - grade) / 6)))
+    line_w = max(2, int(round(3 + rng.uniform(-1, 1) * (7 - grade) / 6)))
 
     # Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
     # transformed share (transformation).
     n_hues = int(rng.integers(_HUE_COUNTS[labels["color_richness"]][0], _HUE_COUNTS[labels["color_richness"]][1] + 1))
     palette = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
-    n_shapes = 4 + 2 * n_hues  # each hue gets its own shapes: a richer palette is also more coloured area
+    n_shapes = 2 + 3 * n_hues  # each hue gets its own shapes: a richer palette also colours more of the page
     spread = _SPREAD[labels["picture_organization"]]
     region_w, region_h = width * spread, height * spread
     if labels["picture_organization"] == 5:
@@ -219,7 +220,7 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         else:
             fx, fy = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9)
         cx, cy = ox + fx * region_w, oy + fy * region_h
-        size = unit * rng.uniform(0.55, 0.95) * (0.75 + 0.25 * spread)
+        size = unit * rng.uniform(0.9, 1.4) * (0.75 + 0.25 * spread)
         colour = palette[i % n_hues]
         if i in transformed:
             k = int(rng.integers(3, 7))
@@ -243,7 +244,8 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
 
     # Ink strokes: line_texture (variety of styles).
     styles = list(_STROKE_STYLES[: labels["line_texture"]])
-    stroke_styles = styles + [styles[int(rng.integers(0, len(styles)))] for _ in range(6 - len(styles))]
+    n_strokes = 3 + labels["line_texture"]  # each added stroke kind also adds a stroke
+    stroke_styles = styles + [styles[int(rng.integers(0, len(styles)))] for _ in range(n_strokes - len(styles))]
     rng.shuffle(stroke_styles)
     for style in stroke_styles:
         x0, y0 = rng.uniform(0.05, 0.95) * width, rng.uniform(0.05, 0.95) * height
@@ -259,7 +261,7 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         ax, ay = vertices[int(rng.integers(0, len(vertices)))]
         a, r = rng.uniform(0, 2 * math.pi), rng.uniform(0.08, 0.18) * width
         bx, by = float(np.clip(ax + r * math.cos(a), 4, width - 4)), float(np.clip(ay + r * math.sin(a), 4, height - 4))
-        draw.line([(ax, ay), (bx, by)], fill=INK, width=line_w)
+        draw.line([(ax, ay), (bx, by)], fill=PENCIL, width=line_w)
         vertices.append((bx, by))
 
     # Fantastic motifs: imagination.

@@ -1,0 +1,78 @@
+"""Dataset loading: validation errors list the offending rows; never a silent default."""
+from __future__ import annotations
+
+import pytest
+
+from adapters.errors import DatasetError
+from adapters.rubric import load_rubric
+from train.dataset import load_dataset
+from train.synth import DIMENSIONS, write_dataset
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    write_dataset(6, seed=11, out_dir=root)
+    return root
+
+
+def _rewrite(src, dst, edit):
+    lines = (src / "labels.csv").read_text().splitlines()
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "labels.csv").write_text("\n".join(edit(lines)) + "\n")
+    return dst / "labels.csv"
+
+
+def test_loads_valid(small_set):
+    ds = load_dataset(small_set / "labels.csv", small_set / "images", load_rubric())
+    assert len(ds) == 6 and ds.dimensions == list(DIMENSIONS) and ds.has_grades
+    assert ds.samples[0].description
+    assert ds.content_hash() == load_dataset(small_set / "labels.csv", small_set / "images", load_rubric()).content_hash()
+    train, val = ds.split(0.34, seed=0)
+    assert len(train) + len(val) == 6 and val
+    assert [s.name for s in ds.split(0.34, seed=0)[1]] == [s.name for s in val]
+
+
+def _set_cell(lines, row, column, value):
+    header = lines[0].split(",")
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    return lines
+
+
+def test_score_out_of_range_lists_rows(small_set, tmp_path):
+    csv_path = _rewrite(small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 2, "realism", "7"), 4, "line_texture", "0"))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(csv_path, small_set / "images", load_rubric())
+    message = str(err.value)
+    assert "row 3" in message and "realism=7" in message and "row 5" in message and "line_texture=0" in message
+
+
+def test_missing_value_and_non_integer(small_set, tmp_path):
+    csv_path = _rewrite(small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 1, "imagination", ""), 3, "color_contrast", "3.5"))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(csv_path, small_set / "images", load_rubric())
+    assert "imagination is missing" in str(err.value) and "color_contrast=3.5" in str(err.value)
+
+
+def test_missing_and_unreadable_images(small_set, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    names = [line.split(",")[0] for line in (small_set / "labels.csv").read_text().splitlines()[1:]]
+    for name in names[2:]:
+        (images / name).write_bytes((small_set / "images" / name).read_bytes())
+    (images / names[1]).write_bytes(b"not a png")
+    with pytest.raises(DatasetError) as err:
+        load_dataset(small_set / "labels.csv", images, load_rubric())
+    message = str(err.value)
+    assert names[0] in message and "missing" in message
+    assert names[1] in message and "unreadable" in message
+
+
+def test_missing_column_and_subset(small_set, tmp_path):
+    csv_path = _rewrite(small_set, tmp_path, lambda ls: [",".join(c for i, c in enumerate(l.split(",")) if i != 1) for l in ls])
+    with pytest.raises(DatasetError, match="lacks column"):
+        load_dataset(csv_path, small_set / "images", load_rubric())
+    ds = load_dataset(csv_path, small_set / "images", load_rubric(), ["color_richness"])
+    assert ds.dimensions == ["color_richness"]

@@ -1,0 +1,67 @@
+"""Synthetic artworks: deterministic, labelled for all nine dimensions, written in KidsArtBench format."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from train.synth import DIMENSIONS, render_artwork, render_record, write_dataset
+
+
+def test_render_is_deterministic_and_labelled():
+    a, labels_a = render_artwork(7)
+    b, labels_b = render_artwork(7)
+    assert labels_a == labels_b
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert a.size == (400, 300) and a.mode == "RGB"
+    assert set(labels_a) == set(DIMENSIONS)
+    assert all(1 <= v <= 5 for v in labels_a.values())
+    other, _ = render_artwork(8)
+    assert not np.array_equal(np.asarray(a), np.asarray(other))
+
+
+def test_render_record_matches_render_artwork():
+    image, labels = render_artwork(3, width=320, height=240)
+    image2, labels2, grade, description = render_record(3, width=320, height=240)
+    assert labels == labels2 and np.array_equal(np.asarray(image), np.asarray(image2))
+    assert 1 <= grade <= 6 and description
+
+
+def test_labels_cover_all_levels():
+    seen = {d: set() for d in DIMENSIONS}
+    for seed in range(60):
+        _, labels = render_artwork(seed, 120, 90)
+        for d, v in labels.items():
+            seen[d].add(v)
+    assert all(levels == {1, 2, 3, 4, 5} for levels in seen.values())
+
+
+def test_color_richness_drives_hue_count():
+    """More hues for higher color_richness: count saturated hue bins in the pixels."""
+    from PIL import Image
+
+    def hues(img: Image.Image) -> int:
+        hsv = np.asarray(img.convert("HSV"), dtype=float)
+        mask = (hsv[..., 1] > 90) & (hsv[..., 2] > 60)
+        hist = np.histogram(hsv[..., 0][mask], bins=24, range=(0, 256))[0]
+        return int((hist > 150).sum())
+
+    low, high = [], []
+    for seed in range(80):
+        img, labels = render_artwork(seed)
+        if labels["color_contrast"] >= 4:
+            (low if labels["color_richness"] <= 2 else high if labels["color_richness"] >= 4 else []).append(hues(img))
+    assert low and high and np.mean(high) > np.mean(low) + 1.5
+
+
+def test_write_dataset_format(tmp_path):
+    csv_path = write_dataset(5, seed=3, out_dir=tmp_path)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 5
+    assert list(rows[0].keys()) == ["name", *DIMENSIONS, "grade", "description"]
+    for row in rows:
+        assert (tmp_path / "images" / row["name"]).is_file()
+        assert all(row[d] in {"1", "2", "3", "4", "5"} for d in DIMENSIONS)
+    # different seeds give different artworks
+    other = write_dataset(2, seed=4, out_dir=tmp_path / "b")
+    assert list(csv.DictReader(other.open()))[0]["name"] != rows[0]["name"]

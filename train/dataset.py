@@ -1,0 +1,165 @@
+"""Loading and validating KidsArtBench-format datasets.
+
+A dataset is a CSV with a `name` column (image file name), one integer column per
+rubric dimension holding a level of the rubric, optional `grade` and
+`description` columns, and a folder of images. Loading validates everything up
+front and raises `DatasetError` listing the offending rows: a missing or
+unreadable image, a score outside the rubric's levels, a missing value. A default
+score is never substituted.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters.errors import DatasetError
+from adapters.rubric import Rubric
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One artwork: image path, scores per dimension, optional grade and description."""
+
+    name: str
+    image_path: Path
+    scores: dict[str, int]
+    grade: int | None = None
+    description: str | None = None
+
+
+@dataclass
+class Dataset:
+    """A validated dataset for one rubric (possibly a subset of its dimensions)."""
+
+    rubric: Rubric
+    dimensions: list[str]
+    samples: list[Sample]
+    csv_path: Path
+    images_dir: Path
+    _hash: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def has_grades(self) -> bool:
+        return any(s.grade is not None for s in self.samples)
+
+    def content_hash(self) -> str:
+        """sha256 over the CSV bytes and each referenced image's name and bytes, in row order."""
+        if self._hash is None:
+            digest = hashlib.sha256(self.csv_path.read_bytes())
+            for sample in self.samples:
+                digest.update(sample.name.encode())
+                digest.update(b"\0")
+                digest.update(sample.image_path.read_bytes())
+            self._hash = "sha256:" + digest.hexdigest()
+        return self._hash
+
+    def split(self, val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+        """Deterministic train/validation split: a hash of (seed, name) decides each sample."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1)")
+        train, val = [], []
+        for sample in self.samples:
+            h = int.from_bytes(hashlib.sha256(f"{seed}:{sample.name}".encode()).digest()[:8], "big") / 2**64
+            (val if h < val_fraction else train).append(sample)
+        if val_fraction > 0 and not val and len(train) > 1:
+            val.append(train.pop())
+        return train, val
+
+
+def _fail(problem: str, rows: list[str]) -> None:
+    listed = rows[:MAX_LISTED]
+    more = f" ... and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else ""
+    raise DatasetError(f"{problem} in {len(rows)} row(s): " + "; ".join(listed) + more)
+
+
+def load_dataset(
+    csv_path: str | Path,
+    images_dir: str | Path,
+    rubric: Rubric,
+    dimensions: list[str] | None = None,
+    *,
+    check_images: bool = True,
+) -> Dataset:
+    """Read and validate a dataset; every problem found is listed with its CSV row number (header = row 1)."""
+    import pandas as pd
+    from PIL import Image
+
+    csv_path, images_dir = Path(csv_path), Path(images_dir)
+    if not csv_path.is_file():
+        raise DatasetError(f"dataset CSV {csv_path} does not exist")
+    if not images_dir.is_dir():
+        raise DatasetError(f"image folder {images_dir} does not exist")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"dataset CSV {csv_path} cannot be parsed: {exc}") from exc
+    dims = [d.name for d in rubric.select(dimensions)]
+    missing_cols = [c for c in ["name", *dims] if c not in frame.columns]
+    if missing_cols:
+        raise DatasetError(f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})")
+    if frame.empty:
+        raise DatasetError(f"dataset CSV {csv_path} has no rows")
+
+    levels = set(rubric.levels)
+    problems: list[str] = []
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for index, row in frame.iterrows():
+        rownum = int(index) + 2
+        name = str(row["name"]).strip()
+        row_problems = []
+        if not name:
+            row_problems.append("empty name")
+        elif name in seen:
+            row_problems.append(f"duplicate name (also row {seen[name]})")
+        else:
+            seen[name] = rownum
+        scores: dict[str, int] = {}
+        for dim in dims:
+            raw = str(row[dim]).strip()
+            if raw == "":
+                row_problems.append(f"{dim} is missing")
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                row_problems.append(f"{dim}={raw!r} is not a number")
+                continue
+            if not value.is_integer() or int(value) not in levels:
+                row_problems.append(f"{dim}={raw} is outside the rubric's levels {sorted(levels)}")
+                continue
+            scores[dim] = int(value)
+        grade = None
+        if "grade" in frame.columns and str(row["grade"]).strip() != "":
+            try:
+                grade = int(float(str(row["grade"]).strip()))
+            except ValueError:
+                row_problems.append(f"grade={row['grade']!r} is not a number")
+        description = str(row["description"]).strip() if "description" in frame.columns else ""
+        path = images_dir / name
+        if name and check_images:
+            if not path.is_file():
+                row_problems.append(f"image {path} is missing")
+            else:
+                try:
+                    with Image.open(path) as img:
+                        img.verify()
+                except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
+                    row_problems.append(f"image {path} is unreadable ({type(exc).__name__})")
+        if row_problems:
+            problems.append(f"row {rownum} ({name or '?'}): " + ", ".join(row_problems))
+            continue
+        samples.append(Sample(name=name, image_path=path, scores=scores, grade=grade, description=description or None))
+    if problems:
+        _fail(f"dataset {csv_path} is invalid", problems)
+    log.info("loaded %d samples from %s (%d dimensions)", len(samples), csv_path, len(dims))
+    return Dataset(rubric=rubric, dimensions=dims, samples=samples, csv_path=csv_path, images_dir=images_dir)

@@ -1,0 +1,381 @@
+"""Evaluation: agreement metrics with bootstrap confidence intervals, and `kidsart eval`.
+
+Metrics per dimension (predictions are RAIL expected scores, labels integer levels):
+Spearman (srcc), Pearson (plcc), MAE, MSE and quadratic weighted kappa (qwk, on
+predictions rounded and clipped to the rubric's levels). Each comes with a
+percentile bootstrap 95% interval (seeded resampling of artworks). The report also
+holds the mean over dimensions and, when grades are present, the same broken down
+by grade. Backends: `reference` (transformers + PEFT, in-process) and `router`
+(the HTTP API, `POST {url}/v1/score`, called from a thread pool).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from adapters.errors import KidsArtError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("srcc", "plcc", "mae", "mse", "qwk")
+CI_METRICS = METRICS
+
+
+class EvalBackendError(KidsArtError):
+    """The scoring backend failed or returned something unusable during evaluation."""
+
+    kind = "eval_backend_error"
+
+
+# ---------------------------------------------------------------- metrics
+
+def spearman(pred: Sequence[float], true: Sequence[float]) -> float:
+    """Spearman rank correlation (scipy); NaN when either side is constant."""
+    from scipy.stats import spearmanr
+
+    p, t = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    if len(p) < 2 or np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    return float(spearmanr(p, t).statistic)
+
+
+def pearson(pred: Sequence[float], true: Sequence[float]) -> float:
+    """Pearson correlation (scipy); NaN when either side is constant."""
+    from scipy.stats import pearsonr
+
+    p, t = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    if len(p) < 2 or np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    return float(pearsonr(p, t).statistic)
+
+
+def mae(pred: Sequence[float], true: Sequence[float]) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, dtype=float) - np.asarray(true, dtype=float))))
+
+
+def mse(pred: Sequence[float], true: Sequence[float]) -> float:
+    return float(np.mean((np.asarray(pred, dtype=float) - np.asarray(true, dtype=float)) ** 2))
+
+
+def quadratic_weighted_kappa(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)) -> float:
+    """Cohen's kappa with quadratic weights on predictions rounded (half up) and clipped to `levels`.
+
+    NaN when the expected disagreement is zero (e.g. both sides constant and equal).
+    """
+    lv = list(levels)
+    lo, hi = min(lv), max(lv)
+    p = np.clip(np.floor(np.asarray(pred, dtype=float) + 0.5), lo, hi).astype(int) - lo
+    t = np.clip(np.asarray(true, dtype=float), lo, hi).astype(int) - lo
+    k = hi - lo + 1
+    observed = np.zeros((k, k))
+    np.add.at(observed, (t, p), 1.0)
+    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)], dtype=float) / (k - 1) ** 2
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(observed.sum(), 1.0)
+    denominator = float((weights * expected).sum())
+    if denominator == 0:
+        return float("nan")
+    return float(1.0 - (weights * observed).sum() / denominator)
+
+
+def point_metrics(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)) -> dict[str, float]:
+    return {
+        "srcc": spearman(pred, true),
+        "plcc": pearson(pred, true),
+        "mae": mae(pred, true),
+        "mse": mse(pred, true),
+        "qwk": quadratic_weighted_kappa(pred, true, levels),
+    }
+
+
+def bootstrap_ci(
+    pred: Sequence[float], true: Sequence[float], metric: Callable[[np.ndarray, np.ndarray], float], *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric` over resampled artworks (seeded). NaN resamples are dropped."""
+    p, t = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    n = len(p)
+    if n < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    values = np.array([metric(p[i], t[i]) for i in idx], dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def _fast_spearman(p: np.ndarray, t: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    if np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    return float(np.corrcoef(rankdata(p), rankdata(t))[0, 1])
+
+
+def _fast_pearson(p: np.ndarray, t: np.ndarray) -> float:
+    if np.ptp(p) == 0 or np.ptp(t) == 0:
+        return float("nan")
+    return float(np.corrcoef(p, t)[0, 1])
+
+
+def metrics_with_ci(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5), *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Point metrics plus `<metric>_ci` bootstrap 95% intervals and the sample count `n`."""
+    out: dict = point_metrics(pred, true, levels)
+    fns = {
+        "srcc": _fast_spearman,
+        "plcc": _fast_pearson,
+        "mae": lambda a, b: float(np.mean(np.abs(a - b))),
+        "mse": lambda a, b: float(np.mean((a - b) ** 2)),
+        "qwk": lambda a, b: quadratic_weighted_kappa(a, b, levels),
+    }
+    for name in CI_METRICS:
+        out[f"{name}_ci"] = list(bootstrap_ci(pred, true, fns[name], n_boot=n_boot, seed=seed))
+    out["n"] = len(pred)
+    return out
+
+
+def _mean_over(per_dim: dict[str, dict]) -> dict:
+    mean = {}
+    for name in METRICS:
+        values = [d[name] for d in per_dim.values() if d[name] is not None and not (isinstance(d[name], float) and math.isnan(d[name]))]
+        mean[name] = float(np.mean(values)) if values else float("nan")
+    return mean
+
+
+def build_report(predictions: dict[str, list[float]], labels: dict[str, list[int]], grades: list[int | None] | None, levels: Sequence[int], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The eval.json structure: dimensions, mean, by_grade (empty when no grades)."""
+    dims = {d: metrics_with_ci(predictions[d], labels[d], levels, n_boot=n_boot, seed=seed) for d in predictions}
+    report: dict = {"dimensions": dims, "mean": _mean_over(dims), "by_grade": {}}
+    if grades and any(g is not None for g in grades):
+        for grade in sorted({g for g in grades if g is not None}):
+            idx = [i for i, g in enumerate(grades) if g == grade]
+            sub = {
+                d: metrics_with_ci([predictions[d][i] for i in idx], [labels[d][i] for i in idx], levels, n_boot=n_boot, seed=seed)
+                for d in predictions
+            }
+            report["by_grade"][str(grade)] = {"n": len(idx), "dimensions": sub, "mean": _mean_over(sub)}
+    return _json_safe(report)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown_table(report: dict) -> str:
+    """A markdown table of the report's per-dimension metrics and their mean."""
+    lines = [
+        "| dimension | SRCC [95% CI] | PLCC | MAE | MSE | QWK |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dim, m in report["dimensions"].items():
+        lo, hi = m["srcc_ci"]
+        lines.append(f"| {dim} | {_fmt(m['srcc'])} [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['plcc'])} | {_fmt(m['mae'])} | {_fmt(m['mse'])} | {_fmt(m['qwk'])} |")
+    mean = report["mean"]
+    lines.append(f"| **mean** | {_fmt(mean['srcc'])} | {_fmt(mean['plcc'])} | {_fmt(mean['mae'])} | {_fmt(mean['mse'])} | {_fmt(mean['qwk'])} |")
+    if report.get("by_grade"):
+        lines += ["", "| grade | n | mean SRCC | mean MAE | mean QWK |", "|---|---|---|---|---|"]
+        for grade, g in report["by_grade"].items():
+            lines.append(f"| {grade} | {g['n']} | {_fmt(g['mean']['srcc'])} | {_fmt(g['mean']['mae'])} | {_fmt(g['mean']['qwk'])} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- backends
+
+def score_reference(dataset, profile, deployment) -> list[dict]:
+    """Scores of every sample from the in-process reference backend (one image at a time)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from adapters.images import normalize_image
+    from serve.reference import ReferenceBackend
+
+    backend = ReferenceBackend(profile, deployment)
+    results = []
+    for sample in tqdm(dataset.samples, desc="eval reference", unit="img"):
+        with Image.open(sample.image_path) as img:
+            image = normalize_image(img, profile.image_size)
+        results.append(backend.score_image(image, dataset.dimensions, sample.description))
+    return results
+
+
+def score_router(dataset, url: str, *, concurrency: int = 16, timeout_s: float = 300.0, retries: int = 5) -> list[dict]:
+    """Scores of every sample from the router's HTTP API (`POST {url}/v1/score`), in a thread pool."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from tqdm import tqdm
+
+    endpoint = url.rstrip("/") + "/v1/score"
+    client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency))
+
+    def one(sample) -> dict:
+        payload = {"image": base64.b64encode(sample.image_path.read_bytes()).decode("ascii"), "id": sample.name}
+        if sample.description:
+            payload["description"] = sample.description
+        for attempt in range(retries + 1):
+            try:
+                response = client.post(endpoint, json=payload)
+            except httpx.HTTPError as exc:
+                raise EvalBackendError(f"router {endpoint} unreachable for {sample.name}: {exc}") from exc
+            if response.status_code in (429, 503) and attempt < retries:
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
+            if response.status_code != 200:
+                raise EvalBackendError(f"router {endpoint} answered {response.status_code} for {sample.name}: {response.text[:500]}")
+            scores = response.json().get("scores", {})
+            missing = [d for d in dataset.dimensions if d not in scores]
+            if missing:
+                raise EvalBackendError(f"router response for {sample.name} lacks dimensions {missing}")
+            return scores
+        raise EvalBackendError(f"router {endpoint} kept answering 429/503 for {sample.name}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))
+    finally:
+        client.close()
+
+
+def evaluate(
+    csv_path: Path,
+    images_dir: Path,
+    *,
+    backend: str,
+    profile_name: str = "tiny",
+    deployment_path: Path | None = None,
+    url: str = "http://127.0.0.1:8000",
+    dimensions: list[str] | None = None,
+    concurrency: int = 16,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Score a dataset with a backend and build the report (plus a `meta` block with runtime and adapters)."""
+    import torch
+
+    from adapters.manifest import load_deployment, load_profile_deployment
+    from adapters.profiles import load_profile
+    from adapters.rubric import load_rubric
+    from train.dataset import load_dataset
+
+    profile = load_profile(profile_name)
+    if deployment_path is not None:
+        deployment = load_deployment(
+            Path(deployment_path), max_lora_rank=profile.engine.max_lora_rank,
+            base_dir=profile.base.resolved_path if profile.base.source == "local" else None,
+        )
+    else:
+        deployment = load_profile_deployment(profile)
+    rubric = deployment.rubric if backend == "reference" else load_rubric(profile.rubric)
+    dims = dimensions or (deployment.dimensions if backend == "reference" else rubric.dimension_names)
+    dataset = load_dataset(csv_path, images_dir, rubric, dims)
+    start = time.perf_counter()
+    if backend == "reference":
+        torch.set_num_threads(2)
+        scores = score_reference(dataset, profile, deployment)
+    elif backend == "router":
+        scores = score_router(dataset, url, concurrency=concurrency)
+    else:
+        raise ValueError(f"unknown backend {backend!r} (reference or router)")
+    elapsed = time.perf_counter() - start
+    predictions = {d: [float(s[d]["score"]) for s in scores] for d in dataset.dimensions}
+    labels = {d: [s.scores[d] for s in dataset.samples] for d in dataset.dimensions}
+    grades = [s.grade for s in dataset.samples] if dataset.has_grades else None
+    report = build_report(predictions, labels, grades, rubric.levels, n_boot=n_boot, seed=seed)
+    adapters_used = {d: scores[0][d].get("adapter") for d in dataset.dimensions} if scores else {}
+    report["meta"] = {
+        "backend": backend,
+        "url": url if backend == "router" else None,
+        "deployment": str(deployment.source) if backend == "reference" else None,
+        "rubric": rubric.name,
+        "n_images": len(dataset),
+        "data_hash": dataset.content_hash(),
+        "adapters": adapters_used,
+        "runtime_s": round(elapsed, 2),
+        "images_per_s": round(len(dataset) / elapsed, 3) if elapsed > 0 else None,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "interval": "percentile 95%"},
+    }
+    return report
+
+
+# ---------------------------------------------------------------- reproduction check
+
+def compare_adapter_sets(
+    reference_dir: Path, candidate_dir: Path, *, profile_name: str = "tiny", n_images: int = 24, seed: int = 20_000,
+    score_tolerance: float = 0.1, srcc_tolerance: float = 0.1,
+) -> dict:
+    """Compare two folders of per-dimension adapters (e.g. committed vs retrained).
+
+    For each dimension: the largest absolute LoRA weight difference, the mean and
+    largest absolute difference of RAIL expected scores on `n_images` synthetic
+    images drawn from `seed` (not a training seed), and the difference of the
+    manifests' validation Spearman. `ok` holds when the mean score difference is at
+    most `score_tolerance` and the validation Spearman differs by at most
+    `srcc_tolerance` (bit-identical adapters give zeros on the same machine).
+    """
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from adapters.hf_scoring import ScoringProcessor, score_token_logits
+    from adapters.images import normalize_image
+    from adapters.manifest import load_manifest
+    from adapters.profiles import load_profile
+    from adapters.rail import expected_score
+    from adapters.rubric import load_rubric
+    from train.synth import render_artwork
+
+    profile = load_profile(profile_name)
+    base_dir = profile.base.resolved_path
+    torch.set_num_threads(2)
+    dims = sorted(p.name for p in Path(reference_dir).iterdir() if (p / "manifest.yaml").is_file())
+    results: dict = {}
+    images = [normalize_image(render_artwork(seed + i)[0], profile.image_size) for i in range(n_images)]
+    for dim in dims:
+        ref_m, cand_dir = load_manifest(Path(reference_dir) / dim), Path(candidate_dir) / dim
+        if not (cand_dir / "manifest.yaml").is_file():
+            results[dim] = {"ok": False, "error": f"{cand_dir} has no adapter"}
+            continue
+        cand_m = load_manifest(cand_dir)
+        rubric = load_rubric(ref_m.rubric)
+        a = load_file(str(Path(reference_dir) / dim / "adapter_model.safetensors"))
+        b = load_file(str(cand_dir / "adapter_model.safetensors"))
+        weight_diff = max(float((a[k] - b[k]).abs().max()) for k in a) if set(a) == set(b) else float("inf")
+        scoring = ScoringProcessor.load(base_dir, rubric, profile.image_size)
+        model = PeftModel.from_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32), Path(reference_dir) / dim, adapter_name="ref")
+        model.load_adapter(cand_dir, adapter_name="cand")
+        model.eval()
+        inputs = scoring.batch_inputs(rubric, rubric.dimension(dim), images)
+        scores = {}
+        with torch.no_grad():
+            for name in ("ref", "cand"):
+                model.set_adapter(name)
+                scores[name] = expected_score(score_token_logits(model, inputs, scoring.score_token_ids).double(), rubric.levels)[1]
+        delta = (scores["ref"] - scores["cand"]).abs()
+        srcc_a, srcc_b = ref_m.metrics.get("val_srcc"), cand_m.metrics.get("val_srcc")
+        srcc_delta = abs(srcc_a - srcc_b) if srcc_a is not None and srcc_b is not None else None
+        results[dim] = {
+            "max_weight_diff": weight_diff,
+            "mean_score_diff": float(delta.mean()),
+            "max_score_diff": float(delta.max()),
+            "val_srcc": [srcc_a, srcc_b],
+            "ok": float(delta.mean()) <= score_tolerance and (srcc_delta is None or srcc_delta <= srcc_tolerance),
+        }
+    return {"dimensions": results, "ok": all(r["ok"] for r in results.values()), "tolerance": {"mean_score_diff": score_tolerance, "val_srcc_diff": srcc_tolerance, "images": n_images, "seed": seed}}
