@@ -22,6 +22,10 @@ def run_foreground(profile_name: str, router_port: int | None = None, engine_por
     stack = Stack(load_profile(profile_name), router_port=router_port, engine_port=engine_port)
     try:
         stack.start()
+        # ray.init installs its own SIGTERM handler in the driver; take it back so a
+        # SIGTERM stops engine and router in order instead of exiting past them.
+        for sig in previous:
+            signal.signal(sig, request_stop)
         log.info("serving %s on %s (engine %s); Ctrl-C to stop", profile_name, stack.url, stack.engine.url)
         while not stop.wait(1.0):
             if stack.engine.process is not None and stack.engine.process.poll() is not None:

@@ -70,6 +70,37 @@ def with_ports(profile: Profile, router_port: int | None = None, engine_port: in
     return profile.model_copy(update=update)
 
 
+def _ray_descendants() -> list:
+    """Processes a local Ray instance started under this driver (GCS, raylet, agents, workers)."""
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True) if _is_ray_process(p)]
+
+
+def _is_ray_process(process) -> bool:
+    import psutil
+
+    try:
+        text = " ".join(process.cmdline()[:3]) + " " + process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "ray" in text and "vllm" not in text.lower()
+
+
+def _reap(processes: list, timeout: float = 10.0) -> None:
+    """Give Ray's processes `timeout` s to exit after ray.shutdown(), then kill what is left."""
+    import psutil
+
+    _gone, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        log.warning("killing leftover Ray process %d (%s)", process.pid, process.name())
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+
+
 class Stack:
     """The engine and the router for one profile; a context manager."""
 
@@ -149,12 +180,14 @@ class Stack:
             from ray import serve
 
             if ray.is_initialized():
+                ray_processes = _ray_descendants() if self._ray_started else []
                 try:
                     serve.shutdown()
                 finally:
                     if self._ray_started:
                         ray.shutdown()
                         self._ray_started = False
+                        _reap(ray_processes)
         finally:
             self.engine.stop()
         log.info("stack stopped")
