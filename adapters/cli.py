@@ -6,6 +6,21 @@ from typing import Optional
 import typer
 
 
+def run(app: typer.Typer) -> None:
+    """Run a typer app the way every kidsart entry point does: one logging setup, typed errors as exit 2."""
+    import sys
+
+    from adapters.errors import KidsArtError
+    from adapters.logs import setup_logging
+
+    setup_logging()
+    try:
+        app()
+    except KidsArtError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("build-base")
     def build_base(

@@ -6,8 +6,6 @@ inside the command that needs them, so `kidsart --help` is instant.
 """
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from adapters import cli as adapters_cli
@@ -30,15 +28,7 @@ for module in (adapters_cli, train_cli, train_district, serve_cli, loadtest_cli,
 
 
 def main() -> None:
-    from adapters.errors import KidsArtError
-    from adapters.logs import setup_logging
-
-    setup_logging()
-    try:
-        app()
-    except KidsArtError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        sys.exit(2)
+    adapters_cli.run(app)
 
 
 if __name__ == "__main__":
