@@ -1,28 +1,36 @@
-"""Build a small Qwen2.5-VL base model locally, deterministically.
+"""Make a small Qwen2.5-VL base from a config: tokenizer, seeded random init, saved folder.
 
 No weights can be downloaded on the development machines, so tests, the demo and
-the benchmark use a Qwen2.5-VL of the real architecture built from a config:
-random init from a fixed seed, and a byte-level BPE tokenizer trained here on the
-project's own rubric and prompt texts, with Qwen's special tokens and a chat
-template that renders an image as <|vision_start|><|image_pad|><|vision_end|>.
-The same profile and seed give the same files and so the same content hash.
+the benchmark use a Qwen2.5-VL of the real architecture made here:
+- a byte-level BPE tokenizer trained on a FROZEN text (`adapters/bases/tokenizer_corpus.txt`,
+  part of the recipe, never read from live prompts or rubrics, so later prompt
+  changes do not change the tokenizer), with Qwen's special tokens and a chat
+  template that renders an image as <|vision_start|><|image_pad|><|vision_end|>;
+- weights initialised from a fixed seed.
+This part involves no training: the same profile gives the same bytes on every
+machine (the bench base is built this way on demand). A base whose recipe includes
+pre-training is made by `train.base` on top of these functions and committed as a
+fixture, because training arithmetic differs between CPUs.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from adapters import PACKAGE_DIR
 from adapters.errors import ConfigError
-from adapters.hashing import folder_hash
+from adapters.hashing import file_hash, folder_hash
+from adapters.machine import machine_facts
 from adapters.manifest import BASE_MANIFEST_NAME, BaseRef
 from adapters.profiles import Profile
-from adapters.prompts import SYSTEM_PROMPT, dimension_instruction
-from adapters.rubric import load_rubric, shipped_rubrics
 
 log = logging.getLogger(__name__)
+
+TOKENIZER_CORPUS = PACKAGE_DIR / "bases" / "tokenizer_corpus.txt"
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -49,30 +57,13 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-_GENERAL_TEXT = (
-    "The child drew a house, a tree, the sun, a dog, a cat, flowers and people in a garden. "
-    "Colours: red, orange, yellow, green, blue, purple, pink, brown, black, white and grey. "
-    "Lines are thick, thin, dotted, wavy, zigzag, hatched and smooth. The picture is balanced, crowded or empty. "
-    "A rocket flies over the sea; a dragon sleeps in a castle; a robot waters plants on the moon. "
-    "Grade 1 2 3 4 5 6 7 8 9. Score 1 2 3 4 5. 0123456789"
-)
-
-
-def _tokenizer_corpus() -> list[str]:
-    """Texts the tokenizer is trained on: every shipped rubric's prompts plus general words."""
-    texts = [SYSTEM_PROMPT, _GENERAL_TEXT]
-    for name in shipped_rubrics():
-        rubric = load_rubric(name)
-        for dim in rubric.dimensions:
-            texts.append(dimension_instruction(rubric, dim, "A drawing of my family at the beach."))
-    return texts * 4
-
 
 def build_tokenizer(vocab_size: int):
-    """Train a byte-level BPE with Qwen's special tokens; digits are always single tokens."""
+    """Train a byte-level BPE on the frozen corpus with Qwen's special tokens; digits are always single tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    texts = TOKENIZER_CORPUS.read_text(encoding="utf-8").splitlines()
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -87,7 +78,7 @@ def build_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
@@ -105,8 +96,14 @@ def build_tokenizer(vocab_size: int):
     return fast
 
 
-def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = False) -> BaseRef:
-    """Write the profile's base checkpoint + processor to its path; return its identity."""
+def _require_local(profile: Profile):
+    if profile.base.source != "local" or profile.base.build is None:
+        raise ConfigError(f"profile {profile.name!r} has a {profile.base.source} base; only local bases are built here")
+    return profile.base.build
+
+
+def random_base(profile: Profile):
+    """(model, processor) of the profile's architecture, weights drawn from its seed (float32, eval mode)."""
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -116,23 +113,10 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
         Qwen2VLVideoProcessor,
     )
 
-    if profile.base.source != "local" or profile.base.build is None:
-        raise ConfigError(f"profile {profile.name!r} has a {profile.base.source} base; only local bases are built here")
-    spec = profile.base.build
-    out_dir = Path(out_dir or profile.base.resolved_path)
-    if out_dir.exists():
-        if not force and (out_dir / BASE_MANIFEST_NAME).exists():
-            log.info("base already built at %s", out_dir)
-            return BaseRef(model_id=profile.base.model_id, content_hash=folder_hash(out_dir))
-        shutil.rmtree(out_dir)
-    tmp_dir = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-
+    spec = _require_local(profile)
     tokenizer = build_tokenizer(spec.vocab_size)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    text = spec.text
-    vision = spec.vision
+    text, vision = spec.text, spec.vision
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -170,7 +154,6 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
     )
     torch.manual_seed(spec.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-
     pixels = profile.image_size * profile.image_size
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels),
@@ -178,42 +161,77 @@ def build_base(profile: Profile, out_dir: Path | None = None, *, force: bool = F
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    pretraining = None
-    if spec.pretrain is not None:
-        from train.pretrain import pretrain_vision
+    return model, processor
 
-        pre = spec.pretrain
-        pretraining = pretrain_vision(
-            model, processor, image_size=profile.image_size, n_images=pre.n_images, epochs=pre.epochs,
-            learning_rate=pre.learning_rate, batch_size=pre.batch_size, seed=spec.seed, attribute_weight=pre.attribute_weight,
-        )
-        model.eval()
+
+def save_base(profile: Profile, model, processor, out_dir: Path, *, note: str, pretraining: dict[str, Any] | None = None) -> BaseRef:
+    """Write model + processor + base manifest to out_dir atomically (via a `.building` folder)."""
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(out_dir.name + ".building")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
     model.save_pretrained(tmp_dir, safe_serialization=True)
     processor.save_pretrained(tmp_dir)
-    parameters = sum(p.numel() for p in model.parameters())
+    spec = _require_local(profile)
+    tokenizer = processor.tokenizer
     ref = BaseRef(model_id=profile.base.model_id, content_hash=folder_hash(tmp_dir))
-    (tmp_dir / BASE_MANIFEST_NAME).write_text(
-        yaml.safe_dump(
-            {
-                "model_id": ref.model_id,
-                "content_hash": ref.content_hash,
-                "profile": profile.name,
-                "seed": spec.seed,
-                "parameters": parameters,
-                "architecture": "Qwen2_5_VLForConditionalGeneration",
-                "note": (
-                    "random init from a config and a locally trained tokenizer; not a pretrained model"
-                    if pretraining is None
-                    else "random init from a config and a locally trained tokenizer, then a brief visual pre-training of the "
-                    "vision encoder on synthetic drawings (see `pretraining`); the language model is random"
-                ),
-                "pretraining": pretraining,
-                "score_token_ids": {d: tokenizer.convert_tokens_to_ids(d) for d in "12345"},
-            },
-            sort_keys=False,
-        ),
-        encoding="utf-8",
-    )
+    manifest = {
+        "model_id": ref.model_id,
+        "content_hash": ref.content_hash,
+        "profile": profile.name,
+        "architecture": "Qwen2_5_VLForConditionalGeneration",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters_by_part": {
+            "vision": sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}"),
+            "language": sum(p.numel() for n, p in model.named_parameters() if ".visual." not in f".{n}"),
+        },
+        "recipe": spec.model_dump(mode="json"),
+        "tokenizer_corpus": {"path": f"adapters/bases/{TOKENIZER_CORPUS.name}", "sha256": file_hash(TOKENIZER_CORPUS)},
+        "note": note,
+        "pretraining": pretraining,
+        "made_on": machine_facts(),
+        "score_token_ids": {d: tokenizer.convert_tokens_to_ids(d) for d in "12345"},
+    }
+    (tmp_dir / BASE_MANIFEST_NAME).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
     tmp_dir.rename(out_dir)
-    log.info("built base %s (%d parameters) at %s, %s", ref.model_id, parameters, out_dir, ref.content_hash)
+    log.info("wrote base %s (%d parameters) to %s, %s", ref.model_id, manifest["parameters"], out_dir, ref.content_hash)
     return ref
+
+
+def build_random_base(profile: Profile, out_dir: Path | None = None, *, force: bool = False) -> BaseRef:
+    """Build a base whose recipe has no pre-training (e.g. bench) at out_dir or its path; reuse it if present."""
+    spec = _require_local(profile)
+    if spec.pretrain is not None:
+        raise ConfigError(
+            f"profile {profile.name!r}: its base is pre-trained; it is a committed fixture "
+            "(regenerate it with `kidsart build-base --profile NAME`, which never writes over it)"
+        )
+    out_dir = Path(out_dir or profile.base.resolved_path)
+    if not force and _is_current(profile, out_dir):
+        log.info("base already built at %s", out_dir)
+        return BaseRef(model_id=profile.base.model_id, content_hash=folder_hash(out_dir))
+    model, processor = random_base(profile)
+    return save_base(profile, model, processor, out_dir, note="random init from a config and a locally trained tokenizer; not a pretrained model")
+
+
+def _is_current(profile: Profile, out_dir: Path) -> bool:
+    """A built base is reused only if it was made from the same recipe and tokenizer corpus."""
+    path = out_dir / BASE_MANIFEST_NAME
+    if not path.is_file():
+        return False
+    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return (recorded.get("recipe") == _require_local(profile).model_dump(mode="json")
+            and (recorded.get("tokenizer_corpus") or {}).get("sha256") == file_hash(TOKENIZER_CORPUS))
+
+
+def ensure_local_base(profile: Profile) -> None:
+    """Make sure a local base is on disk: build a random-init one if missing or stale; a fixture must be committed."""
+    if profile.base.source != "local":
+        return
+    if profile.base.fixture:
+        if not (profile.base.resolved_path / BASE_MANIFEST_NAME).is_file():
+            raise ConfigError(f"the committed base of profile {profile.name!r} is missing at {profile.base.resolved_path} "
+                              "(it is part of the repository; restore it with git)")
+        return
+    build_random_base(profile)

@@ -1,7 +1,5 @@
-"""`kidsart build-base` and `kidsart validate`: the contract's commands."""
+"""`kidsart validate` (the contract's command) and the one CLI runner every entry point uses."""
 from __future__ import annotations
-
-from typing import Optional
 
 import typer
 
@@ -22,21 +20,6 @@ def run(app: typer.Typer) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("build-base")
-    def build_base(
-        profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
-        out: Optional[str] = typer.Option(None, help="Output folder (default: the profile's base.path)."),
-        force: bool = typer.Option(False, help="Rebuild even if the folder exists."),
-    ) -> None:
-        """Build a profile's local base model (random init, local tokenizer) deterministically."""
-        from pathlib import Path
-
-        from adapters.base_builder import build_base as build
-        from adapters.profiles import load_profile
-
-        ref = build(load_profile(profile), Path(out) if out else None, force=force)
-        typer.echo(f"{ref.model_id} {ref.content_hash}")
-
     @app.command("validate")
     def validate(profile: str = typer.Option("tiny", help="Profile name or path.")) -> None:
         """Validate a profile, its rubric, its base on disk and its deployment set."""

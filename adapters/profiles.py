@@ -44,14 +44,20 @@ class VisionArch(_Strict):
     fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
 
 
-class VisionPretrainSpec(_Strict):
-    """Brief deterministic visual pre-training of a locally built base (train/pretrain.py)."""
+class CaptionPretrainSpec(_Strict):
+    """Image-text pre-training of a locally made base (train/pretrain.py): next-token prediction on captions."""
 
-    n_images: int = Field(default=1024, ge=16, description="Synthetic drawings rendered for pre-training (a seed range datasets never use).")
-    epochs: int = Field(default=4, ge=1, description="Passes over those images.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW learning rate (vision encoder and language model).")
-    batch_size: int = Field(default=16, ge=1, description="Images per step.")
-    attribute_weight: float = Field(default=3.0, ge=0, description="Loss weight of the caption-like drawing attributes relative to the pixel statistics.")
+    n_images: int = Field(default=4096, ge=16, description="Synthetic drawings rendered for pre-training, from a seed range datasets never use.")
+    steps: int = Field(default=2000, ge=1, description="Optimiser steps (each a batch of image-text pairs).")
+    batch_size: int = Field(default=16, ge=1, description="Image-text pairs per step.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW peak learning rate (whole model).")
+    warmup_steps: int = Field(default=100, ge=0, description="Linear warm-up steps before the cosine decay.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    focused_share: float = Field(default=0.35, ge=0, le=1, description="Share of pairs that ask about one fact.")
+    dense_share: float = Field(default=0.55, ge=0, le=1, description="Share of pairs answered with every fact, briefly, behind short labels (the rest: a caption).")
+    short_share: float = Field(default=0.7, ge=0, le=1, description="Share of one-fact answers given briefly, leading with the word that depends on the picture.")
+    num_threads: int = Field(default=2, ge=1, description="torch CPU threads; fixed, since the thread count changes float reduction order.")
+    eval_images: int = Field(default=64, ge=0, description="Held-out drawings (another seed range) on which the caption loss is reported.")
 
 
 class LocalBuildSpec(_Strict):
@@ -61,9 +67,9 @@ class LocalBuildSpec(_Strict):
     vocab_size: int = Field(default=1024, description="Target size of the locally trained byte-level BPE tokenizer.")
     text: TextArch
     vision: VisionArch
-    pretrain: VisionPretrainSpec | None = Field(
+    pretrain: CaptionPretrainSpec | None = Field(
         default=None,
-        description="If set, the base gets a brief deterministic pre-training on synthetic drawings so it has visual features.",
+        description="If set, the base is pre-trained on image-text pairs (so it is a committed fixture, not a build step).",
     )
 
 
@@ -74,6 +80,12 @@ class BaseModelSpec(_Strict):
     model_id: str = Field(description="Identifier recorded in manifests (and the hub id for source=hub).")
     path: str = Field(description="Directory of the checkpoint; relative paths are relative to the repository root.")
     build: LocalBuildSpec | None = Field(default=None, description="Architecture and seed for source=local.")
+    fixture: bool = Field(
+        default=False,
+        description="The base folder is committed and loaded as-is on every machine; it is never rebuilt in place "
+        "(training results differ across CPUs). `kidsart build-base` regenerates it into `rebuild_path`.",
+    )
+    rebuild_path: str | None = Field(default=None, description="Where `kidsart build-base` regenerates a fixture base (relative to the repository root).")
 
     @model_validator(mode="after")
     def _build_matches_source(self) -> "BaseModelSpec":
@@ -81,11 +93,22 @@ class BaseModelSpec(_Strict):
             raise ValueError("source 'local' needs a `build` section")
         if self.source == "hub" and self.build is not None:
             raise ValueError("source 'hub' must not have a `build` section")
+        if self.build is not None and self.build.pretrain is not None and not self.fixture:
+            raise ValueError("a base with `pretrain` must be a committed `fixture`: training results differ between CPUs")
+        if self.fixture and not self.rebuild_path:
+            raise ValueError("a `fixture` base needs a `rebuild_path` distinct from `path`")
+        if self.fixture and self.rebuild_path == self.path:
+            raise ValueError("`rebuild_path` must differ from `path`: a fixture is never rebuilt in place")
         return self
 
     @property
     def resolved_path(self) -> Path:
         path = Path(self.path)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
+    def resolved_rebuild_path(self) -> Path:
+        path = Path(self.rebuild_path or self.path)
         return path if path.is_absolute() else REPO_ROOT / path
 
 

@@ -62,14 +62,13 @@ def print_table(rows: list[dict], dimensions: list[str]) -> None:
 def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_port: int | None = None) -> int:
     import httpx
 
-    from adapters.base_builder import build_base
+    from adapters.base_builder import ensure_local_base
     from adapters.profiles import load_profile
     from serve.client import score_file
     from serve.stack import Stack
 
     profile = load_profile(profile_name)
-    if profile.base.source == "local":
-        build_base(profile)
+    ensure_local_base(profile)
     samples = make_samples(out_dir / "samples")
     failures = 0
     with Stack(profile, router_port=port, engine_port=engine_port, log_dir=out_dir / "logs") as stack:

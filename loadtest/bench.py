@@ -92,15 +92,14 @@ def write_images(folder: Path, count: int, seed: int, prefix: str) -> list[Path]
 
 def ensure_bench_artifacts(profile_name: str) -> None:
     """Build the profile's local base, and its seeded adapters + deployment set, when missing or stale."""
-    from adapters.base_builder import build_base
+    from adapters.base_builder import ensure_local_base
     from adapters.errors import ConfigError
     from adapters.manifest import load_profile_deployment, read_base_ref, write_deployment
     from adapters.profiles import load_profile
     from adapters.rubric import load_rubric
 
     profile = load_profile(profile_name)
-    if profile.base.source == "local":
-        build_base(profile)
+    ensure_local_base(profile)
     try:
         load_profile_deployment(profile)
         return

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class ReferenceBackend:
     """Scores images with transformers + PEFT; output matches the router's `scores` object."""
 
-    def __init__(self, profile: Profile, deployment: Deployment | None = None):
+    def __init__(self, profile: Profile, deployment: Deployment | None = None, *, base_dir: Path | None = None):
         import torch
         from peft import PeftModel
         from transformers import Qwen2_5_VLForConditionalGeneration
@@ -31,7 +31,7 @@ class ReferenceBackend:
         self.deployment = deployment or load_profile_deployment(profile)
         self.rubric = self.deployment.rubric
         dtype = getattr(torch, profile.dtype)
-        base_dir = profile.base.resolved_path
+        base_dir = Path(base_dir or profile.base.resolved_path)
         self.scoring = ScoringProcessor.load(base_dir, self.rubric, profile.image_size)
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=dtype)
         dims = self.deployment.dimensions

@@ -29,8 +29,20 @@ def test_qwk_hand_computed():
     pred = [1, 2, 2, 2]
     # observed disagreement 1/4 weighted 1; expected: row (2,2) col (1,3) -> off-diagonal mass (2*3+2*1)/16 = 0.5
     assert quadratic_weighted_kappa(pred, true, levels=(1, 2)) == pytest.approx(1 - 0.25 / 0.5)
-    # rounding: 2.4 -> 2, 2.5 -> 3, out of range clipped
-    assert quadratic_weighted_kappa([0.2, 2.5, 7.0], [1, 3, 5]) == pytest.approx(1.0)
+    # rounding as KidsArtBench's numpy code: half to even (2.5 -> 2, 3.5 -> 4); out of range clipped
+    assert quadratic_weighted_kappa([0.2, 2.5, 3.5, 7.0], [1, 2, 4, 5]) == pytest.approx(1.0)
+    assert quadratic_weighted_kappa([0.2, 2.5, 3.5, 7.0], [1, 3, 4, 5]) < 1.0
+
+
+def test_qwk_uses_observed_levels_like_sklearn_default_labels():
+    """sklearn's cohen_kappa_score (what KidsArtBench calls) weights by rank among the levels that occur.
+
+    Levels {1, 3, 5} occur: ranks 0, 1, 2, so 1 vs 5 weighs (2-0)^2 = 4, not (5-1)^2 = 16, and
+    1 vs 3 weighs 1. Hand computation for true [1, 3, 5, 5] and pred [1, 5, 5, 3]:
+    observed weighted disagreement: (3->5) 1 + (5->3) 1 = 2; row sums (1, 1, 2), column sums (1, 1, 2),
+    expected weighted = sum_ij w_ij r_i c_j / 4 = (1*1*1 + 4*1*2 + 1*1*1 + 1*1*2 + 4*2*1 + 1*2*1) / 4 = 22 / 4.
+    """
+    assert quadratic_weighted_kappa([1, 5, 5, 3], [1, 3, 5, 5]) == pytest.approx(1 - 2 / (22 / 4))
 
 
 def test_matches_scipy_on_random_data():

@@ -71,16 +71,23 @@ def test_gradient_reaches_lora_through_the_serving_inputs(tiny_profile, tmp_path
     ds = load_dataset(tmp_path / "labels.csv", tmp_path / "images", rubric, ["color_richness"])
     base = tiny_profile.base.resolved_path
     scoring = ScoringProcessor.load(base, rubric, 224)
-    encoded = EncodedData(scoring, rubric, ds.samples, 224)
+    base_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
+    encoded = EncodedData(scoring, rubric, ds.samples, 224, base_model)
     dim = rubric.dimension("color_richness")
     inputs = encoded.collate([(i, dim) for i in range(4)])
-    # the cached collation equals the processor's own batching (what serving does)
+    # the cached collation equals the processor's own batching (what serving does): same prompt tensors,
+    # and the cached vision-tower output gives the same logits as the pixel path (tolerance 1e-5)
     from PIL import Image
 
     images = [normalize_image(Image.open(s.image_path), 224) for s in ds.samples]
     direct = scoring.batch_inputs(rubric, dim, images)
     for key in direct:
-        assert torch.equal(inputs[key], direct[key]), key
+        if key not in ("pixel_values",):
+            assert torch.equal(inputs[key], direct[key]), key
+    with torch.no_grad():
+        cached_logits = score_token_logits(base_model, inputs, scoring.score_token_ids)
+        pixel_logits = score_token_logits(base_model, direct, scoring.score_token_ids)
+    assert torch.allclose(cached_logits, pixel_logits, atol=1e-5), (cached_logits - pixel_logits).abs().max()
     model = get_peft_model(Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32), lora_config())
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)

@@ -52,7 +52,7 @@ def test_requests_carry_adapter_tokens_and_image_and_scores_follow_rail():
     for body in seen:
         assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["top_logprobs"] == 5
         assert body["allowed_token_ids"] == [11, 12, 13, 14, 15]
-        assert body["messages"][1]["content"][0]["image_url"]["url"] == "data:image/png;base64,AAAA"
+        assert body["messages"][1]["content"][-1]["image_url"]["url"] == "data:image/png;base64,AAAA"  # image last
 
 
 def test_unreachable_engine_is_503_kind():

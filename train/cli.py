@@ -11,6 +11,55 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("build-base")
+    def build_base(
+        profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
+        out: Optional[str] = typer.Option(None, help="Output folder (default: the profile's rebuild_path, or its path for a non-fixture base)."),
+        check: bool = typer.Option(False, "--check", help="Compare the regenerated base with the committed fixture (exit 1 on a mismatch that must not happen)."),
+        report: str = typer.Option("", help="With --check: also write the comparison as JSON here."),
+    ) -> None:
+        """Regenerate a profile's local base from its recipe (never over a committed fixture); --check compares."""
+        import json
+        from pathlib import Path
+
+        from adapters.base_builder import build_random_base
+        from adapters.profiles import load_profile
+        from train.base import build_pretrained_base, check_rebuild
+
+        loaded = load_profile(profile)
+        if loaded.base.fixture or (loaded.base.build and loaded.base.build.pretrain):
+            target = Path(out) if out else loaded.base.resolved_rebuild_path
+            ref = build_pretrained_base(loaded, target)
+        else:
+            if check:
+                raise typer.BadParameter(f"profile {profile!r} has no committed fixture base to check against", param_hint="--check")
+            target = Path(out) if out else loaded.base.resolved_path
+            ref = build_random_base(loaded, target, force=True)
+        typer.echo(f"{ref.model_id} {ref.content_hash} -> {target}")
+        if not check:
+            return
+        result = check_rebuild(loaded, target)
+        if report:
+            Path(report).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"case: {result['case']}")
+        typer.echo(f"this CPU: {result['this_cpu']['model']} flags {' '.join(result['this_cpu']['flags'])}")
+        typer.echo(f"fixture made on: {result['fixture_cpu']['model']} flags {' '.join(result['fixture_cpu']['flags'] or [])}")
+        for name, same in result["files_identical"].items():
+            typer.echo(f"  {name:26s} {'identical' if same else 'DIFFERENT'}")
+        w = result["weights"]
+        if w.get("same_tensors"):
+            typer.echo(f"  weights: {'identical' if w['identical'] else 'differ'}; largest |difference| {w['max_abs_diff']:.3e} "
+                       f"({w['worst_tensor']}), {w['tensors_differing']}/{w['tensors']} tensors differ")
+        else:
+            typer.echo(f"  weights: tensor names differ: {w}")
+        scores = result["adapter_scores"]
+        typer.echo(f"  committed adapters' scores on {scores['images']} fixed images, fixture base vs regenerated base:")
+        for dim, diff in scores["difference_by_dimension"].items():
+            typer.echo(f"    {dim:22s} mean |d| {diff['mean_abs']:.4f}  max |d| {diff['max_abs']:.4f}")
+        typer.echo("check passed" if result["ok"] else "check FAILED")
+        if not result["ok"]:
+            raise typer.Exit(1)
+
     @app.command("init-adapters")
     def init_adapters(
         profile: str = typer.Option("tiny", help="Profile whose base the adapters are for."),
@@ -113,6 +162,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., help="Labels CSV."),
         images: str = typer.Option(..., help="Folder of the images named in the CSV."),
         backend: str = typer.Option("reference", help="reference (transformers + PEFT in-process) or router (HTTP API)."),
+        decode: str = typer.Option("rail", help="rail: expected score over the score tokens (the method); argmax: the most probable level (ablation)."),
         url: str = typer.Option("http://127.0.0.1:8000", help="Router base URL (backend router)."),
         profile: str = typer.Option("tiny", help="Profile (base, image size, default deployment)."),
         deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML to evaluate (reference backend; default: the profile's)."),
@@ -128,9 +178,13 @@ def register(app: typer.Typer) -> None:
 
         from train.evaluate import evaluate, markdown_table
 
+        from train.evaluate import DECODINGS
+
+        if decode not in DECODINGS:
+            raise typer.BadParameter(f"{decode!r} is not one of {', '.join(DECODINGS)}", param_hint="--decode")
         dims = [d for item in (dimensions or []) for d in item.split(",") if d] or None
         report = evaluate(
-            Path(data), Path(images), backend=backend, profile_name=profile,
+            Path(data), Path(images), backend=backend, decode=decode, profile_name=profile,
             deployment_path=Path(deployment) if deployment else None, url=url, dimensions=dims,
             concurrency=concurrency, n_boot=n_boot, seed=seed,
         )
@@ -139,6 +193,27 @@ def register(app: typer.Typer) -> None:
         typer.echo(markdown_table(report))
         meta = report["meta"]
         typer.echo(f"\n{meta['n_images']} images, {meta['runtime_s']} s ({meta['images_per_s']} images/s); report: {out}")
+
+    @app.command("ablate")
+    def ablate(
+        data: str = typer.Option(..., help="Labels CSV (KidsArtBench format)."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        out: str = typer.Option(..., help="Output folder: ablation.json, ablation.md, adapters, per-row eval reports."),
+        profile: str = typer.Option("tiny", help="Profile whose base to train on."),
+        config: str = typer.Option("tiny", help="Training config every trained row starts from."),
+        test_fraction: float = typer.Option(0.2, min=0.05, max=0.5, help="Held-out share of the seeded split."),
+        seed: int = typer.Option(0, help="Split and bootstrap seed."),
+        epochs: Optional[int] = typer.Option(None, min=1, help="Override the config's epochs (e.g. for a quick run)."),
+    ) -> None:
+        """The paper's ablation table: prompt only, shared vs per-dimension LoRA, cross-entropy vs RAFT, argmax vs RAIL."""
+        from pathlib import Path
+
+        from train.ablate import markdown, run_ablation
+
+        result = run_ablation(Path(data), Path(images), Path(out), profile_name=profile, config_name=config,
+                              test_fraction=test_fraction, seed=seed, epochs=epochs)
+        typer.echo(markdown(result))
+        typer.echo(f"wrote {Path(out) / 'ablation.json'} and {Path(out) / 'ablation.md'}")
 
     @app.command("compare-adapters")
     def compare_adapters(

@@ -1,8 +1,13 @@
 """Evaluation: agreement metrics with bootstrap confidence intervals, and `kidsart eval`.
 
-Metrics per dimension (predictions are RAIL expected scores, labels integer levels):
-Spearman (srcc), Pearson (plcc), MAE, MSE and quadratic weighted kappa (qwk, on
-predictions rounded and clipped to the rubric's levels). Each comes with a
+Metrics per dimension (predictions are RAIL expected scores, or with `decode="argmax"`
+the most probable level; labels integer levels): Spearman (srcc), Pearson (plcc),
+MAE, MSE and quadratic weighted kappa (qwk, on predictions rounded and clipped to
+the rubric's levels). The conventions are KidsArtBench's own metric code's
+(scipy correlations; QWK on numpy-rounded predictions, i.e. round half to even),
+so our figures compare with the paper's; their "overall" MSE and MAE pool all
+(image, dimension) pairs, which equals our mean over dimensions when every
+dimension has the same images. Each comes with a
 percentile bootstrap 95% interval (seeded resampling of artworks). The report also
 holds the mean over dimensions and, when grades are present, the same broken down
 by grade. Backends: `reference` (transformers + PEFT, in-process) and `router`
@@ -63,18 +68,23 @@ def mse(pred: Sequence[float], true: Sequence[float]) -> float:
 
 
 def quadratic_weighted_kappa(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)) -> float:
-    """Cohen's kappa with quadratic weights on predictions rounded (half up) and clipped to `levels`.
+    """Cohen's kappa with quadratic weights, computed as KidsArtBench's metric code computes it.
 
-    NaN when the expected disagreement is zero (e.g. both sides constant and equal).
+    Predictions are rounded with numpy (half to even: 2.5 -> 2, 3.5 -> 4) and clipped
+    to `levels`; as in sklearn's `cohen_kappa_score(weights="quadratic")` with default
+    labels, the matrix covers the levels that occur in either side and the weights are
+    squared distances between their ranks. NaN when the expected disagreement is zero.
     """
     lv = list(levels)
     lo, hi = min(lv), max(lv)
-    p = np.clip(np.floor(np.asarray(pred, dtype=float) + 0.5), lo, hi).astype(int) - lo
-    t = np.clip(np.asarray(true, dtype=float), lo, hi).astype(int) - lo
-    k = hi - lo + 1
+    p = np.clip(np.round(np.asarray(pred, dtype=float)), lo, hi).astype(int)
+    t = np.clip(np.asarray(true, dtype=float), lo, hi).astype(int)
+    labels = np.union1d(p, t)
+    k = len(labels)
+    rank = {int(v): i for i, v in enumerate(labels)}
     observed = np.zeros((k, k))
-    np.add.at(observed, (t, p), 1.0)
-    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)], dtype=float) / (k - 1) ** 2
+    np.add.at(observed, ([rank[int(v)] for v in t], [rank[int(v)] for v in p]), 1.0)
+    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)], dtype=float)
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / max(observed.sum(), 1.0)
     denominator = float((weights * expected).sum())
     if denominator == 0:
@@ -253,11 +263,24 @@ def score_router(dataset, url: str, *, concurrency: int = 16, timeout_s: float =
         client.close()
 
 
+DECODINGS = ("rail", "argmax")
+
+
+def decode_scores(scores: list[dict], dimensions: list[str], levels, decode: str = "rail") -> dict[str, list[float]]:
+    """Per-dimension predictions from backend results: RAIL expected value, or the most probable level (argmax)."""
+    if decode == "rail":
+        return {d: [float(s[d]["score"]) for s in scores] for d in dimensions}
+    if decode == "argmax":
+        return {d: [float(levels[int(np.argmax(s[d]["probs"]))]) for s in scores] for d in dimensions}
+    raise ValueError(f"unknown decoding {decode!r} ({' or '.join(DECODINGS)})")
+
+
 def evaluate(
     csv_path: Path,
     images_dir: Path,
     *,
     backend: str,
+    decode: str = "rail",
     profile_name: str = "tiny",
     deployment_path: Path | None = None,
     url: str = "http://127.0.0.1:8000",
@@ -285,6 +308,8 @@ def evaluate(
     rubric = deployment.rubric if backend == "reference" else load_rubric(profile.rubric)
     dims = dimensions or (deployment.dimensions if backend == "reference" else rubric.dimension_names)
     dataset = load_dataset(csv_path, images_dir, rubric, dims)
+    if decode not in DECODINGS:
+        raise ValueError(f"unknown decoding {decode!r} ({' or '.join(DECODINGS)})")
     start = time.perf_counter()
     if backend == "reference":
         torch.set_num_threads(2)
@@ -294,13 +319,14 @@ def evaluate(
     else:
         raise ValueError(f"unknown backend {backend!r} (reference or router)")
     elapsed = time.perf_counter() - start
-    predictions = {d: [float(s[d]["score"]) for s in scores] for d in dataset.dimensions}
+    predictions = decode_scores(scores, dataset.dimensions, rubric.levels, decode)
     labels = {d: [s.scores[d] for s in dataset.samples] for d in dataset.dimensions}
     grades = [s.grade for s in dataset.samples] if dataset.has_grades else None
     report = build_report(predictions, labels, grades, rubric.levels, n_boot=n_boot, seed=seed)
     adapters_used = {d: scores[0][d].get("adapter") for d in dataset.dimensions} if scores else {}
     report["meta"] = {
         "backend": backend,
+        "decode": decode,
         "url": url if backend == "router" else None,
         "deployment": str(deployment.source) if backend == "reference" else None,
         "rubric": rubric.name,

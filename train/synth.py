@@ -9,7 +9,7 @@ known exactly and an adapter can, in principle, learn it:
 |---|---|
 | color_richness | number of distinct hues of the coloured shapes: 1, 2, 3-4, 5-6, 7-8, spread around the colour wheel; 2 + 3 x hues shapes, so a richer palette also colours more of the page |
 | color_contrast | figure/ground contrast: how far the shapes' colours are from the paper tone (22% .. 100% of full strength) |
-| line_texture | variety of ink stroke styles: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted}, over 3 + level strokes |
+| line_texture | variety of ink stroke styles: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted}, over 3 + level strokes; pattern periods ~10 px on the 400 px page (~6 px after the 224 px letter-box: at the earlier 6 px, ~3 px after letter-boxing, the kinds blurred together) |
 | picture_organization | layout: shapes crowded in a small off-centre region (1) .. evenly spread over the page on a grid (5) |
 | realism (stand-in) | completeness of the stick figure: head only (1) .. head, body, limbs, face, hands/feet and a ground line (5) |
 | deformation (stand-in) | distortion of the figure's proportions: head scale 1.0x .. 3.2x and stretched limbs |
@@ -21,6 +21,9 @@ Labels are independent across dimensions (uniform over 1-5 by default, or
 KidsArtBench's training-set marginals with `distribution="kidsartbench"`). The
 grade (1-6) follows KidsArtBench's grade marginals and only changes the stroke
 width jitter. The description is a plain account of what is drawn.
+
+`render_drawing_details` returns the facts of a drawing (colours, shapes, layout,
+figure, strokes, motifs) for the base's caption pre-training (`train/captions.py`).
 """
 from __future__ import annotations
 
@@ -93,17 +96,18 @@ def _paper(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]) -> list[tuple[int, int, int]]:
-    """n_hues evenly spread hues, blended toward the paper tone by (1 - strength)."""
+def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]) -> tuple[list[tuple[int, int, int]], list[float]]:
+    """n_hues evenly spread hues, blended toward the paper tone by (1 - strength); (colours, hues in [0, 1))."""
     offset = rng.uniform(0, 1)
-    colours = []
+    colours, hues = [], []
     for i in range(n_hues):
         hue = (offset + i / n_hues + rng.uniform(-0.02, 0.02)) % 1.0
         r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.8))
         pure = np.array([r, g, b]) * 255
         mixed = np.asarray(paper) * (1 - strength) + pure * strength
         colours.append(tuple(int(round(c)) for c in mixed))
-    return colours
+        hues.append(float(hue))
+    return colours, hues
 
 
 def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str, start, end, width: int) -> None:
@@ -111,23 +115,25 @@ def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str, sta
     length = max(1.0, math.hypot(x1 - x0, y1 - y0))
     ux, uy = (x1 - x0) / length, (y1 - y0) / length
     nx, ny = -uy, ux
-    steps = max(2, int(length / 6))
+    # Pattern periods of ~10 px (400 px page) stay ~6 px after the 224 px letter-box, so the
+    # kinds remain distinguishable to a 14 px-patch vision encoder (at 6 px they blurred together).
+    steps = max(2, int(length / 10))
     if style == "solid":
         draw.line([start, end], fill=INK, width=width)
     elif style == "dashed":
         for i in range(0, steps, 2):
             a, b = i / steps, min(1.0, (i + 1) / steps)
-            draw.line([(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)], fill=INK, width=width)
+            draw.line([(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)], fill=INK, width=width + 1)
     elif style == "zigzag":
-        pts = [(x0 + ux * length * i / steps + nx * (6 if i % 2 else -6), y0 + uy * length * i / steps + ny * (6 if i % 2 else -6)) for i in range(steps + 1)]
-        draw.line(pts, fill=INK, width=max(1, width - 1))
+        pts = [(x0 + ux * length * i / steps + nx * (9 if i % 2 else -9), y0 + uy * length * i / steps + ny * (9 if i % 2 else -9)) for i in range(steps + 1)]
+        draw.line(pts, fill=INK, width=width)
     elif style == "wavy":
-        pts = [(x0 + ux * length * i / (steps * 2) + nx * 7 * math.sin(i / 2.0), y0 + uy * length * i / (steps * 2) + ny * 7 * math.sin(i / 2.0)) for i in range(steps * 2 + 1)]
+        pts = [(x0 + ux * length * i / (steps * 3) + nx * 9 * math.sin(i / 1.5), y0 + uy * length * i / (steps * 3) + ny * 9 * math.sin(i / 1.5)) for i in range(steps * 3 + 1)]
         draw.line(pts, fill=INK, width=width + 3)
     elif style == "dotted":
         for i in range(steps + 1):
             cx, cy = x0 + ux * length * i / steps, y0 + uy * length * i / steps
-            r = width + 1
+            r = width + 2
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=INK)
 
 
@@ -199,10 +205,11 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
     # Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
     # transformed share (transformation).
     n_hues = int(rng.integers(_HUE_COUNTS[labels["color_richness"]][0], _HUE_COUNTS[labels["color_richness"]][1] + 1))
-    palette = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
+    palette, hues = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
     n_shapes = 2 + 3 * n_hues  # each hue gets its own shapes: a richer palette also colours more of the page
     spread = _SPREAD[labels["picture_organization"]]
     region_w, region_h = width * spread, height * spread
+    corner = None
     if labels["picture_organization"] == 5:
         ox, oy = 0.0, 0.0
     else:
@@ -212,6 +219,7 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
     cols = 4
     n_transformed = int(round(_TRANSFORMED[labels["transformation"]] * n_shapes))
     transformed = set(rng.permutation(n_shapes)[:n_transformed].tolist())
+    shape_kinds = {"rectangle": 0, "circle": 0, "irregular": 0}
     for i in range(n_shapes):
         if labels["picture_organization"] >= 4:
             gx, gy = (i % cols + 0.5) / cols, (i // cols + 0.5) / math.ceil(n_shapes / cols)
@@ -233,10 +241,13 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
                 px, py = r * math.cos(a), r * math.sin(a)
                 pts.append((cx + px + shear * py, cy + py))
             draw.polygon(pts, fill=colour, outline=colour)
+            shape_kinds["irregular"] += 1
         elif i % 2 == 0:
             draw.rectangle([cx - size, cy - size * 0.7, cx + size, cy + size * 0.7], fill=colour)
+            shape_kinds["rectangle"] += 1
         else:
             draw.ellipse([cx - size, cy - size, cx + size, cy + size], fill=colour)
+            shape_kinds["circle"] += 1
 
     # Figure: realism (completeness) and deformation (proportions).
     fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.25, 0.4) * height
@@ -271,9 +282,11 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
 
     image = image.filter(ImageFilter.SMOOTH)
     details = {
-        "n_hues": n_hues, "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs, "n_segments": n_segments,
-        "styles": styles, "spread": spread, "figure_parts": labels["realism"], "head_scale": _HEAD_SCALE[labels["deformation"]],
-        "transformed_share": n_transformed / n_shapes, "grade": grade,
+        "n_hues": n_hues, "hues": hues, "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs,
+        "motif_kinds": [m % 3 for m in range(n_motifs)], "n_segments": n_segments, "styles": styles,
+        "n_strokes": n_strokes, "spread": spread, "corner": corner, "grid": labels["picture_organization"] >= 4,
+        "figure_parts": labels["realism"], "head_scale": _HEAD_SCALE[labels["deformation"]], "n_shapes": n_shapes,
+        "shape_kinds": shape_kinds, "transformed_share": n_transformed / n_shapes, "grade": grade,
     }
     return image, details
 
@@ -296,28 +309,16 @@ def render_record(seed: int, width: int = 400, height: int = 300, distribution: 
     return image, labels, grade, describe(labels, details)
 
 
-def drawing_attributes(details: dict) -> list[float]:
-    """Caption-like attributes of a drawing (what a captioned pre-training corpus would say about it).
+def render_drawing_details(seed: int, width: int = 400, height: int = 300) -> tuple[Image.Image, dict]:
+    """An image and the facts of how it was drawn (colours, shapes, layout, figure, strokes, motifs).
 
-    Number of hues, colour strength against the paper, which stroke kinds occur,
-    joined line segments, fantastic motifs, figure parts, head scale, layout spread
-    and share of transformed shapes. Used only by the tiny base's visual pre-training
-    (train/pretrain.py), on images from a seed range the datasets never use.
+    Used by the base's caption pre-training (train/captions.py), on seeds from a range
+    no dataset uses; the facts are what a caption would say, never rubric labels.
     """
-    return [
-        float(details["n_hues"]), details["strength"], *(1.0 if s in details["styles"] else 0.0 for s in _STROKE_STYLES),
-        float(len(details["styles"])), float(details["n_segments"]), float(details["n_motifs"]), float(details["figure_parts"]),
-        details["head_scale"], details["spread"], details["transformed_share"],
-    ]
-
-
-def render_with_attributes(seed: int, width: int = 400, height: int = 300) -> tuple[Image.Image, list[float]]:
-    """An image and its caption-like drawing attributes (for visual pre-training)."""
     rng = np.random.default_rng([20251212, int(seed)])
     labels = _sample_labels(rng, "uniform")
     grade = int(rng.choice(6, p=np.asarray(GRADE_COUNTS) / sum(GRADE_COUNTS))) + 1
-    image, details = _draw(rng, labels, width, height, grade)
-    return image, drawing_attributes(details)
+    return _draw(rng, labels, width, height, grade)
 
 
 def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "uniform", width: int = 400, height: int = 300) -> Path:

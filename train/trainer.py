@@ -7,9 +7,8 @@ score tokens; `loss: cross_entropy` trains with cross-entropy alone (the paper's
 ablation). Inputs are built exactly as serving builds them: the rubric's chat
 messages through the base's chat template and processor
 (`adapters.hf_scoring.ScoringProcessor`), images letter-boxed by
-`adapters.images.normalize_image`. Encoded prompts and pixel values are cached
-once per run and collated with left padding (checked equal to the processor's
-own batching by the tests).
+`adapters.images.normalize_image`. Encoded prompts and the frozen vision tower's
+output per image are cached once per run (`train.encoded`).
 
 Each finished adapter is written atomically to OUT/<dimension> with its
 manifest (training config, data hash, base hash, validation metrics per epoch).
@@ -31,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import ConfigError
+from train.encoded import EncodedData
 
 log = logging.getLogger(__name__)
 
@@ -119,64 +119,6 @@ def raft_loss(score_logits, labels, levels, *, loss: str = "raft", ce_weight: fl
     return value, mean
 
 
-# ---------------------------------------------------------------- input cache
-
-class EncodedData:
-    """Per-run cache: pixel values per image and encoded prompts per (dimension, description)."""
-
-    def __init__(self, scoring, rubric, samples, image_size: int):
-        import torch
-        from PIL import Image
-        from tqdm import tqdm
-
-        from adapters.images import normalize_image
-
-        self.scoring, self.rubric, self.samples = scoring, rubric, samples
-        self.pixel_values: list = []
-        self.grids: list = []
-        self._first_image = None
-        image_processor = scoring.processor.image_processor
-        for sample in tqdm(samples, desc="encode images", unit="img", leave=False):
-            with Image.open(sample.image_path) as img:
-                image = normalize_image(img, image_size)
-            if self._first_image is None:
-                self._first_image = image
-            out = image_processor(images=[image], return_tensors="pt")
-            self.pixel_values.append(out["pixel_values"])
-            self.grids.append(out["image_grid_thw"])
-        self._grid = self.grids[0] if self.grids else None
-        if any(not torch.equal(g, self._grid) for g in self.grids):
-            raise ConfigError("images do not share one patch grid after letter-boxing; check image_size")
-        self._text: dict[tuple[str, str | None], dict] = {}
-        self.pad_id = scoring.processor.tokenizer.pad_token_id
-
-    def text(self, dimension, description: str | None) -> dict:
-        key = (dimension.name, description if self.rubric.uses_description else None)
-        if key not in self._text:
-            enc = self.scoring.batch_inputs(self.rubric, dimension, [self._first_image], [key[1]])
-            self._text[key] = {k: v[0] for k, v in enc.items() if k not in ("pixel_values", "image_grid_thw")}
-        return self._text[key]
-
-    def collate(self, items: list[tuple[int, Any]]):
-        """Model inputs for [(sample index, Dimension)], left-padded like the processor."""
-        import torch
-
-        texts = [self.text(dim, self.samples[i].description) for i, dim in items]
-        width = max(int(t["input_ids"].shape[0]) for t in texts)
-        batch: dict = {}
-        for key in texts[0]:
-            pad = self.pad_id if key == "input_ids" else 0
-            rows = []
-            for t in texts:
-                value = t[key]
-                missing = width - value.shape[0]
-                rows.append(torch.cat([torch.full((missing,), pad, dtype=value.dtype), value]) if missing else value)
-            batch[key] = torch.stack(rows)
-        batch["pixel_values"] = torch.cat([self.pixel_values[i] for i, _ in items])
-        batch["image_grid_thw"] = torch.cat([self.grids[i] for i, _ in items])
-        return batch
-
-
 # ---------------------------------------------------------------- training
 
 def _set_threads(config: TrainConfig) -> None:
@@ -186,7 +128,19 @@ def _set_threads(config: TrainConfig) -> None:
         torch.set_num_threads(config.num_threads)
 
 
-def _predict(model, encoded, items, score_token_ids, levels, batch_size):
+def _to_device(batch: dict, device: str) -> dict:
+    """Move a collated batch to `device` (tensors, and the cached vision features inside mm_encoder_outputs)."""
+    if device == "cpu":
+        return batch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    out = {k: v.to(device) for k, v in batch.items() if k != "mm_encoder_outputs"}
+    features = batch["mm_encoder_outputs"]["image"].pooler_output
+    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(f.to(device) for f in features))}
+    return out
+
+
+def _predict(model, encoded, items, score_token_ids, levels, batch_size, device: str = "cpu"):
     import torch
 
     from adapters.hf_scoring import score_token_logits
@@ -196,7 +150,7 @@ def _predict(model, encoded, items, score_token_ids, levels, batch_size):
     out = []
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
-            logits = score_token_logits(model, encoded.collate(items[start : start + batch_size]), score_token_ids)
+            logits = score_token_logits(model, _to_device(encoded.collate(items[start : start + batch_size]), device), score_token_ids)
             out.extend(expected_score(logits.double(), levels)[1].tolist())
     model.train()
     return out
@@ -212,20 +166,25 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _load_base(base_dir: Path, config: TrainConfig):
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=getattr(torch, config.dtype)).eval()
+
+
 def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, seed: int, label_of, desc: str):
     """Train one LoRA on (sample index, Dimension) items; return (peft model, per-epoch validation metrics)."""
     import numpy as np
     import torch
     from peft import get_peft_model
     from tqdm import tqdm
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
     from adapters.hf_scoring import score_token_logits
     from train.evaluate import mae, spearman
     from train.init_adapters import lora_config
 
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=getattr(torch, config.dtype))
+    model = _load_base(base_dir, config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model = get_peft_model(model, lora_config(config.rank, config.alpha, config.target_modules, config.dropout))
@@ -245,7 +204,7 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
         for micro, start in enumerate(bar):
             items = [train_items[i] for i in order[start : start + config.batch_size]]
-            inputs = {k: v.to(config.device) for k, v in encoded.collate(items).items()}
+            inputs = _to_device(encoded.collate(items), config.device)
             labels = torch.tensor([label_of(item) for item in items], dtype=torch.float32, device=config.device)
             logits = score_token_logits(model, inputs, scoring.score_token_ids).float()
             loss, _ = raft_loss(logits, labels, level_t, loss=config.loss, ce_weight=config.ce_weight)
@@ -263,7 +222,7 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
         record = {"epoch": epoch + 1, "train_loss": round(float(np.mean(running)), 5)}
         if val_items:
-            pred = _predict(model, encoded, val_items, scoring.score_token_ids, level_t, config.eval_batch_size)
+            pred = _predict(model, encoded, val_items, scoring.score_token_ids, level_t, config.eval_batch_size, config.device)
             true = [label_of(item) for item in val_items]
             record.update({"val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(val_items)})
         history.append(record)
@@ -308,7 +267,7 @@ def _save(model, target: Path, manifest) -> None:
 
 NOTES = (
     "Trained with RAFT on procedurally drawn synthetic images whose labels are set by drawing parameters "
-    "(train/synth.py). Scores reflect those synthetic rules on a tiny random-init base, not art judgement."
+    "(train/synth.py). Scores reflect those synthetic rules on a small caption-pretrained test base, not art judgement."
 )
 
 
@@ -346,7 +305,7 @@ def train_adapters(
     train_samples, val_samples = dataset.split(config.val_fraction, config.seed)
     index = {s.name: i for i, s in enumerate(dataset.samples)}
     scoring = ScoringProcessor.load(base_dir, rubric, config.image_size)
-    encoded = EncodedData(scoring, rubric, dataset.samples, config.image_size)
+    encoded = EncodedData(scoring, rubric, dataset.samples, config.image_size, _load_base(base_dir, config))
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
     label_of = lambda item: dataset.samples[item[0]].scores[item[1].name]  # noqa: E731
@@ -399,7 +358,7 @@ def train_adapters(
                 from train.evaluate import mae, spearman
 
                 items = [(i, d) for i in val_idx]
-                pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size)
+                pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device)
                 true = [label_of(it) for it in items]
                 dim_hist = [*history[:-1], {**history[-1], "val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(items)}]
             _save(model, targets[d.name], manifest_for(d.name, dim_hist, seconds, True))

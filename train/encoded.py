@@ -1,0 +1,96 @@
+"""Training inputs, encoded once per run: prompt tokens per (dimension, description), vision features per image.
+
+LoRA adapters here touch only the language model (the PEFT targets match nothing
+in the vision tower), so the vision tower is frozen during adapter training and
+its output for an image never changes. It is computed once per image with the
+base and handed to the model as `mm_encoder_outputs` (transformers' own argument
+for precomputed encoder outputs) instead of pixel values: same logits (tested to
+1e-5 against the processor's pixel path), and a vision pass per image per run
+instead of one per image per step and dimension.
+
+Prompts are built exactly as serving builds them (`adapters.hf_scoring`: the
+rubric's chat messages through the base's chat template) and collated with left
+padding like the processor's own batching.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adapters.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class EncodedData:
+    """Per-run cache: vision features per image and encoded prompts per (dimension, description)."""
+
+    def __init__(self, scoring, rubric, samples, image_size: int, base_model, *, batch_size: int = 32):
+        import torch
+        from PIL import Image
+        from tqdm import tqdm
+
+        from adapters.images import normalize_image
+
+        self.scoring, self.rubric, self.samples = scoring, rubric, samples
+        self.features: list = []
+        self.grids: list = []
+        self._first_image = None
+        image_processor = scoring.processor.image_processor
+        vision = base_model.model
+        pending_pixels, pending_grids = [], []
+
+        def flush() -> None:
+            if not pending_pixels:
+                return
+            grid = torch.cat(pending_grids)
+            with torch.no_grad():
+                out = vision.get_image_features(torch.cat(pending_pixels), grid, return_dict=True)
+            self.features.extend(t.detach().clone() for t in out.pooler_output)
+            self.grids.extend(pending_grids)
+            pending_pixels.clear()
+            pending_grids.clear()
+
+        for sample in tqdm(samples, desc="encode images", unit="img", leave=False):
+            with Image.open(sample.image_path) as img:
+                image = normalize_image(img, image_size)
+            if self._first_image is None:
+                self._first_image = image
+            out = image_processor(images=[image], return_tensors="pt")
+            pending_pixels.append(out["pixel_values"])
+            pending_grids.append(out["image_grid_thw"])
+            if len(pending_pixels) >= batch_size:
+                flush()
+        flush()
+        self._grid = self.grids[0] if self.grids else None
+        if any(not torch.equal(g, self._grid) for g in self.grids):
+            raise ConfigError("images do not share one patch grid after letter-boxing; check image_size")
+        self._text: dict[tuple[str, str | None], dict] = {}
+        self.pad_id = scoring.processor.tokenizer.pad_token_id
+
+    def text(self, dimension, description: str | None) -> dict:
+        key = (dimension.name, description if self.rubric.uses_description else None)
+        if key not in self._text:
+            enc = self.scoring.batch_inputs(self.rubric, dimension, [self._first_image], [key[1]])
+            self._text[key] = {k: v[0] for k, v in enc.items() if k not in ("pixel_values", "image_grid_thw")}
+        return self._text[key]
+
+    def collate(self, items: list[tuple[int, Any]]):
+        """Model inputs for [(sample index, Dimension)], left-padded like the processor, with cached vision features."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        texts = [self.text(dim, self.samples[i].description) for i, dim in items]
+        width = max(int(t["input_ids"].shape[0]) for t in texts)
+        batch: dict = {}
+        for key in texts[0]:
+            pad = self.pad_id if key == "input_ids" else 0
+            rows = []
+            for t in texts:
+                value = t[key]
+                missing = width - value.shape[0]
+                rows.append(torch.cat([torch.full((missing,), pad, dtype=value.dtype), value]) if missing else value)
+            batch[key] = torch.stack(rows)
+        batch["image_grid_thw"] = torch.cat([self.grids[i] for i, _ in items])
+        batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i, _ in items))}
+        return batch
