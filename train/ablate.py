@@ -59,6 +59,9 @@ def split_csv(csv_path: Path, out_dir: Path, test_fraction: float, seed: int) ->
 def _row_summary(report: dict) -> dict:
     dims = {d: {"srcc": m["srcc"], "mse": m["mse"], "mae": m["mae"], "qwk": m["qwk"]} for d, m in report["dimensions"].items()}
     mean = {k: report["mean"][k] for k in ("srcc", "mse", "mae", "qwk")}
+    # Spearman is undefined (None) where a row predicts one value for every image (e.g. argmax on a flat
+    # distribution); the mean then covers fewer dimensions, which the table must say.
+    mean["srcc_dimensions"] = sum(v["srcc"] is not None for v in dims.values())
     return {"dimensions": dims, "mean": mean}
 
 
@@ -142,9 +145,13 @@ def markdown(result: dict) -> str:
     ]
     for row in rows:
         ref = theirs.get(row["key"], {})
-        lines.append(f"| {row['label']} | {_f(row['mean']['srcc'])} | {_f(row['mean']['mse'])} | {_f(ref.get('srcc'))} | {_f(ref.get('mse'))} |")
+        defined = row["mean"].get("srcc_dimensions", len(dims))
+        srcc = _f(row["mean"]["srcc"]) + ("" if defined == len(dims) else f" (over {defined}/{len(dims)}: constant elsewhere)")
+        lines.append(f"| {row['label']} | {srcc} | {_f(row['mean']['mse'])} | {_f(ref.get('srcc'))} | {_f(ref.get('mse'))} |")
     single = paper["single_vs_multi_lora"]
-    lines += ["", f"Paper, one shared LoRA vs one per dimension (mean Spearman): {single['single']} -> {single['multi']}.", ""]
+    lines += ["", f"Paper, one shared LoRA vs one per dimension (mean Spearman): {single['single']} -> {single['multi']}.",
+              "Spearman is undefined for a dimension whose predictions are all equal (n/a below); a mean over fewer "
+              "dimensions is not comparable with the others.", ""]
     for metric, title in (("srcc", "Spearman"), ("mse", "MSE")):
         lines += [f"## {title} per dimension", "", "| row | " + " | ".join(dims) + " |", "|---|" + "---|" * len(dims)]
         for row in rows:
