@@ -74,7 +74,7 @@ def _adapter_scores(profile: Profile, base_dir: Path) -> dict[str, list[float]]:
     """RAIL scores of the profile's committed adapters on the fixed image set, with `base_dir` as base."""
     from adapters.images import normalize_image
     from adapters.manifest import load_deployment
-    from serve.reference import ReferenceBackend  # noqa: F401  (layering: train may use serve's reference backend)
+    from serve.reference import ReferenceBackend  # train may use serve (never the reverse)
     from train.synth import render_artwork
 
     deployment = load_deployment(profile.deployment_path, max_lora_rank=profile.engine.max_lora_rank)
