@@ -80,9 +80,9 @@ def run_ablation(csv_path: Path, images_dir: Path, out_dir: Path, *, profile_nam
     rubric = load_rubric(profile.rubric)
     base_dir = profile.base.resolved_path
     base = read_base_ref(base_dir)
-    load_dataset(csv_path, images_dir, rubric)  # every problem of the whole dataset is named before any work
+    full_set = load_dataset(csv_path, images_dir, rubric)  # every problem of the whole dataset is named before any work
     train_csv, test_csv = split_csv(Path(csv_path), out_dir / "split", test_fraction, seed)
-    train_set = load_dataset(train_csv, images_dir, rubric)
+    train_set = load_dataset(train_csv, images_dir, rubric, check_images=False)  # images verified just above
     config = load_train_config(config_name)
     if epochs is not None:
         config = config.model_validate({**config.model_dump(), "epochs": epochs})
@@ -110,9 +110,9 @@ def run_ablation(csv_path: Path, images_dir: Path, out_dir: Path, *, profile_nam
         "rows": rows,
         "paper": PAPER,
         "meta": {
-            "data": str(csv_path), "images": str(images_dir), "data_hash": load_dataset(csv_path, images_dir, rubric).content_hash(),
+            "data": str(csv_path), "images": str(images_dir), "data_hash": full_set.content_hash(),
             "split": {"test_fraction": test_fraction, "seed": seed, "n_train": len(train_set),
-                      "n_test": len(load_dataset(test_csv, images_dir, rubric))},
+                      "n_test": len(full_set) - len(train_set)},
             "profile": profile.name, "base": base.model_dump(), "training_config": config.model_dump(mode="json"),
             "timings": timings,
         },
