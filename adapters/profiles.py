@@ -44,20 +44,37 @@ class VisionArch(_Strict):
     fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
 
 
-class CaptionPretrainSpec(_Strict):
-    """Image-text pre-training of a locally made base (train/pretrain.py): next-token prediction on captions."""
+class VisionPretrainSpec(_Strict):
+    """Stage 1 (train/vision_pretrain.py): the vision tower alone learns the facts of drawings."""
 
-    n_images: int = Field(default=4096, ge=16, description="Synthetic drawings rendered for pre-training, from a seed range datasets never use.")
+    steps: int = Field(default=1200, ge=1, description="Optimiser steps (each a batch of drawings).")
+    batch_size: int = Field(default=32, ge=1, description="Drawings per step.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate (vision tower and read-out head).")
+    warmup_steps: int = Field(default=50, ge=0, description="Linear warm-up steps before the cosine decay.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+
+
+class CaptionPretrainSpec(_Strict):
+    """Stage 2 (train/pretrain.py): the language model learns next-token prediction on image-text pairs."""
+
     steps: int = Field(default=2000, ge=1, description="Optimiser steps (each a batch of image-text pairs).")
     batch_size: int = Field(default=16, ge=1, description="Image-text pairs per step.")
-    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW peak learning rate (whole model).")
-    warmup_steps: int = Field(default=100, ge=0, description="Linear warm-up steps before the cosine decay.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate (language model; the vision tower is frozen).")
+    warmup_steps: int = Field(default=50, ge=0, description="Linear warm-up steps before the cosine decay.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     focused_share: float = Field(default=0.35, ge=0, le=1, description="Share of pairs that ask about one fact.")
     dense_share: float = Field(default=0.55, ge=0, le=1, description="Share of pairs answered with every fact, briefly, behind short labels (the rest: a caption).")
     short_share: float = Field(default=0.7, ge=0, le=1, description="Share of one-fact answers given briefly, leading with the word that depends on the picture.")
+
+
+class PretrainSpec(_Strict):
+    """Pre-training of a locally made base (train/pretrain.py): vision tower first, then captions."""
+
+    n_images: int = Field(default=4096, ge=16, description="Synthetic drawings rendered for pre-training, from a seed range datasets never use.")
     num_threads: int = Field(default=2, ge=1, description="torch CPU threads; fixed, since the thread count changes float reduction order.")
     eval_images: int = Field(default=64, ge=0, description="Held-out drawings (another seed range) on which the caption loss is reported.")
+    vision: VisionPretrainSpec = Field(default_factory=VisionPretrainSpec, description="Stage 1: vision tower on drawing facts.")
+    captions: CaptionPretrainSpec = Field(default_factory=CaptionPretrainSpec, description="Stage 2: language model on image-text pairs.")
 
 
 class LocalBuildSpec(_Strict):
@@ -67,7 +84,7 @@ class LocalBuildSpec(_Strict):
     vocab_size: int = Field(default=1024, description="Target size of the locally trained byte-level BPE tokenizer.")
     text: TextArch
     vision: VisionArch
-    pretrain: CaptionPretrainSpec | None = Field(
+    pretrain: PretrainSpec | None = Field(
         default=None,
         description="If set, the base is pre-trained on image-text pairs (so it is a committed fixture, not a build step).",
     )

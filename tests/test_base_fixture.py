@@ -17,7 +17,11 @@ def test_committed_base_matches_its_recipe_and_deployments(tiny_profile):
     assert manifest["recipe"] == tiny_profile.base.build.model_dump(mode="json")
     assert manifest["tokenizer_corpus"]["sha256"] == file_hash(TOKENIZER_CORPUS)
     assert manifest["made_on"]["cpu_flags"] and manifest["made_on"]["cpu_model"]
-    assert manifest["pretraining"]["steps"] == tiny_profile.base.build.pretrain.steps
+    recipe = tiny_profile.base.build.pretrain
+    assert manifest["pretraining"]["vision"]["steps"] == recipe.vision.steps
+    assert manifest["pretraining"]["captions"]["steps"] == recipe.captions.steps
+    # the base sees: a ridge read-out of its vision tower's pooled tokens predicts held-out rubric labels
+    assert manifest["pretraining"]["vision"]["probe_after"]["mean"] >= 0.6
     assert read_base_ref(base).content_hash == manifest["content_hash"]
     # the deployment (and so every committed adapter) is bound to the committed bytes
     assert load_profile_deployment(tiny_profile).base.content_hash == manifest["content_hash"]

@@ -38,8 +38,8 @@ CHECK_IMAGE_SEEDS = range(31_000, 31_012)  # fixed image set for the score compa
 
 
 def build_pretrained_base(profile: Profile, out_dir: Path | None = None) -> BaseRef:
-    """Random init + caption pre-training per the profile's recipe, written to out_dir (default: its rebuild_path)."""
-    from train.pretrain import pretrain_captions
+    """Random init + two-stage pre-training (vision tower, then captions) per the profile's recipe, written to out_dir (default: its rebuild_path)."""
+    from train.pretrain import pretrain_base
 
     spec = profile.base.build
     if profile.base.source != "local" or spec is None:
@@ -50,9 +50,10 @@ def build_pretrained_base(profile: Profile, out_dir: Path | None = None) -> Base
     model, processor = random_base(profile)
     if spec.pretrain is None:
         return save_base(profile, model, processor, target, note="random init from a config; not a pretrained model")
-    summary = pretrain_captions(model, processor, spec.pretrain, image_size=profile.image_size, seed=spec.seed)
-    note = ("random init from a config and a tokenizer trained on a frozen text, then image-text pre-training on "
-            "captions of synthetic drawings (see `pretraining`); a test base, not a model of art")
+    summary = pretrain_base(model, processor, spec.pretrain, image_size=profile.image_size, seed=spec.seed)
+    note = ("random init from a config and a tokenizer trained on a frozen text, then the vision tower pre-trained on "
+            "the facts of synthetic drawings and the language model on image-text pairs about them (see `pretraining`); "
+            "a test base, not a model of art")
     return save_base(profile, model, processor, target, note=note, pretraining=summary)
 
 

@@ -5,7 +5,7 @@ from image-text pairs before anyone fine-tunes it for a rubric. The tiny test ba
 gets the same kind of pre-training (train/pretrain.py) on synthetic drawings, with
 texts made here from the facts of how each drawing was drawn
 (`train.synth.render_drawing_details`): its colours and how many, how strongly they
-stand out from the paper, its shapes and which are irregular, their layout, the
+stand out from the paper, its shapes and which are twisted into spiky bursts, their layout, the
 stick figure and its parts, the head's size, the ink strokes and their kinds, the
 joined blue pencil lines, and the fantastic motifs.
 
@@ -39,7 +39,7 @@ FACT_QUESTIONS = {
     "colours": ("How many colours are used?", "Which colours do you see?", "Tell me about the colours."),
     "strength": ("How strongly do the colours stand out from the paper?", "Are the colours pale or bold?"),
     "shapes": ("What shapes are there?", "How many shapes are drawn, and of which kinds?"),
-    "twisted": ("Are the shapes regular or twisted?", "How many shapes are irregular?"),
+    "twisted": ("Are the shapes regular or twisted?", "How many shapes are spiky?"),
     "layout": ("How are the shapes arranged on the page?", "Where on the page are the shapes?"),
     "figure": ("What does the person look like?", "Describe the stick figure."),
     "head": ("How big is the person's head?", "Describe the size of the head."),
@@ -90,7 +90,7 @@ def _fact_strength(rng, d) -> str:
 def _fact_shapes(rng, d) -> str:
     kinds = d["shape_kinds"]
     parts = [f"{_number(rng, c)} {name}{'s' if c != 1 else ''}" for name, c in
-             (("rectangle", kinds["rectangle"]), ("circle", kinds["circle"]), ("irregular polygon", kinds["irregular"])) if c]
+             (("rectangle", kinds["rectangle"]), ("circle", kinds["circle"]), ("spiky burst", kinds["irregular"])) if c]
     total = _number(rng, d["n_shapes"])
     return _pick(rng, [f"There are {total} coloured shapes: {_join(parts)}.", f"The page has {_join(parts)}.",
                        f"{total.capitalize()} shapes are drawn."])
@@ -101,11 +101,11 @@ def _fact_twisted(rng, d) -> str:
     if share == 0:
         return _pick(rng, ["All the shapes are neat rectangles and circles.", "None of the shapes is twisted."])
     if share == 1:
-        return _pick(rng, ["Every shape is twisted into an irregular polygon.", "All the shapes are bent and irregular."])
+        return _pick(rng, ["Every shape is twisted into a spiky burst.", "All the shapes are bent into spikes."])
     n = d["shape_kinds"]["irregular"]
     word = {0.25: "a quarter", 0.5: "half", 0.75: "three quarters"}.get(round(share * 4) / 4, "some")
-    return _pick(rng, [f"About {word} of the shapes are twisted into irregular polygons.",
-                       f"{_number(rng, n).capitalize()} of the {_number(rng, d['n_shapes'])} shapes {'is' if n == 1 else 'are'} irregular."])
+    return _pick(rng, [f"About {word} of the shapes are twisted into spiky bursts.",
+                       f"{_number(rng, n).capitalize()} of the {_number(rng, d['n_shapes'])} shapes {'is' if n == 1 else 'are'} spiky."])
 
 
 def _fact_layout(rng, d) -> str:

@@ -1,14 +1,16 @@
-"""Image-text pre-training of the tiny test base: next-token prediction on captions of drawings.
+"""Pre-training of the tiny test base, in two stages, as vision-language bases are made.
 
-Real vision-language bases learn to put what the vision tower sees into words
-from image-text pairs; a rubric adapter then only has to steer that knowledge.
-The tiny base gets the same, briefly: each step takes a batch of synthetic
-drawings (seeds no dataset uses, `PRETRAIN_SEED_OFFSET`), asks about each one
-in the chat layout the adapters later see (system text, the question, then the
-image, then the assistant's answer) and trains the whole model (vision tower and
-language model) with cross-entropy on the answer tokens only. The answers are
-captions or single facts from `train.captions`; they never name a rubric
-dimension or a score.
+Stage 1 (`train.vision_pretrain`): the vision tower alone learns the facts of
+synthetic drawings, as a real VLM's vision encoder is pre-trained before it meets
+a language model. Stage 2 (here): with the vision tower frozen, the language
+model learns next-token prediction on image-text pairs in the chat layout the
+adapters later see (system text, the question, then the image, then the
+assistant's answer), with cross-entropy on the answer tokens only, so it learns
+to put what the vision tower sees into words. The answers are captions, lists of
+facts or one-fact answers from `train.captions`; they never name a rubric
+dimension or a score. Drawings come from seeds no dataset uses
+(`PRETRAIN_SEED_OFFSET`). The frozen tower's output tokens are computed once per
+drawing and passed as `mm_encoder_outputs` (as in adapter training).
 
 Determinism: fixed seeds, a fixed thread count and a fixed number of steps; on
 the same CPU the same recipe gives the same weights (`kidsart build-base --check`
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 
 import numpy as np
@@ -31,28 +32,59 @@ HELD_OUT_SEED_OFFSET = 7_500_000_000
 IGNORE = -100
 
 
-class CaptionBatches:
-    """Renders the pre-training drawings once and builds tokenised, label-masked batches."""
+class DrawingSet:
+    """Pre-training drawings rendered once: processed pixel values, one patch grid, and the facts of each."""
 
-    def __init__(self, processor, image_size: int, seeds: range, system_prompt: str):
+    def __init__(self, processor, image_size: int, seeds: range, desc: str):
+        import torch
         from tqdm import tqdm
 
         from adapters.images import normalize_image
         from train.synth import render_drawing_details
 
-        self.processor, self.system_prompt = processor, system_prompt
-        self.images, self.details = [], []
-        for seed in tqdm(seeds, desc="render pre-training drawings", unit="img", leave=False):
+        self.pixels, self.details = [], []
+        grids = []
+        for seed in tqdm(seeds, desc=desc, unit="img", leave=False):
             image, details = render_drawing_details(seed)
-            self.images.append(normalize_image(image, image_size))
+            out = processor.image_processor(images=[normalize_image(image, image_size)], return_tensors="pt")
+            self.pixels.append(out["pixel_values"])
+            grids.append(out["image_grid_thw"])
             self.details.append(details)
+        self.grid = grids[0]
+        if any(not torch.equal(g, self.grid) for g in grids):
+            raise ValueError("pre-training drawings do not share one patch grid")
+
+    def __len__(self) -> int:
+        return len(self.details)
+
+    def features(self, model, batch_size: int = 32) -> list:
+        """The (frozen) vision tower's output tokens per drawing."""
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for begin in range(0, len(self), batch_size):
+                chunk = self.pixels[begin : begin + batch_size]
+                pooled = model.model.get_image_features(torch.cat(chunk), self.grid.repeat(len(chunk), 1), return_dict=True)
+                out.extend(t.detach().clone() for t in pooled.pooler_output)
+        return out
+
+
+class CaptionBatches:
+    """Tokenised, label-masked image-text batches over cached vision features (the vision tower is frozen)."""
+
+    def __init__(self, processor, drawings: DrawingSet, features: list, system_prompt: str):
+        self.processor, self.system_prompt = processor, system_prompt
+        self.drawings, self.features, self.details = drawings, features, drawings.details
         tokenizer = processor.tokenizer
         self.im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
         self.header_len = len(tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False))
         self.end = "<|im_end|>"
+        # The processor expands each image placeholder to one token per merged patch; so do we.
+        self.image_tokens = int(drawings.grid.prod()) // processor.image_processor.merge_size ** 2
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.features)
 
     def prompt(self, question: str) -> str:
         from adapters.prompts import user_turn
@@ -61,15 +93,17 @@ class CaptionBatches:
             {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]},
             {"role": "user", "content": user_turn(question, {"type": "image"})},
         ]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text.replace("<|image_pad|>", "<|image_pad|>" * self.image_tokens)
 
     def batch(self, indices, pairs):
         """Model inputs with `labels` set on the answer tokens (and the closing <|im_end|>) only."""
         import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        texts = [self.prompt(q) + a + self.end for q, a in pairs]
-        self.processor.tokenizer.padding_side = "right"
-        inputs = self.processor(text=texts, images=[self.images[i] for i in indices], return_tensors="pt", padding=True)
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "right"
+        inputs = tokenizer([self.prompt(q) + a + self.end for q, a in pairs], return_tensors="pt", padding=True)
         ids = inputs["input_ids"]
         labels = torch.full_like(ids, IGNORE)
         for row in range(ids.shape[0]):
@@ -78,15 +112,13 @@ class CaptionBatches:
             mask = inputs["attention_mask"][row].bool()
             labels[row, answer_from:] = ids[row, answer_from:]
             labels[row, ~mask] = IGNORE
-        inputs["labels"] = labels
-        return inputs
-
-
-def _lr(step: int, spec) -> float:
-    if step < spec.warmup_steps:
-        return spec.learning_rate * (step + 1) / spec.warmup_steps
-    progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
-    return spec.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        return {
+            "input_ids": ids,
+            "attention_mask": inputs["attention_mask"],
+            "labels": labels,
+            "image_grid_thw": self.drawings.grid.repeat(len(indices), 1),
+            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i in indices))},
+        }
 
 
 def held_out_loss(model, data: CaptionBatches, batch_size: int = 16) -> dict[str, float]:
@@ -113,13 +145,11 @@ def held_out_loss(model, data: CaptionBatches, batch_size: int = 16) -> dict[str
     return out
 
 
-def pretrain_captions(model, processor, spec, *, image_size: int, seed: int) -> dict:
-    """Train `model` in place on image-text pairs; return the summary recorded in the base manifest."""
+def pretrain_base(model, processor, spec, *, image_size: int, seed: int) -> dict:
+    """Both pre-training stages on `model`, in place; return the summary recorded in the base manifest."""
     import torch
-    from tqdm import tqdm
 
-    from adapters.prompts import SYSTEM_PROMPT
-    from train.captions import training_pair
+    from train.vision_pretrain import pretrain_vision, probe_rubric_labels
 
     start = time.perf_counter()
     threads = torch.get_num_threads()
@@ -129,61 +159,87 @@ def pretrain_captions(model, processor, spec, *, image_size: int, seed: int) -> 
     try:
         torch.manual_seed(seed)
         first = PRETRAIN_SEED_OFFSET + seed * 1_000_000
-        data = CaptionBatches(processor, image_size, range(first, first + spec.n_images), SYSTEM_PROMPT)
+        drawings = DrawingSet(processor, image_size, range(first, first + spec.n_images), "render pre-training drawings")
         held_first = HELD_OUT_SEED_OFFSET + seed * 1_000_000
-        held = CaptionBatches(processor, image_size, range(held_first, held_first + spec.eval_images), SYSTEM_PROMPT) if spec.eval_images else None
-        before = held_out_loss(model, held) if held else None
-        params = [p for p in model.parameters()]
-        for p in params:
-            p.requires_grad_(True)
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=spec.learning_rate, betas=(0.9, 0.98),
-        )
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(data))
-        cursor, losses, curve = 0, [], []
-        model.train()
-        bar = tqdm(range(spec.steps), desc="caption pre-training", unit="step")
-        for step in bar:
-            if cursor + spec.batch_size > len(order):
-                order, cursor = rng.permutation(len(data)), 0
-            idx = order[cursor : cursor + spec.batch_size].tolist()
-            cursor += spec.batch_size
-            pairs = [training_pair(rng, data.details[i], spec.focused_share, spec.dense_share, spec.short_share) for i in idx]
-            loss = model(**data.batch(idx, pairs), use_cache=False).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(step, spec)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if (step + 1) % 50 == 0 or step + 1 == spec.steps:
-                curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4)})
-                bar.set_postfix(loss=curve[-1]["loss"])
-                log.info("caption pre-training step %d/%d: loss %.4f", step + 1, spec.steps, curve[-1]["loss"])
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-        after = held_out_loss(model, held) if held else None
+        held = DrawingSet(processor, image_size, range(held_first, held_first + spec.eval_images), "render held-out drawings") if spec.eval_images else None
+        probe_before = probe_rubric_labels(model, processor, image_size, seed)
+        vision = pretrain_vision(model, drawings.pixels, drawings.grid, drawings.details, spec.vision, seed=seed)
+        vision["probe_before"], vision["probe_after"] = probe_before, probe_rubric_labels(model, processor, image_size, seed)
+        # The vision tower is frozen from here on: its output tokens, computed once, replace the pixels.
+        features = drawings.features(model)
+        drawings.pixels = []
+        captions = pretrain_captions(model, processor, drawings, features, held, spec.captions, seed=seed)
     finally:
         torch.set_num_threads(threads)
     return {
-        "what": "next-token prediction (cross-entropy on answer tokens only) on image-text pairs in the adapters' chat "
-        "layout: a question, then the image, then a caption or a one-fact answer about the drawing (colours, "
-        "contrast with the paper, shapes, layout, figure, head size, strokes, pencil lines, motifs); whole model "
-        "trained; texts never name a rubric dimension or a score",
         "images": spec.n_images,
         "image_seeds": f"{first}..{first + spec.n_images - 1}",
         "held_out_seeds": f"{held_first}..{held_first + spec.eval_images - 1}" if held else None,
+        "seed": seed,
+        "threads": spec.num_threads,
+        "vision": vision,
+        "captions": captions,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def pretrain_captions(model, processor, drawings: DrawingSet, features: list, held: DrawingSet | None, spec, *, seed: int) -> dict:
+    """Stage 2: the language model learns to answer questions about drawings (vision tower frozen)."""
+    import torch
+    from tqdm import tqdm
+
+    from adapters.prompts import SYSTEM_PROMPT
+    from train.captions import training_pair
+    from train.vision_pretrain import cosine_lr
+
+    start = time.perf_counter()
+    data = CaptionBatches(processor, drawings, features, SYSTEM_PROMPT)
+    held_data = CaptionBatches(processor, held, held.features(model), SYSTEM_PROMPT) if held else None
+    before = held_out_loss(model, held_data) if held_data else None
+    params = [p for name, p in model.named_parameters() if ".visual." not in f".{name}"]
+    for p in params:
+        p.requires_grad_(True)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.learning_rate, betas=(0.9, 0.98),
+    )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data))
+    cursor, losses, curve = 0, [], []
+    model.train()
+    bar = tqdm(range(spec.steps), desc="caption pre-training", unit="step")
+    for step in bar:
+        if cursor + spec.batch_size > len(order):
+            order, cursor = rng.permutation(len(data)), 0
+        idx = order[cursor : cursor + spec.batch_size].tolist()
+        cursor += spec.batch_size
+        pairs = [training_pair(rng, data.details[i], spec.focused_share, spec.dense_share, spec.short_share) for i in idx]
+        loss = model(**data.batch(idx, pairs), use_cache=False).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, spec.steps, spec.learning_rate, spec.warmup_steps)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 50 == 0 or step + 1 == spec.steps:
+            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4)})
+            bar.set_postfix(loss=curve[-1]["loss"])
+            log.info("caption pre-training step %d/%d: loss %.4f", step + 1, spec.steps, curve[-1]["loss"])
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    after = held_out_loss(model, held_data) if held_data else None
+    return {
+        "what": "next-token prediction (cross-entropy on answer tokens only) on image-text pairs in the adapters' chat "
+        "layout: a question, then the image, then a caption, the list of facts or a one-fact answer about the "
+        "drawing (colours, contrast with the paper, shapes, layout, figure, head size, strokes, pencil lines, "
+        "motifs); the language model trained, the vision tower frozen; texts never name a rubric dimension or a score",
         "steps": spec.steps,
         "batch_size": spec.batch_size,
         "learning_rate": spec.learning_rate,
-        "seed": seed,
-        "threads": spec.num_threads,
         "loss_curve": curve,
         "held_out_loss_before": before,
         "held_out_loss_after": after,

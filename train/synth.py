@@ -11,11 +11,20 @@ known exactly and an adapter can, in principle, learn it:
 | color_contrast | figure/ground contrast: how far the shapes' colours are from the paper tone (22% .. 100% of full strength) |
 | line_texture | variety of ink stroke styles: 1..5 of {solid, dashed, zigzag, wavy-thick, dotted}, over 3 + level strokes; pattern periods ~10 px on the 400 px page (~6 px after the 224 px letter-box: at the earlier 6 px, ~3 px after letter-boxing, the kinds blurred together) |
 | picture_organization | layout: shapes crowded in a small off-centre region (1) .. evenly spread over the page on a grid (5) |
-| realism (stand-in) | completeness of the stick figure: head only (1) .. head, body, limbs, face, hands/feet and a ground line (5) |
+| realism (stand-in) | completeness of the stick figure (drawn at twice the shapes' unit, thick lines): head only (1) .. head, body, limbs, face, hands/feet, shirt and a ground line (5) |
 | deformation (stand-in) | distortion of the figure's proportions: head scale 1.0x .. 3.2x and stretched limbs |
-| imagination (stand-in) | number of fantastic motifs (spirals, stars, floating eyes): 0, 1, 2, 4, 6 |
-| line_combination (stand-in) | number of joined segments in a connected line web drawn in blue pencil: 1, 3, 6, 10, 15 |
-| transformation (stand-in) | share of coloured shapes transformed (rotated, sheared into irregular polygons): 0 .. 100% |
+| imagination (stand-in) | number of fantastic motifs (spirals, stars, floating eyes, ~20-27 px across after letter-boxing): 0, 1, 2, 4, 6 |
+| line_combination (stand-in) | number of joined segments in a connected line web drawn in thick blue pencil (~5-6 px after letter-boxing): 1, 3, 6, 10, 15 |
+| transformation (stand-in) | share of coloured shapes transformed (twisted into spiky, sheared bursts of 5-7 points, hatched in ink): 0 .. 100% |
+
+Readable at 224 px: the vision encoder sees 14 px patches of the letter-boxed image
+(a 400x300 drawing shrinks by 0.56). The first version drew the figure, the motifs
+and the pencil web finer than a patch (a ~12 px head, ~8 px motifs, ~2 px lines)
+and twisted shapes as random 3-6 corner polygons that often looked like the
+untwisted ones. A ridge read-out of the then base's pooled image tokens predicted
+realism, deformation, imagination, line_combination and transformation at
+held-out Spearman 0.02-0.07; spiky bursts without hatching were read at 0.50. The
+rules above are the fixed ones.
 
 Labels are independent across dimensions (uniform over 1-5 by default, or
 KidsArtBench's training-set marginals with `distribution="kidsartbench"`). The
@@ -23,7 +32,7 @@ grade (1-6) follows KidsArtBench's grade marginals and only changes the stroke
 width jitter. The description is a plain account of what is drawn.
 
 `render_drawing_details` returns the facts of a drawing (colours, shapes, layout,
-figure, strokes, motifs) for the base's caption pre-training (`train/captions.py`).
+figure, strokes, motifs) for the base's pre-training (`train/vision_pretrain.py`, `train/captions.py`).
 """
 from __future__ import annotations
 
@@ -72,6 +81,7 @@ _MOTIFS = {1: 0, 2: 1, 3: 2, 4: 4, 5: 6}
 _SEGMENTS = {1: 1, 2: 3, 3: 6, 4: 10, 5: 15}
 _TRANSFORMED = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
 INK = (35, 30, 40)
+FIGURE_SCALE = 2.0  # the stick figure's unit, relative to the coloured shapes' unit
 PENCIL = (70, 90, 150)  # the joined line web (line_combination) is drawn in blue pencil, apart from the ink strokes
 
 
@@ -137,6 +147,28 @@ def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str, sta
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=INK)
 
 
+def _hatch(image: Image.Image, polygon: list[tuple[float, float]]) -> None:
+    """Ink hatching (diagonal, period 10 px) clipped to a polygon: the twisted shapes' texture.
+
+    A spiky silhouette alone was read at 0.50 held-out Spearman: at ~18 px after
+    letter-boxing a burst is about one 14 px patch, and its outline is a weak cue. A
+    texture inside the shape is visible in every patch it covers.
+    """
+    xs, ys = [int(p[0]) for p in polygon], [int(p[1]) for p in polygon]
+    box = (max(0, min(xs)), max(0, min(ys)), min(image.width, max(xs) + 1), min(image.height, max(ys) + 1))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).polygon(polygon, fill=255)
+    lines = Image.new("L", image.size, 0)
+    pen = ImageDraw.Draw(lines)
+    span = (box[2] - box[0]) + (box[3] - box[1])
+    for offset in range(-span, span, 10):
+        pen.line([(box[0] + offset, box[1]), (box[0] + offset + span, box[1] + span)], fill=255, width=3)
+    clip = Image.fromarray(np.minimum(np.asarray(mask), np.asarray(lines)))
+    image.paste(INK, (0, 0, image.width, image.height), clip)
+
+
 def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, cy: float, unit: float, realism: int, deformation: int, width: int) -> None:
     """A stick figure: realism adds parts, deformation distorts proportions."""
     head_r = unit * 0.35 * _HEAD_SCALE[deformation]
@@ -155,37 +187,39 @@ def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, cy: 
         draw.line([(cx - leg * 0.5, hip + leg), (cx, hip), (cx + leg * 0.5, hip + leg)], fill=INK, width=width)
     if realism >= 4:
         e = head_r * 0.3
+        eye = max(2.0, unit * 0.08)
         for sx in (-1, 1):
-            draw.ellipse([cx + sx * e - 2, cy - e * 0.5 - 2, cx + sx * e + 2, cy - e * 0.5 + 2], fill=INK)
+            draw.ellipse([cx + sx * e - eye, cy - e * 0.5 - eye, cx + sx * e + eye, cy - e * 0.5 + eye], fill=INK)
         draw.arc([cx - e, cy - e * 0.2, cx + e, cy + e], 20, 160, fill=INK, width=max(1, width - 1))
         arm_y = cy + head_r + body * 0.3
         arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
         hip = cy + head_r + body
         leg = unit * 0.8 * stretch
         for px, py in ((cx - arm, arm_y + arm * 0.3), (cx + arm, arm_y + arm * 0.3), (cx - leg * 0.5, hip + leg), (cx + leg * 0.5, hip + leg)):
-            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=INK)
+            hand = unit * 0.15
+            draw.ellipse([px - hand, py - hand, px + hand, py + hand], fill=INK)
     if realism >= 5:
         hip = cy + head_r + body
         shirt = [(cx - unit * 0.3, cy + head_r + 2), (cx + unit * 0.3, cy + head_r + 2), (cx + unit * 0.35, hip), (cx - unit * 0.35, hip)]
         draw.polygon(shirt, fill=(120, 120, 130), outline=INK)
         ground = hip + unit * 0.8 * stretch + 4
-        draw.line([(cx - unit * 2.5, ground), (cx + unit * 2.5, ground)], fill=(90, 70, 50), width=width + 1)
+        draw.line([(cx - unit * 1.6, ground), (cx + unit * 1.6, ground)], fill=(90, 70, 50), width=width + 2)
 
 
 def _motif(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x: float, y: float, size: float, kind: int) -> None:
     colour = (70, 40, 110)
     if kind == 0:  # spiral
         pts = [(x + size * t / 12 * math.cos(t), y + size * t / 12 * math.sin(t)) for t in np.linspace(0, 12, 60)]
-        draw.line(pts, fill=colour, width=2)
+        draw.line(pts, fill=colour, width=5)
     elif kind == 1:  # star
         pts = []
         for i in range(10):
             r = size if i % 2 == 0 else size * 0.4
             a = i * math.pi / 5 - math.pi / 2
             pts.append((x + r * math.cos(a), y + r * math.sin(a)))
-        draw.polygon(pts, outline=colour, fill=(250, 220, 60))
+        draw.polygon(pts, outline=colour, fill=(250, 220, 60), width=3)
     else:  # floating eye
-        draw.ellipse([x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=2)
+        draw.ellipse([x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=4)
         draw.ellipse([x - size * 0.35, y - size * 0.35, x + size * 0.35, y + size * 0.35], fill=colour)
 
 
@@ -231,16 +265,19 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         size = unit * rng.uniform(0.9, 1.4) * (0.75 + 0.25 * spread)
         colour = palette[i % n_hues]
         if i in transformed:
-            k = int(rng.integers(3, 7))
-            angle0 = rng.uniform(0, 2 * math.pi)
+            # Twisted into a spiky, sheared burst (points alternating long and short): a silhouette a
+            # 14 px-patch encoder tells from a rectangle or circle. The first rule (3-6 random corners)
+            # often made convex blobs that looked like the untransformed shapes at 224 px.
+            k = int(rng.integers(5, 8))
+            angle0, shear = rng.uniform(0, 2 * math.pi), rng.uniform(-0.5, 0.5)
             pts = []
-            for j in range(k):
-                a = angle0 + 2 * math.pi * j / k + rng.uniform(-0.3, 0.3)
-                r = size * rng.uniform(0.5, 1.3)
-                shear = rng.uniform(-0.6, 0.6)
+            for j in range(2 * k):
+                a = angle0 + math.pi * j / k
+                r = size * (rng.uniform(1.2, 1.5) if j % 2 == 0 else rng.uniform(0.35, 0.5))
                 px, py = r * math.cos(a), r * math.sin(a)
                 pts.append((cx + px + shear * py, cy + py))
             draw.polygon(pts, fill=colour, outline=colour)
+            _hatch(image, pts)
             shape_kinds["irregular"] += 1
         elif i % 2 == 0:
             draw.rectangle([cx - size, cy - size * 0.7, cx + size, cy + size * 0.7], fill=colour)
@@ -249,9 +286,11 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
             draw.ellipse([cx - size, cy - size, cx + size, cy + size], fill=colour)
             shape_kinds["circle"] += 1
 
-    # Figure: realism (completeness) and deformation (proportions).
-    fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.25, 0.4) * height
-    _figure(draw, rng, fx, fy, unit, labels["realism"], labels["deformation"], line_w)
+    # Figure: realism (completeness) and deformation (proportions). Drawn at twice the shapes' unit with
+    # thick lines: at the first size its head was ~12 px and its lines ~2 px after the 224 px letter-box,
+    # finer than the vision encoder's 14 px patches, and no trained base could read its parts.
+    fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.18, 0.3) * height
+    _figure(draw, rng, fx, fy, unit * FIGURE_SCALE, labels["realism"], labels["deformation"], line_w + 3)
 
     # Ink strokes: line_texture (variety of styles).
     styles = list(_STROKE_STYLES[: labels["line_texture"]])
@@ -272,13 +311,14 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         ax, ay = vertices[int(rng.integers(0, len(vertices)))]
         a, r = rng.uniform(0, 2 * math.pi), rng.uniform(0.08, 0.18) * width
         bx, by = float(np.clip(ax + r * math.cos(a), 4, width - 4)), float(np.clip(ay + r * math.sin(a), 4, height - 4))
-        draw.line([(ax, ay), (bx, by)], fill=PENCIL, width=line_w)
+        draw.line([(ax, ay), (bx, by)], fill=PENCIL, width=line_w + 7)  # ~5-6 px after letter-boxing (was ~2)
         vertices.append((bx, by))
 
     # Fantastic motifs: imagination.
     n_motifs = _MOTIFS[labels["imagination"]]
     for m in range(n_motifs):
-        _motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.35, 0.55), m % 3)
+        # ~20-27 px across after letter-boxing (was ~8-12 px, under one 14 px patch).
+        _motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.65, 0.85), m % 3)
 
     image = image.filter(ImageFilter.SMOOTH)
     details = {
@@ -312,7 +352,7 @@ def render_record(seed: int, width: int = 400, height: int = 300, distribution: 
 def render_drawing_details(seed: int, width: int = 400, height: int = 300) -> tuple[Image.Image, dict]:
     """An image and the facts of how it was drawn (colours, shapes, layout, figure, strokes, motifs).
 
-    Used by the base's caption pre-training (train/captions.py), on seeds from a range
+    Used by the base's pre-training (train/vision_pretrain.py, train/captions.py), on seeds from a range
     no dataset uses; the facts are what a caption would say, never rubric labels.
     """
     rng = np.random.default_rng([20251212, int(seed)])

@@ -267,7 +267,7 @@ def _save(model, target: Path, manifest) -> None:
 
 NOTES = (
     "Trained with RAFT on procedurally drawn synthetic images whose labels are set by drawing parameters "
-    "(train/synth.py). Scores reflect those synthetic rules on a small caption-pretrained test base, not art judgement."
+    "(train/synth.py). Scores reflect those synthetic rules on the small pre-trained test base (README: The test base), not art judgement."
 )
 
 
