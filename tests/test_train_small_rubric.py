@@ -45,7 +45,8 @@ def test_small_rubric_trains_and_resumes(tiny_profile, small_data, tmp_path):
     csv_path, images, rubric_path = small_data
     rubric = load_rubric(rubric_path)
     dataset = load_dataset(csv_path, images, rubric)
-    config = TrainConfig(learning_rate=5e-3, batch_size=4, epochs=1, val_fraction=0.25, version="test-1")
+    config = TrainConfig(learning_rate=5e-3, batch_size=4, epochs=1, val_fraction=0.25, version="test-1",
+                         dimension_overrides={"lines": {"epochs": 2, "learning_rate": 2e-3}})
     base = tiny_profile.base.resolved_path
     out = tmp_path / "adapters"
     dirs = train_adapters(config, dataset, base, out)
@@ -59,6 +60,11 @@ def test_small_rubric_trains_and_resumes(tiny_profile, small_data, tmp_path):
         assert manifest.provenance.data_hash == dataset.content_hash()
         assert manifest.base == read_base_ref(base)
         assert manifest.metrics["history"][0]["epoch"] == 1
+    # the override applies to its dimension only, and each manifest records the recipe its adapter was trained with
+    colour, lines = (load_manifest(d) for d in dirs)
+    assert len(colour.metrics["history"]) == 1 and colour.provenance.training_config["learning_rate"] == 5e-3
+    assert len(lines.metrics["history"]) == 2 and lines.provenance.training_config["learning_rate"] == 2e-3
+    assert "dimension_overrides" not in lines.provenance.training_config
     # resume: nothing is retrained (mtime unchanged)
     stamp = (dirs[0] / "adapter_model.safetensors").stat().st_mtime_ns
     train_adapters(config, dataset, base, out)
@@ -67,6 +73,28 @@ def test_small_rubric_trains_and_resumes(tiny_profile, small_data, tmp_path):
     dep = write_deployment(tmp_path / "dep.yaml", name="small", rubric=str(rubric_path), base=read_base_ref(base), adapter_dirs=dirs)
     loaded = load_deployment(dep, base_dir=base, max_lora_rank=8)
     assert loaded.dimensions == ["colour", "lines"]
+
+
+def test_dimension_overrides_resolve_and_are_checked(small_data):
+    from adapters.errors import ConfigError
+    from adapters.rubric import load_rubric
+    from train.dataset import load_dataset
+    from train.trainer import TrainConfig, train_adapters
+
+    plain = TrainConfig(learning_rate=3e-3, epochs=4)
+    with_override = TrainConfig(learning_rate=3e-3, epochs=4, dimension_overrides={"lines": {"learning_rate": 1e-3}})
+    # a dimension without an override trains (and hashes) exactly as the plain recipe
+    assert with_override.for_dimension("colour") == plain and with_override.for_dimension("colour").fingerprint() == plain.fingerprint()
+    lines = with_override.for_dimension("lines")
+    assert (lines.learning_rate, lines.epochs, lines.dimension_overrides) == (1e-3, 4, {})
+    assert with_override.fingerprint() != plain.fingerprint()
+    csv_path, images, rubric_path = small_data
+    dataset = load_dataset(csv_path, images, load_rubric(rubric_path))
+    bad = TrainConfig(dimension_overrides={"colour": {"epochs": 2}, "linez": {"epochs": 2}})
+    with pytest.raises(ConfigError, match="linez"):
+        train_adapters(bad, dataset, None, None)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(dimension_overrides={"lines": {"epochs": 0}})
 
 
 def test_shared_adapter_ablation(tiny_profile, small_data, tmp_path):

@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+class DimensionOverride(BaseModel):
+    """Settings one dimension trains with instead of the recipe's (a weak signal needs a gentler, longer run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float | None = Field(default=None, gt=0, description="AdamW peak learning rate for this dimension.")
+    epochs: int | None = Field(default=None, ge=1, description="Passes over the training split for this dimension.")
+
+
 class TrainConfig(BaseModel):
     """A training recipe. Defaults are the KidsArtBench paper's (rank 8, alpha 16, q/k/v/o, batch 16, 224 px)."""
 
@@ -76,13 +85,26 @@ class TrainConfig(BaseModel):
         default=None,
         description="Qwen2_5_VLConfig keyword arguments for the meta-device dry run when the checkpoint is not on disk.",
     )
+    dimension_overrides: dict[str, DimensionOverride] = Field(
+        default_factory=dict,
+        description="Per-dimension learning rate / epochs (per_dimension mode only); every other setting is shared.",
+    )
 
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum_steps
 
+    def for_dimension(self, name: str) -> "TrainConfig":
+        """The recipe one dimension's adapter is trained with: its override applied, no overrides left."""
+        override = self.dimension_overrides.get(name)
+        changes = {k: v for k, v in (override.model_dump().items() if override else ()) if v is not None}
+        return self.model_copy(update={**changes, "dimension_overrides": {}})
+
     def fingerprint(self) -> str:
-        return "sha256:" + hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        """Hash of the settings. An empty override table is left out, so a dimension's resolved recipe hashes
+        the same as a recipe written without overrides (adapters trained before overrides existed still match)."""
+        settings = self.model_dump(mode="json", exclude={"dimension_overrides"} if not self.dimension_overrides else None)
+        return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def load_train_config(name_or_path: str | Path = "tiny") -> TrainConfig:
@@ -287,15 +309,27 @@ def train_adapters(
     from adapters.hf_scoring import ScoringProcessor
     from adapters.manifest import AdapterManifest, LoraShape, Provenance, read_base_ref
 
-    _set_threads(config)
     rubric = dataset.rubric
+    unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
+    if unknown:
+        raise ConfigError(f"training config {config.name}: dimension_overrides names {', '.join(unknown)}, "
+                          f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})")
+    if config.adapter_mode == "shared" and config.dimension_overrides:
+        log.info("one shared LoRA: the per-dimension overrides (%s) do not apply", ", ".join(sorted(config.dimension_overrides)))
+        config = config.for_dimension("")
+    _set_threads(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base_ref = read_base_ref(base_dir)
-    fingerprint = {"data_hash": dataset.content_hash(), "base_hash": base_ref.content_hash, "config": config.fingerprint()}
     dims = [rubric.dimension(d) for d in dataset.dimensions]
+    # Each dimension's adapter is trained, fingerprinted and recorded with its own resolved recipe.
+    recipes = {d.name: config.for_dimension(d.name) for d in dims}
+    fingerprints = {
+        name: {"data_hash": dataset.content_hash(), "base_hash": base_ref.content_hash, "config": recipe.fingerprint()}
+        for name, recipe in recipes.items()
+    }
     targets = {d.name: out_dir / d.name for d in dims}
-    todo = [d for d in dims if not (resume and _manifest_matches(targets[d.name], fingerprint))]
+    todo = [d for d in dims if not (resume and _manifest_matches(targets[d.name], fingerprints[d.name]))]
     for d in dims:
         if d not in todo:
             log.info("resume: %s is already trained with this config, data and base; skipping", d.name)
@@ -309,15 +343,17 @@ def train_adapters(
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
     label_of = lambda item: dataset.samples[item[0]].scores[item[1].name]  # noqa: E731
-    training_config = {
-        **config.model_dump(mode="json"),
-        "fingerprint": fingerprint["config"],
-        "rubric": rubric.name,
-        "dimensions": [d.name for d in dims],
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "data": str(dataset.csv_path),
-    }
+    def training_config(dim_name: str) -> dict:
+        recipe = recipes[dim_name]
+        return {
+            **recipe.model_dump(mode="json", exclude={"dimension_overrides"}),
+            "fingerprint": recipe.fingerprint(),
+            "rubric": rubric.name,
+            "dimensions": [d.name for d in dims],
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "data": str(dataset.csv_path),
+        }
 
     def manifest_for(dim_name: str, history: list, seconds: float, shared: bool) -> AdapterManifest:
         final = history[-1] if history else {}
@@ -332,8 +368,8 @@ def train_adapters(
                 method=("raft" if config.loss == "raft" else "cross_entropy") + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
                 created_by=command,
                 seed=config.seed,
-                training_config=training_config,
-                data_hash=fingerprint["data_hash"],
+                training_config=training_config(dim_name),
+                data_hash=fingerprints[dim_name]["data_hash"],
                 notes=notes + (" One LoRA shared by all dimensions (ablation)." if shared else ""),
             ),
             metrics={
@@ -371,7 +407,7 @@ def train_adapters(
         start = time.perf_counter()
         seed = config.seed * 1000 + rubric.dimension_names.index(d.name)
         model, history = _fit(
-            config, base_dir, scoring, encoded, [(i, d) for i in train_idx], [(i, d) for i in val_idx],
+            recipes[d.name], base_dir, scoring, encoded, [(i, d) for i in train_idx], [(i, d) for i in val_idx],
             rubric.levels, seed, label_of, d.name,
         )
         seconds = time.perf_counter() - start
