@@ -44,24 +44,23 @@ class VisionArch(_Strict):
     fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
 
 
-class VisionPretrainSpec(_Strict):
-    """Stage 1 (train/vision_pretrain.py): the vision tower alone learns the facts of drawings."""
+class _StageSpec(_Strict):
+    """The optimiser settings of one pre-training stage (both stages share train.vision_pretrain.optimise)."""
 
-    steps: int = Field(default=1200, ge=1, description="Optimiser steps (each a batch of drawings).")
-    batch_size: int = Field(default=32, ge=1, description="Drawings per step.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate (vision tower and read-out head).")
+    steps: int = Field(default=1200, ge=1, description="Optimiser steps (each a batch of drawings or image-text pairs).")
+    batch_size: int = Field(default=16, ge=1, description="Drawings (stage 1) or image-text pairs (stage 2) per step.")
+    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate of the parameters the stage trains.")
     warmup_steps: int = Field(default=50, ge=0, description="Linear warm-up steps before the cosine decay.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
 
 
-class CaptionPretrainSpec(_Strict):
-    """Stage 2 (train/pretrain.py): the language model learns next-token prediction on image-text pairs."""
+class VisionPretrainSpec(_StageSpec):
+    """Stage 1 (train/vision_pretrain.py): the vision tower (and a read-out head, then discarded) learns the facts of drawings."""
 
-    steps: int = Field(default=2000, ge=1, description="Optimiser steps (each a batch of image-text pairs).")
-    batch_size: int = Field(default=16, ge=1, description="Image-text pairs per step.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate (language model; the vision tower is frozen).")
-    warmup_steps: int = Field(default=50, ge=0, description="Linear warm-up steps before the cosine decay.")
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+
+class CaptionPretrainSpec(_StageSpec):
+    """Stage 2 (train/pretrain.py): the language model learns next-token prediction on image-text pairs (vision tower frozen)."""
+
     focused_share: float = Field(default=0.35, ge=0, le=1, description="Share of pairs that ask about one fact.")
     dense_share: float = Field(default=0.55, ge=0, le=1, description="Share of pairs answered with every fact, briefly, behind short labels (the rest: a caption).")
     short_share: float = Field(default=0.7, ge=0, le=1, description="Share of one-fact answers given briefly, leading with the word that depends on the picture.")

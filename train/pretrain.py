@@ -186,11 +186,10 @@ def pretrain_base(model, processor, spec, *, image_size: int, seed: int) -> dict
 def pretrain_captions(model, processor, drawings: DrawingSet, features: list, held: DrawingSet | None, spec, *, seed: int) -> dict:
     """Stage 2: the language model learns to answer questions about drawings (vision tower frozen)."""
     import torch
-    from tqdm import tqdm
 
     from adapters.prompts import SYSTEM_PROMPT
     from train.captions import training_pair
-    from train.vision_pretrain import cosine_lr
+    from train.vision_pretrain import optimise
 
     start = time.perf_counter()
     data = CaptionBatches(processor, drawings, features, SYSTEM_PROMPT)
@@ -206,28 +205,14 @@ def pretrain_captions(model, processor, drawings: DrawingSet, features: list, he
         lr=spec.learning_rate, betas=(0.9, 0.98),
     )
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data))
-    cursor, losses, curve = 0, [], []
-    model.train()
-    bar = tqdm(range(spec.steps), desc="caption pre-training", unit="step")
-    for step in bar:
-        if cursor + spec.batch_size > len(order):
-            order, cursor = rng.permutation(len(data)), 0
-        idx = order[cursor : cursor + spec.batch_size].tolist()
-        cursor += spec.batch_size
+
+    def batch_loss(idx):
+        idx = idx.tolist()
         pairs = [training_pair(rng, data.details[i], spec.focused_share, spec.dense_share, spec.short_share) for i in idx]
-        loss = model(**data.batch(idx, pairs), use_cache=False).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, spec.steps, spec.learning_rate, spec.warmup_steps)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 50 == 0 or step + 1 == spec.steps:
-            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4)})
-            bar.set_postfix(loss=curve[-1]["loss"])
-            log.info("caption pre-training step %d/%d: loss %.4f", step + 1, spec.steps, curve[-1]["loss"])
+        return model(**data.batch(idx, pairs), use_cache=False).loss
+
+    model.train()
+    curve = optimise(spec, len(data), rng, params, optimizer, batch_loss, "caption")
     model.eval()
     for p in params:
         p.requires_grad_(False)

@@ -59,6 +59,37 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimise(spec, n_items: int, rng, params, optimizer, batch_loss, stage: str) -> list[dict]:
+    """The optimiser loop both pre-training stages share; returns the loss curve (mean of every 50 steps).
+
+    Each step draws the next `spec.batch_size` items of a seeded permutation (a new one when the
+    epoch runs out), takes `batch_loss(indices)`, clips gradients to norm 1 and sets the cosine rate.
+    """
+    import torch
+    from tqdm import tqdm
+
+    order, cursor, losses, curve = rng.permutation(n_items), 0, [], []
+    bar = tqdm(range(spec.steps), desc=f"{stage} pre-training", unit="step")
+    for step in bar:
+        if cursor + spec.batch_size > len(order):
+            order, cursor = rng.permutation(n_items), 0
+        idx = order[cursor : cursor + spec.batch_size]
+        cursor += spec.batch_size
+        loss = batch_loss(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, spec.steps, spec.learning_rate, spec.warmup_steps)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 50 == 0 or step + 1 == spec.steps:
+            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4)})
+            bar.set_postfix(loss=curve[-1]["loss"])
+            log.info("%s pre-training step %d/%d: loss %.4f", stage, step + 1, spec.steps, curve[-1]["loss"])
+    return curve
+
+
 def _pooled(visual, pixels, grid, n: int):
     out = visual(pixels, grid_thw=grid)
     tokens = out.pooler_output if hasattr(out, "pooler_output") else out
@@ -71,7 +102,6 @@ def pretrain_vision(model, pixels: list, grid, details: list[dict], spec, *, see
     `pixels` holds one image's processed pixel values per drawing (all on one patch grid `grid`).
     """
     import torch
-    from tqdm import tqdm
 
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -84,28 +114,12 @@ def pretrain_vision(model, pixels: list, grid, details: list[dict], spec, *, see
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
-    rng = np.random.default_rng(seed)
-    order, cursor, losses, curve = rng.permutation(len(pixels)), 0, [], []
-    visual.train()
-    bar = tqdm(range(spec.steps), desc="vision pre-training", unit="step")
-    for step in bar:
-        if cursor + spec.batch_size > len(order):
-            order, cursor = rng.permutation(len(pixels)), 0
-        idx = order[cursor : cursor + spec.batch_size]
-        cursor += spec.batch_size
+    def batch_loss(idx):
         pooled = _pooled(visual, torch.cat([pixels[i] for i in idx]), grid.repeat(len(idx), 1), len(idx))
-        loss = torch.nn.functional.mse_loss(head(pooled), normalised[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, spec.steps, spec.learning_rate, spec.warmup_steps)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 50 == 0 or step + 1 == spec.steps:
-            curve.append({"step": step + 1, "loss": round(float(np.mean(losses[-50:])), 4)})
-            bar.set_postfix(loss=curve[-1]["loss"])
-            log.info("vision pre-training step %d/%d: loss %.4f", step + 1, spec.steps, curve[-1]["loss"])
+        return torch.nn.functional.mse_loss(head(pooled), normalised[idx])
+
+    visual.train()
+    curve = optimise(spec, len(pixels), np.random.default_rng(seed), params, optimizer, batch_loss, "vision")
     visual.eval()
     for p in params:
         p.requires_grad_(False)
