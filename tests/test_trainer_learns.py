@@ -1,11 +1,13 @@
 """A broken trainer fails CI: one dimension, trained briefly on the committed base, must learn its synthetic rule.
 
 Held-out Spearman (64 images of another seed) of the trained adapter must exceed
-THRESHOLD and beat the untrained adapter by MARGIN. Measured on the machine that
-made the fixture: see MEASURED. Float results of training differ slightly across
-CPUs, so the thresholds sit well below what was measured (0.33 of Spearman below).
-color_contrast is the dimension the current test base reads best (README, "Honest
-status"); the test checks the trainer, not the base's other dimensions.
+THRESHOLD and beat the untrained adapter by MARGIN. Measured: see MEASURED. Float
+results of training differ slightly across CPUs (the committed adapters' validation
+Spearman moved by at most 0.02 between an AVX-512 and an AVX2 machine), so the
+thresholds sit well below what was measured (0.38 of Spearman below). color_contrast
+is read at 0.96 by the committed adapters (README, "Honest status") and learns within
+3 short epochs; the test checks the trainer, not how well the base reads the other
+dimensions.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 DIMENSION = "color_contrast"
 THRESHOLD = 0.5
 MARGIN = 0.2
-MEASURED = "trained 0.833, untrained -0.480 (Intel Xeon with AVX-512, 18.6 s)"
+MEASURED = "trained 0.880, untrained 0.130 (2-core AMD EPYC, AVX2 only, 141 s while another job shared the CPU)"
 
 
 @pytest.fixture(scope="module")
