@@ -22,6 +22,19 @@ from adapters.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def frozen_image_tokens(model, pixel_values, grid_thw) -> list:
+    """The frozen vision tower's output tokens, one tensor per image, for a batch of processed pixels.
+
+    The one place that runs the vision tower without gradients: adapter training (below), the base's
+    caption stage and its vision probe (train/pretrain.py, train/vision_pretrain.py) all cache these.
+    """
+    import torch
+
+    with torch.no_grad():
+        out = model.model.get_image_features(pixel_values, grid_thw, return_dict=True)
+    return [t.detach().clone() for t in out.pooler_output]
+
+
 class EncodedData:
     """Per-run cache: vision features per image and encoded prompts per (dimension, description)."""
 
@@ -37,16 +50,12 @@ class EncodedData:
         self.grids: list = []
         self._first_image = None
         image_processor = scoring.processor.image_processor
-        vision = base_model.model
         pending_pixels, pending_grids = [], []
 
         def flush() -> None:
             if not pending_pixels:
                 return
-            grid = torch.cat(pending_grids)
-            with torch.no_grad():
-                out = vision.get_image_features(torch.cat(pending_pixels), grid, return_dict=True)
-            self.features.extend(t.detach().clone() for t in out.pooler_output)
+            self.features.extend(frozen_image_tokens(base_model, torch.cat(pending_pixels), torch.cat(pending_grids)))
             self.grids.extend(pending_grids)
             pending_pixels.clear()
             pending_grids.clear()

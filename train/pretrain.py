@@ -61,12 +61,12 @@ class DrawingSet:
         """The (frozen) vision tower's output tokens per drawing."""
         import torch
 
+        from train.encoded import frozen_image_tokens
+
         out = []
-        with torch.no_grad():
-            for begin in range(0, len(self), batch_size):
-                chunk = self.pixels[begin : begin + batch_size]
-                pooled = model.model.get_image_features(torch.cat(chunk), self.grid.repeat(len(chunk), 1), return_dict=True)
-                out.extend(t.detach().clone() for t in pooled.pooler_output)
+        for begin in range(0, len(self), batch_size):
+            chunk = self.pixels[begin : begin + batch_size]
+            out.extend(frozen_image_tokens(model, torch.cat(chunk), self.grid.repeat(len(chunk), 1)))
         return out
 
 

@@ -316,7 +316,7 @@ def train_adapters(
                           f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})")
     if config.adapter_mode == "shared" and config.dimension_overrides:
         log.info("one shared LoRA: the per-dimension overrides (%s) do not apply", ", ".join(sorted(config.dimension_overrides)))
-        config = config.for_dimension("")
+        config = config.model_copy(update={"dimension_overrides": {}})
     _set_threads(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

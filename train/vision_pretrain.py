@@ -147,24 +147,23 @@ def probe_rubric_labels(model, processor, image_size: int, seed: int) -> dict[st
     range no dataset uses; a ridge regression (standardised features, lambda 30)
     fitted on 600 drawings predicts each rubric label of 200 others.
     """
-    import torch
     from scipy.stats import spearmanr
 
     from adapters.images import normalize_image
+    from train.encoded import frozen_image_tokens
     from train.synth import DIMENSIONS, render_record
 
     first = PROBE_SEED_OFFSET + seed * 1_000_000
     features, labels = [], []
-    with torch.no_grad():
-        for begin in range(first, first + PROBE_TRAIN + PROBE_TEST, 32):
-            images = []
-            for s in range(begin, min(begin + 32, first + PROBE_TRAIN + PROBE_TEST)):
-                image, record_labels, _, _ = render_record(s)
-                images.append(normalize_image(image, image_size))
-                labels.append([record_labels[d] for d in DIMENSIONS])
-            out = processor.image_processor(images=images, return_tensors="pt")
-            tokens = model.model.get_image_features(out["pixel_values"], out["image_grid_thw"], return_dict=True).pooler_output
-            features.extend(t.mean(0).double().numpy() for t in tokens)
+    for begin in range(first, first + PROBE_TRAIN + PROBE_TEST, 32):
+        images = []
+        for s in range(begin, min(begin + 32, first + PROBE_TRAIN + PROBE_TEST)):
+            image, record_labels, _, _ = render_record(s)
+            images.append(normalize_image(image, image_size))
+            labels.append([record_labels[d] for d in DIMENSIONS])
+        out = processor.image_processor(images=images, return_tensors="pt")
+        tokens = frozen_image_tokens(model, out["pixel_values"], out["image_grid_thw"])
+        features.extend(t.mean(0).double().numpy() for t in tokens)
     x, y = np.asarray(features), np.asarray(labels, dtype=float)
     mean, std = x[:PROBE_TRAIN].mean(0), x[:PROBE_TRAIN].std(0) + 1e-6
     x = np.c_[(x - mean) / std, np.ones(len(x))]
