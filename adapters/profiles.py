@@ -147,7 +147,17 @@ class EngineSettings(_Strict):
     min_pixels: int = Field(default=50176, description="Image processor lower pixel bound (224*224 by default).")
     max_pixels: int = Field(default=50176, description="Image processor upper pixel bound.")
     mm_processor_cache_gb: float = Field(default=4.0, description="vLLM multimodal processor cache, so an image's nine requests share its processing.")
-    enable_prefix_caching: bool = Field(default=True, description="vLLM automatic prefix caching.")
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="vLLM automatic prefix caching: the KV of full blocks before the image (a dimension's fixed "
+        "prefix) is reused across images, per adapter.",
+    )
+    block_size: int | None = Field(
+        default=None, ge=1, le=512,
+        description="KV-cache block size in tokens (None: vLLM's default, 128 on CPU). Only full blocks are "
+        "cached, so a smaller block covers more of each fixed prefix; the CPU attention backend takes "
+        "multiples of 32 only.",
+    )
     fast_lora_ops: bool = Field(
         default=False,
         description="CPU only: install kidsart's grouped LoRA ops into every vLLM process (serve.vllm_plugin, "
@@ -160,9 +170,27 @@ class EngineSettings(_Strict):
         "(serve.vllm_plugin.media_cache, via KIDSART_SHARE_DECODED_IMAGES=1); the nine dimension "
         "requests of an artwork then decode it once instead of nine times.",
     )
+    reserved_cpus: int | None = Field(
+        default=None, ge=0,
+        description="CPU only: cores vLLM keeps free of its OpenMP threads for its scheduler process "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU; None: vLLM's default of one). On a 2-core machine the default leaves "
+        "the model one core; the scheduler of a one-token scoring workload is mostly idle.",
+    )
+    glibc_tunables: str | None = Field(
+        default=None,
+        description="GLIBC_TUNABLES for the engine's processes (and the benchmark's reference). A high mmap "
+        "threshold keeps vLLM's large per-step buffers in the heap instead of mapping fresh, page-faulting "
+        "memory for every allocation.",
+    )
     startup_timeout_s: float = Field(default=600, description="How long to wait for the engine to become ready.")
     extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
     env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine.")
+
+    @model_validator(mode="after")
+    def _cpu_block_size(self) -> "EngineSettings":
+        if self.device == "cpu" and self.block_size is not None and self.block_size % 32:
+            raise ValueError(f"block_size {self.block_size}: vLLM's CPU attention takes multiples of 32 only")
+        return self
 
 
 class RouterSettings(_Strict):

@@ -10,13 +10,15 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         profile: str = typer.Option("bench", help="Profile name or path (bench: the 23.5 M-parameter CPU test model)."),
-        images: int = typer.Option(16, help="Artworks to score (all nine dimensions each)."),
+        images: int = typer.Option(16, help="Synthetic artworks to score (all nine dimensions each)."),
+        images_dir: Optional[str] = typer.Option(None, help="Bench (and check parity on) every image in this folder instead of synthetic ones."),
         out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
         concurrency: str = typer.Option("1,2,4,8,16", help="Client concurrencies tried for the router; the best is reported."),
         url: Optional[str] = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
+        engine_url: Optional[str] = typer.Option(None, help="With --url: its vLLM server (VLLM_SERVER_DEV_MODE=1), for cache resets and token counters."),
         router_port: int = typer.Option(8600, help="Router port when the stack is started here."),
         engine_port: int = typer.Option(8610, help="Engine port when the stack is started here."),
-        repeats: int = typer.Option(1, help="Measured runs per phase; the best is reported."),
+        repeats: int = typer.Option(3, min=1, help="Interleaved measured runs per phase; medians are reported."),
         phases: str = typer.Option("reference,engine,router", help="Which of reference, engine, router to run."),
         stock_ops: bool = typer.Option(False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."),
         engine_http: bool = typer.Option(True, help="Also time the router's fan-out code straight against the vLLM server."),
@@ -24,14 +26,20 @@ def register(app: typer.Typer) -> None:
         """Research loop vs vLLM engine (with and without LoRA) vs router, same images and model."""
         from pathlib import Path
 
-        from loadtest.bench import format_summary, run_bench
+        from loadtest.bench import run_bench
+        from loadtest.bench_report import format_summary
+        from loadtest.bench_worker import BenchPhaseError
 
-        summary = run_bench(
-            profile=profile, images=images, out=Path(out),
-            concurrency=[int(c) for c in concurrency.split(",") if c.strip()],
-            router_url=url, router_port=router_port, engine_port=engine_port, repeats=repeats,
-            phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops, engine_http=engine_http,
-        )
+        try:
+            summary = run_bench(
+                profile=profile, images=images, images_dir=Path(images_dir) if images_dir else None, out=Path(out),
+                concurrency=[int(c) for c in concurrency.split(",") if c.strip()],
+                router_url=url, engine_url=engine_url, router_port=router_port, engine_port=engine_port, repeats=repeats,
+                phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops, engine_http=engine_http,
+            )
+        except (BenchPhaseError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
         typer.echo(format_summary(summary))
         typer.echo(f"wrote {out}")
 

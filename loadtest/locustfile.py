@@ -16,17 +16,30 @@ Environment:
   KIDSART_LOCUST_WAIT      max think time in seconds between a user's requests (default 0.2).
   KIDSART_LOCUST_IMAGES    distinct artworks per size (default 32: repeats would hit vLLM's
                            prefix cache and overstate throughput).
+  KIDSART_LOCUST_TIMING    if set, a JSON file written at the end: when the first request started,
+                           when the last answer came back, and the answers that carried every
+                           requested dimension (loadtest.run_locust turns these into images/s).
+
+A 200 counts as a success only when every requested dimension came back: all the
+dimensions the router serves (read from GET /v1/models when the test starts) for
+/v1/score and the rubric model, the one named for a dimension model.
 
 This file runs in locust's own process (gevent): it must not import ray or vLLM.
 """
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
+import threading
 import time
 
+import requests
 from locust import HttpUser, between, events, task
+
+from loadtest.answers import check_chat as _check_chat
+from loadtest.answers import missing_dimensions
 
 SIZES = [(224, 224), (400, 300), (640, 480), (300, 500), (1024, 768), (1600, 1200)]
 RUBRIC_MODEL = os.environ.get("KIDSART_LOCUST_RUBRIC", "kidsartbench")
@@ -34,14 +47,51 @@ SHED_OK = os.environ.get("KIDSART_LOCUST_SHED_OK", "1") != "0"
 TIMEOUT = float(os.environ.get("KIDSART_LOCUST_TIMEOUT", "60"))
 WAIT = float(os.environ.get("KIDSART_LOCUST_WAIT", "0.2"))
 PER_SIZE = int(os.environ.get("KIDSART_LOCUST_IMAGES", "32"))
-DIMENSIONS = [
-    "realism", "deformation", "imagination", "color_richness", "color_contrast",
-    "line_combination", "line_texture", "picture_organization", "transformation",
-]
+TIMING_FILE = os.environ.get("KIDSART_LOCUST_TIMING")
+# The served dimensions, read from the router when the test starts (GET /v1/models).
+DIMENSIONS: list[str] = []
+
+
+class _Timing:
+    """First request start, last answer end, and complete answers (all requested dimensions) per kind."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+        self.complete = {"full": 0, "single": 0}
+
+    def record(self, started: float, ended: float, complete_kind: str | None) -> None:
+        with self.lock:
+            self.first_start = started if self.first_start is None else min(self.first_start, started)
+            self.last_end = ended if self.last_end is None else max(self.last_end, ended)
+            if complete_kind:
+                self.complete[complete_kind] += 1
+
+
+TIMING = _Timing()
+
+
+@events.test_start.add_listener
+def _read_dimensions(environment, **_kwargs) -> None:
+    response = requests.get(f"{environment.host}/v1/models", timeout=30)
+    response.raise_for_status()
+    DIMENSIONS[:] = [m["id"] for m in response.json()["data"] if m["id"] != RUBRIC_MODEL]
+    if not DIMENSIONS:
+        raise RuntimeError(f"{environment.host}/v1/models lists no dimension besides {RUBRIC_MODEL!r}")
+
+
+@events.quitting.add_listener
+def _write_timing(environment, **_kwargs) -> None:
+    if TIMING_FILE:
+        with open(TIMING_FILE, "w", encoding="utf-8") as handle:
+            json.dump({"first_request_start": TIMING.first_start, "last_response_end": TIMING.last_end,
+                       "complete_full_images": TIMING.complete["full"],
+                       "complete_single_dimension": TIMING.complete["single"]}, handle)
 
 
 def _artworks() -> list[tuple[str, bytes]]:
-    from loadtest.bench import synthetic_artwork
+    from loadtest.bench_inputs import synthetic_artwork
 
     images = []
     for s, size in enumerate(SIZES):
@@ -64,8 +114,10 @@ class ScoringUser(HttpUser):
 
     wait_time = between(0, WAIT)
 
-    def _post(self, path: str, name: str, payload: dict, check) -> None:
+    def _post(self, path: str, name: str, payload: dict, check, kind: str) -> None:
         started = time.perf_counter()
+        wall_start = time.time()
+        complete = None
         with self.client.post(path, json=payload, name=name, timeout=TIMEOUT, catch_response=True) as response:
             if response.status_code == 200:
                 try:
@@ -76,6 +128,7 @@ class ScoringUser(HttpUser):
                     response.failure(problem)
                 else:
                     response.success()
+                    complete = kind
             elif _shed(response) and SHED_OK:
                 response.success()
                 events.request.fire(
@@ -89,25 +142,28 @@ class ScoringUser(HttpUser):
             else:
                 retry = response.headers.get("Retry-After")
                 response.failure(f"HTTP {response.status_code}{' Retry-After ' + retry if retry else ''}: {response.text[:120]}")
+        TIMING.record(wall_start, time.time(), complete)
 
     @task(6)
     def score(self) -> None:
         label, b64, _ = random.choice(B64)
         self._post(
             "/v1/score", "/v1/score", {"image": b64, "id": f"locust-{label}"},
-            lambda body: None if len(body.get("scores", {})) >= 1 else "no scores in the answer",
+            lambda body: missing_dimensions(body.get("scores"), DIMENSIONS), "full",
         )
 
     @task(2)
     def chat_rubric(self) -> None:
         _, b64, mime = random.choice(B64)
-        self._post("/v1/chat/completions", "/v1/chat/completions [rubric]", _chat(RUBRIC_MODEL, b64, mime), _check_chat)
+        self._post("/v1/chat/completions", "/v1/chat/completions [rubric]", _chat(RUBRIC_MODEL, b64, mime),
+                   lambda body: _check_chat(body, DIMENSIONS), "full")
 
     @task(1)
     def chat_dimension(self) -> None:
         _, b64, mime = random.choice(B64)
         dim = random.choice(DIMENSIONS)
-        self._post("/v1/chat/completions", "/v1/chat/completions [dimension]", _chat(dim, b64, mime), _check_chat)
+        self._post("/v1/chat/completions", "/v1/chat/completions [dimension]", _chat(dim, b64, mime),
+                   lambda body: _check_chat(body, [dim]), "single")
 
 
 def _chat(model: str, b64: str, mime: str) -> dict:
@@ -121,11 +177,3 @@ def _chat(model: str, b64: str, mime: str) -> dict:
             ],
         }],
     }
-
-
-def _check_chat(body: dict) -> str | None:
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return "no choices[0].message.content in the answer"
-    return None if "scores" in content else "the chat answer carries no scores"

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
-    from loadtest.bench import ensure_bench_artifacts, write_images
+    from loadtest.bench_inputs import ensure_bench_artifacts, write_images
     from serve.engine import engine_env
 
     ensure_bench_artifacts(args.profile)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     deployment = load_profile_deployment(profile)
     command = engine_command(profile, deployment)
     vargs = make_arg_parser(FlexibleArgumentParser()).parse_args(
-        command[3:] + ["--profiler-config", f'{{"profiler": "torch", "torch_profiler_dir": "{out}", "torch_profiler_with_stack": false}}']
+        command[3:] + ["--profiler-config", f'{{"profiler": "torch", "torch_profiler_dir": "{out}", "torch_profiler_with_stack": false, "torch_profiler_record_shapes": true}}']
     )
     llm = LLM.from_engine_args(EngineArgs.from_cli_args(vargs))
     tokenizer = llm.get_tokenizer()

@@ -74,6 +74,8 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
         "--disable-uvicorn-access-log",
     ]
     command.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
+    if engine.block_size is not None:
+        command += ["--block-size", str(engine.block_size)]
     command.extend(engine.extra_args)
     return command
 
@@ -82,6 +84,9 @@ def engine_env(profile: Profile) -> dict[str, str]:
     env = dict(os.environ)
     if profile.engine.device == "cpu" and profile.engine.cpu_kvcache_space_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.engine.cpu_kvcache_space_gib)
+    if profile.engine.device == "cpu" and profile.engine.reserved_cpus is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(profile.engine.reserved_cpus)
+    env.update(allocator_env(profile))
     # --- kidsart vLLM plugin (serve/vllm_plugin, entry point vllm.general_plugins) ---
     if profile.engine.device == "cpu" and profile.engine.fast_lora_ops:
         env["KIDSART_FAST_LORA_OPS"] = "1"
@@ -94,6 +99,11 @@ def engine_env(profile: Profile) -> dict[str, str]:
     env["TRANSFORMERS_OFFLINE"] = "1"
     env.update(profile.engine.env)
     return env
+
+
+def allocator_env(profile: Profile) -> dict[str, str]:
+    """The memory-allocator settings of the engine's processes (the benchmark's reference gets the same)."""
+    return {"GLIBC_TUNABLES": profile.engine.glibc_tunables} if profile.engine.glibc_tunables else {}
 
 
 def engine_ready(url: str, expected_models: list[str], timeout: float = 2.0) -> tuple[bool, str]:

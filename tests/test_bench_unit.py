@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 
-from loadtest.bench import format_summary, percentile, summarise, synthetic_artwork
-from loadtest.run_locust import _run_seconds, read_stats
+import pytest
 
+from loadtest.bench_inputs import BenchInputError, copy_images_dir, synthetic_artwork
+from loadtest.bench_report import HEADLINE, format_summary, summarise
+from loadtest.bench_router import percentile
+from loadtest.run_locust import images_per_second, read_stats
+from loadtest.token_accounting import PromptLayout, counters_from_offline, counters_from_prometheus, token_figures
 
 def test_synthetic_artworks_are_deterministic_and_sized():
     import io
@@ -23,35 +27,160 @@ def test_percentile():
     assert abs(percentile([1, 2, 3, 4], 0.95) - 3.85) < 1e-9
 
 
-def test_summary_keys_and_ratios():
-    scores = {"a.png": {"realism": 3.0}}
-    results = {
-        "reference": {"img_s": 1.0, "seconds": 4, "latencies_s": [1, 1], "scores": scores},
-        "engine": {
-            "engine": {"img_s": 4.0, "seconds": 1, "scores": {"a.png": {"realism": 3.0004}}, "image_path": {"decode": 0, "preprocess": 1, "encode": 1}},
-            "engine_base": {"img_s": 5.0, "seconds": 1, "scores": scores, "image_path": None},
-            "fast_lora_ops": True,
-        },
-        "router": {"router": {"sweep": [], "final": {"img_s": 3.6, "p50_ms": 900.0, "p95_ms": 1500.0, "concurrency": 8,
-                                                     "failed": 0, "scores": scores, "image_path": None}}},
+LAYOUT = PromptLayout(prompt={"realism": 100, "deformation": 110}, fixed_prefix={"realism": 70, "deformation": 75}, image_tokens=20)
+FLOOR = {"lora": 10.0, "base": 9.5}
+
+
+def _counters(images: int, hits_per_image: float = 128) -> dict:
+    return {"prompt_tokens": 210.0 * images, "prefix_cache_queries": 210.0 * images,
+            "prefix_cache_hits": hits_per_image * images, "prefilled_tokens": (210 - hits_per_image) * images,
+            "requests": 2.0 * images}
+
+
+def _run(img_s: float, scores: dict, round_index: int, **extra) -> dict:
+    return {"img_s": img_s, "seconds": 1.0, "scores": scores, "round": round_index, "background_cpu_share": 0.01, **extra}
+
+
+def _runs() -> dict:
+    truth = {"a.png": {"realism": 3.0, "deformation": 2.0}}
+    off = {"a.png": {"realism": 3.0004, "deformation": 2.0}}
+    base_scores = {"a.png": {"realism": 1.0, "deformation": 5.0}}
+    return {
+        "reference": [_run(v, truth, i) for i, v in enumerate([1.0, 0.8, 1.2])],
+        "engine": [_run(v, off, i, counters=_counters(1), image_path={"decode": 0, "preprocess": 1, "encode": 1})
+                   for i, v in enumerate([4.0, 3.0, 5.0])],
+        "engine_base": [_run(v, base_scores, i, counters=_counters(1)) for i, v in enumerate([5.0, 4.4, 6.0])],
+        "router": [_run(v, truth, i, p50_ms=900.0 + i, p95_ms=1500.0 + i, counters=_counters(1))
+                   for i, v in enumerate([3.6, 2.0, 9.0])],
+        "gemm": [100.0, 90.0, 110.0],
     }
-    summary = summarise(results)
-    assert list(summary)[:9] == [
-        "reference_img_s", "engine_img_s", "engine_base_img_s", "router_img_s", "router_vs_reference",
-        "router_vs_engine", "lora_overhead", "p50_ms", "p95_ms",
-    ]
-    assert summary["router_vs_reference"] == 3.6
-    assert summary["router_vs_engine"] == 0.9
-    assert summary["lora_overhead"] == 1.25
-    assert abs(summary["max_abs_score_diff_vs_reference"]["engine"] - 4e-4) < 1e-9
-    summary["conditions"] = {}
+
+
+def test_summary_keeps_the_headline_and_takes_medians():
+    summary = summarise(_runs(), {"router": {"concurrency": 8}}, LAYOUT, FLOOR, block_size=32)
+    assert list(summary)[:9] == list(HEADLINE)
+    assert summary["reference_img_s"] == 1.0 and summary["engine_img_s"] == 4.0 and summary["router_img_s"] == 3.6
+    assert summary["router_vs_reference"] == pytest.approx(3.6)
+    assert summary["router_vs_engine"] == pytest.approx(0.9)
+    assert summary["lora_overhead"] == pytest.approx(5.0 / 4.0)
+    assert summary["p50_ms"] == 900.0  # from the median router run, not the fastest
+    assert summary["ratios_by_round"]["router_vs_reference"] == pytest.approx([3.6, 2.5, 7.5])
+    assert summary["gemm_gflops"] == 100.0
+    assert summary["engine_ceiling_fraction"] == pytest.approx(4.0 * 10.0 / 100.0)
+    assert summary["router_ceiling_fraction"] == pytest.approx(3.6 * 10.0 / 100.0)
+    assert summary["router_concurrency"] == 8
+    summary["conditions"] = {"repeats": 3}
     assert "router_img_s" in format_summary(summary)
     json.dumps(summary)
 
 
+def test_parity_covers_every_run_but_not_the_base_model():
+    parity = summarise(_runs(), {}, LAYOUT, FLOOR, block_size=32)["max_abs_score_diff_vs_reference"]
+    assert parity["engine"] == pytest.approx(4e-4)
+    assert parity["router"] == 0.0 and parity["reference_runs"] == 0.0
+    assert "engine_base" not in parity
+
+
+def test_token_figures_from_counter_deltas():
+    figures = token_figures(_counters(4, hits_per_image=128), LAYOUT, images=4, block_size=32)
+    assert figures["prompt_tokens_per_image"] == 210
+    assert figures["prefilled_tokens_per_image"] == 82
+    assert figures["prefix_cache_hit_rate"] == pytest.approx(128 / 145)
+    assert figures["cacheable_prefix_tokens_per_image"] == 64 + 64
+    assert figures["prompt_tokens_match_reference"] is True
+    assert token_figures(dict(_counters(4), prompt_tokens=1.0), LAYOUT, 4, 32)["prompt_tokens_match_reference"] is False
+    assert LAYOUT.requests() == [(70, 30), (75, 35)]
+
+
+def test_summary_tokens_come_from_the_engine_counters():
+    summary = summarise(_runs(), {}, LAYOUT, FLOOR, block_size=32)
+    assert summary["prompt_tokens_per_image"] == 210
+    assert summary["prefilled_tokens_per_image"] == 82
+    assert summary["prefilled_tokens_target_per_image"] == 2 * (20 + 40)
+    assert summary["token_accounting"]["reference"]["prefilled_tokens_per_image"] == 210
+
+
 def test_missing_phases_give_none():
-    summary = summarise({})
+    summary = summarise({}, {}, LAYOUT, FLOOR, block_size=None)
     assert summary["router_vs_engine"] is None and summary["reference_img_s"] is None
+
+
+PROMETHEUS = """# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="m"} 1777.0
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 928.0
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1777.0
+# TYPE vllm:request_prefill_kv_computed_tokens histogram
+vllm:request_prefill_kv_computed_tokens_bucket{engine="0",le="+Inf",model_name="m"} 36.0
+vllm:request_prefill_kv_computed_tokens_count{engine="0",model_name="m"} 36.0
+vllm:request_prefill_kv_computed_tokens_sum{engine="0",model_name="m"} 849.0
+"""
+
+
+def test_counters_read_alike_from_the_server_and_the_offline_engine():
+    from vllm.v1.metrics.reader import Counter, Histogram
+
+    server = counters_from_prometheus(PROMETHEUS)
+    offline = counters_from_offline([
+        Counter(name="vllm:prompt_tokens", labels={}, value=1777),
+        Counter(name="vllm:prefix_cache_hits", labels={}, value=928),
+        Counter(name="vllm:prefix_cache_queries", labels={}, value=1777),
+        Histogram(name="vllm:request_prefill_kv_computed_tokens", labels={}, count=36, sum=849.0, buckets={}),
+    ])
+    assert server == offline == {"prompt_tokens": 1777, "prefix_cache_queries": 1777, "prefix_cache_hits": 928,
+                                 "prefilled_tokens": 849, "requests": 36}
+
+
+def test_images_dir_is_checked(tmp_path):
+    with pytest.raises(BenchInputError, match="not a folder"):
+        copy_images_dir(tmp_path / "nope", tmp_path / "out", 10**7, 10**8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BenchInputError, match="no image files"):
+        copy_images_dir(empty, tmp_path / "out", 10**7, 10**8)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "b.png").write_bytes(synthetic_artwork(2, (300, 200)))
+    (mine / "a.jpg").write_bytes(synthetic_artwork(1, (300, 200)))
+    (mine / "notes.txt").write_text("not an image")
+    copies = copy_images_dir(mine, tmp_path / "out", 10**7, 10**8)
+    assert [p.name for p in copies] == ["0000-a.jpg", "0001-b.png"]
+    (mine / "c.png").write_bytes(b"not a png")
+    with pytest.raises(BenchInputError, match="c.png"):
+        copy_images_dir(mine, tmp_path / "out2", 10**7, 10**8)
+
+
+def test_a_failed_cache_reset_fails_the_benchmark():
+    from loadtest.bench_router import reset_server_caches
+    from loadtest.bench_worker import BenchPhaseError
+    from tests.conftest import free_port
+
+    with pytest.raises(BenchPhaseError, match="reset_prefix_cache"):
+        reset_server_caches(f"http://127.0.0.1:{free_port()}")
+
+
+def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):
+    timing = tmp_path / "timing.json"
+    timing.write_text(json.dumps({"first_request_start": 100.0, "last_response_end": 140.0,
+                                  "complete_full_images": 30, "complete_single_dimension": 18}))
+    figures = images_per_second(timing, dimensions=9)
+    assert figures["elapsed_s"] == 40.0 and figures["images_s"] == pytest.approx(32 / 40)
+    assert images_per_second(tmp_path / "missing.json", 9)["images_s"] is None
+
+
+def test_locust_success_needs_every_requested_dimension():
+    from loadtest.answers import check_chat as _check_chat
+    from loadtest.answers import missing_dimensions
+
+    both = {"realism": {"score": 3.1}, "deformation": {"score": 2.0}}
+    assert missing_dimensions(both, ["realism", "deformation"]) is None
+    assert "deformation" in missing_dimensions({"realism": {"score": 3.1}}, ["realism", "deformation"])
+    assert missing_dimensions(None, ["realism"]) == "no scores in the answer"
+    chat = {"choices": [{"message": {"content": json.dumps({"scores": {"realism": {"score": 2.5}}})}}]}
+    assert _check_chat(chat, ["realism"]) is None
+    assert _check_chat(chat, ["realism", "deformation"]) is not None
 
 
 def test_read_locust_stats(tmp_path):
@@ -68,4 +197,3 @@ def test_read_locust_stats(tmp_path):
     assert stats["requests"] == 98 and stats["failures"] == 1 and stats["shed"] == 40
     assert stats["ok_full_images"] == 79 - 40 and stats["ok_single_dimension"] == 18
     assert stats["p95_ms"] == 1500 and stats["p99_ms"] == 1900
-    assert _run_seconds("1m30s") == 90 and _run_seconds("45s") == 45

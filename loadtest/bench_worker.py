@@ -1,0 +1,253 @@
+"""One phase of `kidsart bench` in its own process, kept alive so that measured runs of all phases interleave.
+
+The coordinator (loadtest.bench) starts one worker per phase, then asks each in
+turn for one measured run, round after round, so a noisy neighbour slows every
+phase alike instead of deciding a ratio. Protocol: one JSON command per line on
+the worker's stdin; one JSON answer per line on a private copy of its original
+stdout (everything else the worker or its children print goes to stderr).
+The first answer reports that the phase is set up (or why it failed).
+
+Phases:
+  reference  transformers + PEFT, one adapter at a time, one image at a time
+             (serve.reference.ReferenceBackend: the KidsArtBench research loop)
+  engine     vLLM offline (`LLM`), the flags of serve.engine, all 9*N requests in one
+             `generate` call, with one LoRA per dimension or without LoRA (the ceiling)
+  router     the whole stack over HTTP (loadtest.bench_router)
+
+Before every measured engine or router run the engine's caches are cleared and then
+primed with one warm-up image (another image): the fixed prefixes are cached, as in
+steady state after the first image of a scoring window, while no measured image is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("kidsart.bench")
+
+
+class BenchPhaseError(RuntimeError):
+    """A phase could not be set up or a measured run failed."""
+
+
+# --------------------------------------------------------------------------- reference
+
+
+class ReferenceWorker:
+    def __init__(self, spec: dict):
+        import torch
+
+        from adapters.profiles import load_profile
+        from serve.reference import ReferenceBackend
+
+        self.images = [Path(p) for p in spec["images"]]
+        warm = [Path(p) for p in spec["warm"]]
+        profile = load_profile(spec["profile"])
+        if profile.engine.device == "cuda":
+            raise BenchPhaseError("the reference phase runs on CPU only; bench a GPU profile with --phases engine,router")
+        self.backend = ReferenceBackend(profile)
+        self.torch = torch
+        # The baseline at its best: on a shared CPU, torch's default of one OpenMP thread
+        # per core can lose badly to one thread (threads spin at barriers while a
+        # neighbour holds the other core), so time the warm-up images both ways.
+        timings = {}
+        for threads in sorted({1, max(1, os.cpu_count() or 1)}):
+            torch.set_num_threads(threads)
+            self.backend.score_bytes(warm[0].read_bytes())
+            started = time.perf_counter()
+            for path in warm:
+                self.backend.score_bytes(path.read_bytes())
+            timings[threads] = time.perf_counter() - started
+        torch.set_num_threads(min(timings, key=timings.get))
+        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings, "dtype": profile.dtype}
+
+    def ready(self) -> dict:
+        return {"ready": True}
+
+    def handle(self, command: dict) -> dict:
+        latencies, scores = [], {}
+        started = time.perf_counter()
+        for path in self.images:
+            t0 = time.perf_counter()
+            result = self.backend.score_bytes(path.read_bytes())
+            latencies.append(time.perf_counter() - t0)
+            scores[path.name] = {dim: v["score"] for dim, v in result.items()}
+        elapsed = time.perf_counter() - started
+        return {"img_s": len(self.images) / elapsed, "seconds": elapsed, "latencies_s": latencies, "scores": scores}
+
+    def close(self) -> None:
+        return
+
+
+# --------------------------------------------------------------------------- engine offline
+
+
+def engine_llm(profile, deployment):
+    """vLLM's offline LLM built from exactly the server command of serve.engine (stats on, as in the server)."""
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from serve.engine import engine_command
+
+    command = engine_command(profile, deployment)
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(command[3:])
+    engine_args = EngineArgs.from_cli_args(args)
+    engine_args.disable_log_stats = False  # the prefix-cache and prefill counters
+    return LLM.from_engine_args(engine_args)
+
+
+class EngineWorker:
+    def __init__(self, spec: dict):
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        from adapters.manifest import load_profile_deployment
+        from adapters.profiles import load_profile
+        from adapters.prompts import chat_messages
+
+        self.images = [Path(p) for p in spec["images"]]
+        self.warm = [Path(p) for p in spec["warm"]]
+        self.stats_dir = Path(spec["stats_dir"]) if spec.get("stats_dir") else None
+        self.profile = load_profile(spec["profile"])
+        deployment = load_profile_deployment(self.profile)
+        self.rubric = deployment.rubric
+        self.dims = [d for d in self.rubric.select(None) if d.name in deployment.adapters]
+        self.llm = engine_llm(self.profile, deployment)
+        tokenizer = self.llm.get_tokenizer()
+        score_ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in self.rubric.score_tokens]
+        self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens))
+        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
+        self.loras = {d.name: LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)) for i, d in enumerate(self.dims)}
+        self.prompt_text = {
+            d.name: tokenizer.apply_chat_template(
+                chat_messages(self.rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True
+            )
+            for d in self.dims
+        }
+        self._generate(self.warm, True)
+        self._generate(self.warm, False)
+        self.info = {"fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1", "dtype": self.profile.dtype}
+
+    def _generate(self, paths: list[Path], with_lora: bool) -> tuple[float, dict, list[int]]:
+        from adapters.images import normalize_bytes
+        from adapters.rail import rail_from_token_logprobs
+
+        started = time.perf_counter()
+        prompts, requests, keys = [], [], []
+        for path in paths:
+            image = normalize_bytes(path.read_bytes(), self.profile.image_size)  # decode + letter-box once
+            for d in self.dims:
+                prompts.append({"prompt": self.prompt_text[d.name], "multi_modal_data": {"image": image}})
+                requests.append(self.loras[d.name] if with_lora else None)
+                keys.append((path.name, d.name))
+        outputs = self.llm.generate(prompts, self.params, lora_request=requests, use_tqdm=False)
+        elapsed = time.perf_counter() - started
+        scores: dict = {}
+        for (name, dim), output in zip(keys, outputs):
+            top = output.outputs[0].logprobs[0]
+            token_logprobs = {self.id_to_token[i]: lp.logprob for i, lp in top.items() if i in self.id_to_token}
+            scores.setdefault(name, {})[dim] = rail_from_token_logprobs(
+                token_logprobs, self.rubric.score_tokens, self.rubric.levels
+            ).score
+        return elapsed, scores, [output.num_cached_tokens or 0 for output in outputs]
+
+    def ready(self) -> dict:
+        return {"ready": True}
+
+    def handle(self, command: dict) -> dict:
+        from loadtest.token_accounting import counter_delta, counters_from_offline
+        from serve.vllm_plugin import mm_stats
+
+        with_lora = bool(command.get("lora", True))
+        self._reset_caches()
+        self._generate(self.warm[:1], with_lora)  # steady state: fixed prefixes cached, no measured image
+        clear_counts(self.stats_dir)
+        before = counters_from_offline(self.llm.get_metrics())
+        elapsed, scores, cached = self._generate(self.images, with_lora)
+        delta = counter_delta(before, counters_from_offline(self.llm.get_metrics()))
+        return {
+            "img_s": len(self.images) / elapsed, "seconds": elapsed, "scores": scores,
+            "image_path": mm_stats.read_counts(self.stats_dir) if self.stats_dir else None,
+            "counters": delta,
+            # Cross-check of the counters: the cached tokens each RequestOutput reports.
+            "cached_tokens_from_outputs": sum(cached),
+        }
+
+    def _reset_caches(self) -> None:
+        """Forget KV prefixes, processed images and encoder outputs; a reset that fails fails the run."""
+        if not self.llm.reset_prefix_cache():
+            raise BenchPhaseError("vLLM refused to reset its prefix cache (requests still running?)")
+        self.llm.reset_mm_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+
+    def close(self) -> None:
+        return
+
+
+def clear_counts(stats_dir: Path | None) -> None:
+    """Start the image-path counters (serve.vllm_plugin.mm_stats) from zero."""
+    if stats_dir:
+        for path in stats_dir.glob("*.txt"):
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- process plumbing
+
+
+def _workers() -> dict:
+    from loadtest.bench_router import RouterWorker
+
+    return {"reference": ReferenceWorker, "engine": EngineWorker, "router": RouterWorker}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from adapters.logs import setup_logging
+
+    # Answers go to a private copy of stdout; fd 1 then points at stderr, so nothing
+    # printed by this process or the engine processes it starts can corrupt them.
+    channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    setup_logging()
+    parser = argparse.ArgumentParser(description="One kidsart bench phase (internal).")
+    parser.add_argument("--phase", required=True, choices=["reference", "engine", "router"])
+    parser.add_argument("--spec", required=True, help="JSON file with the phase's inputs.")
+    args = parser.parse_args(argv)
+    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+
+    def answer(payload: dict) -> None:
+        channel.write(json.dumps(payload) + "\n")
+
+    try:
+        worker = _workers()[args.phase](spec)
+    except Exception as exc:  # reported to the coordinator, which stops the benchmark
+        log.exception("bench phase %s failed to start", args.phase)
+        answer({"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:2000]})
+        return 1
+    answer({"ok": True, "result": worker.info})
+    try:
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("op") == "quit":
+                break
+            if command.get("op") == "ready":
+                answer({"ok": True, "result": worker.ready()})
+                continue
+            try:
+                answer({"ok": True, "result": worker.handle(command)})
+            except Exception as exc:  # reported to the coordinator, which stops the benchmark
+                log.exception("bench phase %s: %s failed", args.phase, command)
+                answer({"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:2000]})
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
