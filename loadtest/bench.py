@@ -179,7 +179,7 @@ def run_bench(
 
     cpu_model, cpu_flags = cpu_model_and_flags()
     conditions = {
-        "profile": profile, "dtype": loaded.dtype, "images": len(bench_imgs),
+        "profile": profile, "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": len(bench_imgs),
         "images_source": str(images_dir) if images_dir else "synthetic (seed 1)",
         "dimensions": len(deployment.dimensions), "repeats": repeats, "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model, "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],

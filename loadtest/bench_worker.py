@@ -64,7 +64,7 @@ class ReferenceWorker:
                 self.backend.score_bytes(path.read_bytes())
             timings[threads] = time.perf_counter() - started
         torch.set_num_threads(min(timings, key=timings.get))
-        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings, "dtype": profile.dtype}
+        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings, "dtype": profile.resolved_dtype}
 
     def ready(self) -> dict:
         return {"ready": True}
@@ -133,7 +133,7 @@ class EngineWorker:
         }
         self._generate(self.warm, True)
         self._generate(self.warm, False)
-        self.info = {"fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1", "dtype": self.profile.dtype}
+        self.info = {"fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1", "dtype": self.profile.resolved_dtype}
 
     def _generate(self, paths: list[Path], with_lora: bool) -> tuple[float, dict, list[int]]:
         from adapters.images import normalize_bytes

@@ -55,7 +55,7 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
         "--served-model-name", profile.base.model_id,
         "--host", engine.host,
         "--port", str(engine.port),
-        "--dtype", profile.dtype,
+        "--dtype", profile.resolved_dtype,
         "--max-model-len", str(engine.max_model_len),
         "--max-num-seqs", str(engine.max_num_seqs),
         "--gpu-memory-utilization", str(engine.gpu_memory_utilization),

@@ -30,7 +30,7 @@ class ReferenceBackend:
         self.profile = profile
         self.deployment = deployment or load_profile_deployment(profile)
         self.rubric = self.deployment.rubric
-        dtype = getattr(torch, profile.dtype)
+        dtype = getattr(torch, profile.resolved_dtype)
         base_dir = Path(base_dir or profile.base.resolved_path)
         self.scoring = ScoringProcessor.load(base_dir, self.rubric, profile.image_size)
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=dtype)

@@ -64,3 +64,43 @@ def test_production_engine_command_is_gpu_bf16_without_cpu_settings(tiny_profile
     assert "--dtype bfloat16" in joined and "--gpu-memory-utilization 0.9" in joined
     assert "--max-loras 9" in joined and "--logprobs-mode processed_logprobs" in joined
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(production) or production.engine.cpu_kvcache_space_gib is None
+
+
+def test_cpu_block_size_and_engine_cpu_settings(tiny_profile):
+    deployment = load_profile_deployment(tiny_profile)
+    bench = load_profile("bench")
+    command = engine_command(bench, deployment)
+    assert command[command.index("--block-size") + 1] == "32" and "--enable-prefix-caching" in command
+    env = engine_env(bench)
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and "mmap_threshold" in env["GLIBC_TUNABLES"]
+    with pytest.raises(ValueError, match="multiples of 32"):
+        bench.engine.model_validate({**bench.engine.model_dump(), "block_size": 16})
+
+
+def test_extends_overrides_key_by_key_and_refuses_cycles(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: bench\nname: child\ndtype: auto\nengine: {port: 9999}\n")
+    profile = load_profile(child)
+    bench = load_profile("bench")
+    assert profile.name == "child" and profile.dtype == "auto" and profile.engine.port == 9999
+    assert profile.engine.block_size == bench.engine.block_size and profile.base == bench.base
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\nname: loop\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_profile(loop)
+    orphan = tmp_path / "orphan.yaml"
+    orphan.write_text("extends: no-such-profile\n")
+    with pytest.raises(ConfigError, match="no-such-profile"):
+        load_profile(orphan)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(["avx2", "avx512f", "avx512_bf16"], "bfloat16"), (["avx2", "fma"], "float32")])
+def test_dtype_auto_follows_native_bf16(monkeypatch, flags, expected):
+    import adapters.machine
+
+    monkeypatch.setattr(adapters.machine, "cpu_model_and_flags", lambda: ("test cpu", flags))
+    profile = load_profile("bench-auto")
+    assert profile.dtype == "auto" and profile.resolved_dtype == expected
+    assert load_profile("bench").resolved_dtype == "float32"
+    gpu = profile.model_copy(update={"engine": profile.engine.model_copy(update={"device": "cuda"})})
+    assert gpu.resolved_dtype == "bfloat16"

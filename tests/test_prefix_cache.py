@@ -1,0 +1,51 @@
+"""Integration: in steady state each dimension's fixed prefix comes from vLLM's prefix cache.
+
+Through the real stack (vLLM server + Ray Serve router, tiny model): after one
+image has been scored, a new image's nine requests hit the cache for exactly the
+whole KV blocks of each dimension's fixed prefix (the prompt before the image),
+and prefill only the rest, read from the engine's own Prometheus counters.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import drawing, png_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def _counters(engine_url: str) -> dict:
+    from loadtest.token_accounting import counters_from_prometheus
+
+    return counters_from_prometheus(httpx.get(f"{engine_url}/metrics", timeout=30).text)
+
+
+def _score(url: str, seed: int) -> None:
+    body = {"image": base64.b64encode(png_bytes(drawing(seed, (300, 220)))).decode("ascii")}
+    response = httpx.post(f"{url}/v1/score", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+
+
+def test_fixed_prefix_is_served_from_the_cache(live_stack, tiny_profile):
+    from adapters.manifest import load_profile_deployment
+    from loadtest.bench import _prompt_layout
+    from loadtest.token_accounting import counter_delta, token_figures
+
+    layout = _prompt_layout(tiny_profile, load_profile_deployment(tiny_profile))
+    block = tiny_profile.engine.block_size
+    assert block == 32
+    _score(live_stack.url, seed=91_001)  # the first image of each adapter fills the cache
+    before = _counters(live_stack.engine.url)
+    _score(live_stack.url, seed=91_002)  # an image no other test scores
+    delta = counter_delta(before, _counters(live_stack.engine.url))
+    figures = token_figures(delta, layout, images=1, block_size=block)
+    assert delta["requests"] == len(layout.prompt)
+    assert figures["prompt_tokens_match_reference"], (delta, layout)
+    assert delta["prefix_cache_hits"] == layout.cacheable_prefix_tokens_per_image(block)
+    assert delta["prefilled_tokens"] == layout.prompt_tokens_per_image - delta["prefix_cache_hits"]
+    assert figures["prefix_cache_hit_rate"] >= 0.8, json.dumps(figures)
+    assert figures["prefilled_tokens_per_image"] <= len(layout.prompt) * (layout.image_tokens + 40)
