@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from loadtest.bench_worker import BenchPhaseError
 log = logging.getLogger("kidsart.bench")
 
 PHASES = ("reference", "engine", "router")
+SETTLE_AFTER_RESUME_S = 2.0
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -224,6 +224,7 @@ def run_bench(
     summary = summarise(
         runs, {name: w.info for name, w in workers.items()}, layout,
         floor=_floor_gflop(loaded, layout, deployment), block_size=loaded.engine.block_size,
+        dtype=loaded.resolved_dtype,
     )
     summary["conditions"] = conditions
     if out is not None:
@@ -269,6 +270,9 @@ def _measure(workers: dict[str, PhaseProcess], worker_name: str, command: dict, 
     try:
         if command.get("op") in ("run", "engine_http"):
             worker.ask({"op": "ready"})  # after a pause: wait until the phase answers again
+            # Let timers that fell due during the pause (Ray's control loops, health checks)
+            # run now rather than inside the measured run: that work comes from pausing, not serving.
+            time.sleep(SETTLE_AFTER_RESUME_S)
         idle_before = {name: w.cpu_seconds() for name, w in others.items()}
         started = time.perf_counter()
         result = worker.ask(command)

@@ -71,7 +71,14 @@ def _token_accounting(runs: dict, layout: PromptLayout, block_size: int | None) 
     return out
 
 
-def summarise(runs: dict, infos: dict, layout: PromptLayout, floor: dict, block_size: int | None) -> dict:
+def parity_tolerance(dtype: str) -> float:
+    """Largest |score - reference| accepted: float32 paths agree to ~1e-6; bf16 rounds differently in each."""
+    return 1e-3 if dtype == "float32" else 2e-2
+
+
+def summarise(
+    runs: dict, infos: dict, layout: PromptLayout, floor: dict, block_size: int | None, dtype: str = "float32"
+) -> dict:
     """The bench.json summary from each phase's runs (see the module docstring for the headline keys)."""
     img = {key: _median([r["img_s"] for r in value]) for key, value in runs.items() if key != "gemm"}
     reference, engine, engine_base, router = (img.get(k) for k in ("reference", "engine", "engine_base", "router"))
@@ -119,6 +126,8 @@ def summarise(runs: dict, infos: dict, layout: PromptLayout, floor: dict, block_
             if diffs:
                 parity["reference_runs" if phase == "reference" else phase] = max(diffs)
     summary["max_abs_score_diff_vs_reference"] = parity
+    summary["parity_tolerance"] = parity_tolerance(dtype)
+    summary["parity_ok"] = all(v <= summary["parity_tolerance"] for v in parity.values()) if parity else None
     summary["image_path_counts"] = {
         phase: _worst_counts([r.get("image_path") for r in runs.get(phase, [])]) for phase in COUNTED_PHASES if phase in runs
     }
@@ -176,7 +185,8 @@ def format_summary(summary: dict) -> str:
         runs = {k: [round(x, 2) for x in v] for k, v in summary["runs_img_s"].items()}
         lines.append(f"  runs (images/s)                    {runs}")
     if summary.get("max_abs_score_diff_vs_reference"):
-        lines.append(f"  max |score - reference|            {summary['max_abs_score_diff_vs_reference']}")
+        lines.append(f"  max |score - reference|            {summary['max_abs_score_diff_vs_reference']}"
+                     f" (tolerance {summary['parity_tolerance']}: {'ok' if summary['parity_ok'] else 'EXCEEDED'})")
     if summary.get("image_path_counts"):
         lines.append(f"  image path counts                  {summary['image_path_counts']}")
     lines.append(f"  cpu                                {cond.get('cpu_model')} {cond.get('cpu_avx512_flags')}")

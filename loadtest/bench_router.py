@@ -176,19 +176,13 @@ class RouterWorker:
         return scores
 
     def ready(self, timeout_s: float = 120.0) -> dict:
-        """After a pause (SIGSTOP): wait until the router and engine answer /readyz again."""
-        deadline = time.monotonic() + timeout_s
-        reason = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"{self.router_url}/readyz", timeout=10)
-                if response.status_code == 200:
-                    return {"ready": True, "waited_s": timeout_s - (deadline - time.monotonic())}
-                reason = f"/readyz answered {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                reason = f"{exc.__class__.__name__}: {exc}"
-            time.sleep(0.5)
-        raise BenchPhaseError(f"the router at {self.router_url} is not ready {timeout_s:.0f} s after a pause: {reason}")
+        """After a pause (SIGSTOP): wait until the router (and through it the engine) is ready again."""
+        from serve.stack import StackStartError, wait_router_ready
+
+        try:
+            return {"ready": True, "waited_s": wait_router_ready(self.router_url, timeout_s)}
+        except StackStartError as exc:
+            raise BenchPhaseError(f"after a pause: {exc}") from exc
 
     def handle(self, command: dict) -> dict:
         op = command.get("op", "run")

@@ -141,12 +141,14 @@ class EngineWorker:
 
         started = time.perf_counter()
         prompts, requests, keys = [], [], []
-        for path in paths:
-            image = normalize_bytes(path.read_bytes(), self.profile.image_size)  # decode + letter-box once
-            for d in self.dims:
+        images = {path.name: normalize_bytes(path.read_bytes(), self.profile.image_size) for path in paths}  # once each
+        # Dimension-major order: vLLM batches requests in the order they are added, so each
+        # adapter's tokens form one contiguous run and the LoRA ops work on slices, not gathers.
+        for d in self.dims:
+            for name, image in images.items():
                 prompts.append({"prompt": self.prompt_text[d.name], "multi_modal_data": {"image": image}})
                 requests.append(self.loras[d.name] if with_lora else None)
-                keys.append((path.name, d.name))
+                keys.append((name, d.name))
         outputs = self.llm.generate(prompts, self.params, lora_request=requests, use_tqdm=False)
         elapsed = time.perf_counter() - started
         scores: dict = {}

@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def batch(paths):
         prompts, loras = [], []
-        for path in paths:
-            image = normalize_bytes(path.read_bytes(), profile.image_size)
-            for i, d in enumerate(dims):
+        images = [normalize_bytes(path.read_bytes(), profile.image_size) for path in paths]
+        for i, d in enumerate(dims):  # dimension-major, as the benchmark submits them
+            for image in images:
                 text = tokenizer.apply_chat_template(chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
                 prompts.append({"prompt": text, "multi_modal_data": {"image": image}})
                 loras.append(None if args.base else LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)))

@@ -101,6 +101,22 @@ def _reap(processes: list, timeout: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def wait_router_ready(url: str, timeout: float = 120.0) -> float:
+    """Poll the router's /readyz until it answers 200; the seconds waited, or StackStartError with the last reason."""
+    started = time.monotonic()
+    reason = "no answer"
+    while time.monotonic() - started < timeout:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=5.0)
+            if response.status_code == 200:
+                return time.monotonic() - started
+            reason = f"/readyz answered {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            reason = exc.__class__.__name__
+        time.sleep(0.5)
+    raise StackStartError(f"router at {url} not ready after {timeout:.0f} s: {reason}")
+
+
 class Stack:
     """The engine and the router for one profile; a context manager."""
 
@@ -161,18 +177,7 @@ class Stack:
         )
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        reason = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                response = httpx.get(f"{self.url}/readyz", timeout=5.0)
-                if response.status_code == 200:
-                    return
-                reason = response.text
-            except httpx.HTTPError as exc:
-                reason = exc.__class__.__name__
-            time.sleep(0.5)
-        raise StackStartError(f"router at {self.url} not ready after {timeout:.0f} s: {reason}")
+        wait_router_ready(self.url, timeout)
 
     def stop(self) -> None:
         try:

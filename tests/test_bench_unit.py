@@ -79,6 +79,12 @@ def test_parity_covers_every_run_but_not_the_base_model():
     assert parity["engine"] == pytest.approx(4e-4)
     assert parity["router"] == 0.0 and parity["reference_runs"] == 0.0
     assert "engine_base" not in parity
+    summary = summarise(_runs(), {}, LAYOUT, FLOOR, block_size=32)
+    assert summary["parity_tolerance"] == 1e-3 and summary["parity_ok"] is True
+    runs = _runs()
+    runs["router"][1]["scores"] = {"a.png": {"realism": 3.01, "deformation": 2.0}}
+    assert summarise(runs, {}, LAYOUT, FLOOR, block_size=32)["parity_ok"] is False
+    assert summarise(runs, {}, LAYOUT, FLOOR, block_size=32, dtype="bfloat16")["parity_ok"] is True
 
 
 def test_token_figures_from_counter_deltas():
