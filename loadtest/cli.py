@@ -9,7 +9,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        profile: str = typer.Option("bench", help="Profile name or path (bench: the 23.5 M-parameter CPU test model)."),
+        profile: str = typer.Option("bench", help="Profile name or path (bench: the 21.6 M-parameter CPU test model; bench-auto: the same with dtype auto)."),
         images: int = typer.Option(16, help="Synthetic artworks to score (all nine dimensions each)."),
         images_dir: Optional[str] = typer.Option(None, help="Bench (and check parity on) every image in this folder instead of synthetic ones."),
         out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
