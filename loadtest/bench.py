@@ -187,7 +187,8 @@ def run_bench(
         "engine_block_size": loaded.engine.block_size, "engine_reserved_cpus": loaded.engine.reserved_cpus,
         "load_before": load_avg(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    layout = _prompt_layout(loaded, deployment)
+    config = json.loads((loaded.base.resolved_path / "config.json").read_text(encoding="utf-8"))
+    layout = _prompt_layout(loaded, deployment, config)
     workers: dict[str, PhaseProcess] = {}
     jobs: list[tuple[str, str, dict]] = []  # (result key, worker, command)
     try:
@@ -223,7 +224,7 @@ def run_bench(
     )
     summary = summarise(
         runs, {name: w.info for name, w in workers.items()}, layout,
-        floor=_floor_gflop(loaded, layout, deployment), block_size=loaded.engine.block_size,
+        floor=_floor_gflop(loaded, layout, deployment, config), block_size=loaded.engine.block_size,
         dtype=loaded.resolved_dtype,
     )
     summary["conditions"] = conditions
@@ -286,18 +287,18 @@ def _measure(workers: dict[str, PhaseProcess], worker_name: str, command: dict, 
     return result
 
 
-def _prompt_layout(profile, deployment):
+def _prompt_layout(profile, deployment, config: dict | None = None):
     from loadtest.token_accounting import prompt_layout
 
-    config = json.loads((profile.base.resolved_path / "config.json").read_text(encoding="utf-8"))
+    if config is None:
+        config = json.loads((profile.base.resolved_path / "config.json").read_text(encoding="utf-8"))
     dims = [d for d in deployment.rubric.select(None) if d.name in deployment.adapters]
     return prompt_layout(profile.base.resolved_path, deployment.rubric, dims, profile.image_size, config["image_token_id"])
 
 
-def _floor_gflop(profile, layout, deployment) -> dict:
+def _floor_gflop(profile, layout, deployment, config: dict) -> dict:
     from loadtest.ceiling import floor_gflop_per_image
 
-    config = json.loads((profile.base.resolved_path / "config.json").read_text(encoding="utf-8"))
     first = deployment.adapters[deployment.dimensions[0]].path
     rank = json.loads((Path(first) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
     return {

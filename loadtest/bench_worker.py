@@ -48,15 +48,14 @@ class ReferenceWorker:
         self.images = [Path(p) for p in spec["images"]]
         warm = [Path(p) for p in spec["warm"]]
         profile = load_profile(spec["profile"])
-        if profile.engine.device == "cuda":
-            raise BenchPhaseError("the reference phase runs on CPU only; bench a GPU profile with --phases engine,router")
         self.backend = ReferenceBackend(profile)
         self.torch = torch
         # The baseline at its best: on a shared CPU, torch's default of one OpenMP thread
         # per core can lose badly to one thread (threads spin at barriers while a
         # neighbour holds the other core), so time the warm-up images both ways.
         timings = {}
-        for threads in sorted({1, max(1, os.cpu_count() or 1)}):
+        candidates = sorted({1, max(1, os.cpu_count() or 1)}) if self.backend.device == "cpu" else [torch.get_num_threads()]
+        for threads in candidates:
             torch.set_num_threads(threads)
             self.backend.score_bytes(warm[0].read_bytes())
             started = time.perf_counter()
@@ -64,7 +63,8 @@ class ReferenceWorker:
                 self.backend.score_bytes(path.read_bytes())
             timings[threads] = time.perf_counter() - started
         torch.set_num_threads(min(timings, key=timings.get))
-        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings, "dtype": profile.resolved_dtype}
+        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings,
+                     "dtype": profile.resolved_dtype, "device": self.backend.device}
 
     def ready(self) -> dict:
         return {"ready": True}
@@ -111,6 +111,7 @@ class EngineWorker:
         from adapters.manifest import load_profile_deployment
         from adapters.profiles import load_profile
         from adapters.prompts import chat_messages
+        from serve.stack import score_token_ids
 
         self.images = [Path(p) for p in spec["images"]]
         self.warm = [Path(p) for p in spec["warm"]]
@@ -121,7 +122,7 @@ class EngineWorker:
         self.dims = [d for d in self.rubric.select(None) if d.name in deployment.adapters]
         self.llm = engine_llm(self.profile, deployment)
         tokenizer = self.llm.get_tokenizer()
-        score_ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in self.rubric.score_tokens]
+        score_ids = score_token_ids(self.profile, self.rubric.score_tokens)
         self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens))
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
         self.loras = {d.name: LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)) for i, d in enumerate(self.dims)}

@@ -39,7 +39,9 @@ class ReferenceBackend:
         model = PeftModel.from_pretrained(base, first.path, adapter_name=dims[0])
         for dim in dims[1:]:
             model.load_adapter(self.deployment.adapters[dim].path, adapter_name=dim)
-        self.model = model.eval()
+        # A GPU profile's reference runs on its GPU (as the research code does); CPU otherwise.
+        self.device = "cuda" if profile.engine.device == "cuda" and torch.cuda.is_available() else "cpu"
+        self.model = model.eval().to(self.device)
         self._torch = torch
 
     def score_image(self, image, dimensions: list[str] | None = None, description: str | None = None) -> dict:
@@ -53,10 +55,10 @@ class ReferenceBackend:
 
                 raise UnknownDimensionError(f"no adapter is deployed for dimension {dim.name!r}")
             self.model.set_adapter(dim.name)
-            inputs = self.scoring.batch_inputs(self.rubric, dim, [image], [description])
+            inputs = self.scoring.batch_inputs(self.rubric, dim, [image], [description]).to(self.device)
             with self._torch.no_grad():
                 logits = score_token_logits(self.model, inputs, self.scoring.score_token_ids)
-            probs, mean, std = expected_score(logits.double()[0], self.rubric.levels)
+            probs, mean, std = expected_score(logits.double().cpu()[0], self.rubric.levels)
             scores[dim.name] = {
                 "score": float(mean),
                 "probs": [float(p) for p in probs],
