@@ -5,15 +5,22 @@
 tokens only (`allowed_token_ids`, one generated token, greedy), and turns each
 answer into a RAIL score with the shared function. The image arrives already
 normalised and PNG-encoded, so every dimension sees identical pixels.
+
+The engine client is aiohttp, not httpx: under the bench's router load py-spy put
+half of the router replica's CPU in httpx/httpcore's connection-pool bookkeeping
+(`_assign_requests_to_connections`, `has_expired` polling each pooled socket on
+every request); on two cores that CPU is taken from the model (figures in the
+README's Performance section).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.prompts import chat_messages
@@ -52,16 +59,22 @@ class EngineScorer:
 
     runtime: RouterRuntime
     rubric: Rubric = field(init=False)
-    client: httpx.AsyncClient = field(init=False)
+    _session: aiohttp.ClientSession | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rubric = load_rubric(self.runtime.rubric)
-        limits = httpx.Limits(
-            max_connections=self.runtime.engine_connections, max_keepalive_connections=self.runtime.engine_connections
-        )
-        self.client = httpx.AsyncClient(
-            base_url=self.runtime.engine_url, timeout=self.runtime.engine_timeout_s, limits=limits
-        )
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use inside the event loop that will use it."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.runtime.engine_connections),
+                timeout=aiohttp.ClientTimeout(total=self.runtime.engine_timeout_s),
+            )
+        return self._session
+
+    def _url(self, route: str) -> str:
+        return self.runtime.engine_url.rstrip("/") + route
 
     def select(self, dimensions: list[str] | None) -> list:
         """The requested dimensions (validated), or every deployed one when none are named."""
@@ -105,22 +118,25 @@ class EngineScorer:
         }
         started = time.perf_counter()
         try:
-            response = await self.client.post("/v1/chat/completions", json=body)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise EngineUnavailableError(f"the scoring engine is unreachable: {exc.__class__.__name__}") from exc
-        except httpx.TimeoutException as exc:
+            async with self._client().post(self._url("/v1/chat/completions"), json=body) as response:
+                status = response.status
+                text = await response.text()
+        except asyncio.TimeoutError as exc:
             raise EngineUnavailableError(
                 f"the scoring engine did not answer within {self.runtime.engine_timeout_s} s"
             ) from exc
+        except aiohttp.ClientError as exc:
+            raise EngineUnavailableError(f"the scoring engine is unreachable: {exc.__class__.__name__}") from exc
         finally:
             metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
-        if response.status_code >= 500:
-            raise EngineUnavailableError(f"the scoring engine answered {response.status_code} for {dim.name}")
-        if response.status_code != 200:
-            raise EngineResponseError(
-                f"the scoring engine rejected the {dim.name} request ({response.status_code}): {response.text[:300]}"
-            )
-        payload = response.json()
+        if status >= 500:
+            raise EngineUnavailableError(f"the scoring engine answered {status} for {dim.name}")
+        if status != 200:
+            raise EngineResponseError(f"the scoring engine rejected the {dim.name} request ({status}): {text[:300]}")
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EngineResponseError(f"the engine's answer for {dim.name} is not JSON") from exc
         try:
             content = payload["choices"][0]["logprobs"]["content"][0]
             top = {entry["token"]: entry["logprob"] for entry in content["top_logprobs"]}
@@ -131,16 +147,19 @@ class EngineScorer:
 
     async def ready(self) -> tuple[bool, str]:
         try:
-            response = await self.client.get("/v1/models", timeout=5.0)
-        except httpx.HTTPError as exc:
+            async with self._client().get(self._url("/v1/models"), timeout=aiohttp.ClientTimeout(total=5.0)) as response:
+                status = response.status
+                listing = await response.json() if status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             return False, f"engine unreachable: {exc.__class__.__name__}"
-        if response.status_code != 200:
-            return False, f"engine /v1/models answered {response.status_code}"
-        served = {m["id"] for m in response.json().get("data", [])}
+        if status != 200:
+            return False, f"engine /v1/models answered {status}"
+        served = {m["id"] for m in listing.get("data", [])}
         missing = [d for d in self.runtime.adapters if d not in served]
         if missing:
             return False, f"adapters not loaded in the engine: {missing}"
         return True, "ready"
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()

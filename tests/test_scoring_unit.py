@@ -1,10 +1,11 @@
-"""EngineScorer against a fake engine (httpx.MockTransport): request shape, RAIL, engine failures."""
+"""EngineScorer against a fake engine (a local aiohttp server): request shape, RAIL, engine failures."""
 import asyncio
 import json
 import math
+import socket
 
-import httpx
 import pytest
+from aiohttp import web
 
 from adapters.errors import UnknownDimensionError
 from serve.errors import EngineResponseError, EngineUnavailableError
@@ -24,10 +25,38 @@ def _runtime(**overrides):
     return RouterRuntime(**values)
 
 
-def _scorer(handler):
-    scorer = EngineScorer(_runtime())
-    scorer.client = httpx.AsyncClient(base_url="http://engine", transport=httpx.MockTransport(handler))
-    return scorer
+def _run(handler, call):
+    """Serve `handler(body) -> (status, payload)` (or a coroutine of it) on a local port, run `call(scorer)` against it."""
+
+    async def endpoint(request: web.Request) -> web.Response:
+        result = handler(json.loads(await request.read()))
+        status, payload = await result if asyncio.iscoroutine(result) else result
+        if isinstance(payload, str):
+            return web.Response(status=status, text=payload)
+        return web.json_response(payload, status=status)
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", endpoint)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{port}"))
+        try:
+            return await call(scorer)
+        finally:
+            await scorer.aclose()
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _completion(logprobs: dict):
@@ -39,13 +68,12 @@ def _completion(logprobs: dict):
 def test_requests_carry_adapter_tokens_and_image_and_scores_follow_rail():
     seen = []
 
-    def handler(request: httpx.Request):
-        body = json.loads(request.content)
+    def handler(body):
         seen.append(body)
         probs = {"realism": [0.1, 0.2, 0.4, 0.2, 0.1], "line_texture": [0, 0, 0, 0.5, 0.5]}[body["model"]]
-        return httpx.Response(200, json=_completion({str(k + 1): math.log(p) for k, p in enumerate(probs) if p > 0}))
+        return 200, _completion({str(k + 1): math.log(p) for k, p in enumerate(probs) if p > 0})
 
-    scores, tokens = asyncio.run(_scorer(handler).score("data:image/png;base64,AAAA"))
+    scores, tokens = _run(handler, lambda scorer: scorer.score("data:image/png;base64,AAAA"))
     assert scores["realism"]["score"] == pytest.approx(3.0) and scores["line_texture"]["score"] == pytest.approx(4.5)
     assert scores["line_texture"]["probs"] == pytest.approx([0, 0, 0, 0.5, 0.5])
     assert tokens == 200
@@ -56,22 +84,45 @@ def test_requests_carry_adapter_tokens_and_image_and_scores_follow_rail():
 
 
 def test_unreachable_engine_is_503_kind():
-    def handler(request):
-        raise httpx.ConnectError("refused", request=request)
+    scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{_free_port()}"))  # nothing listens there
+
+    async def call():
+        try:
+            return await scorer.score("data:x", ["realism"])
+        finally:
+            await scorer.aclose()
 
     with pytest.raises(EngineUnavailableError, match="unreachable"):
-        asyncio.run(_scorer(handler).score("data:x", ["realism"]))
+        asyncio.run(call())
+
+
+def test_slow_engine_is_503_kind_after_the_timeout():
+    async def handler(body):
+        await asyncio.sleep(2.0)  # past the scorer's timeout
+        return 200, _completion({"3": 0.0})
+
+    async def call(scorer):
+        scorer.runtime = scorer.runtime.model_copy(update={"engine_timeout_s": 0.1})
+        return await scorer.score("data:x", ["realism"])
+
+    with pytest.raises(EngineUnavailableError, match="did not answer within 0.1 s"):
+        _run(handler, call)
 
 
 def test_engine_error_answers_are_typed():
+    def score_with(status, payload):
+        return _run(lambda body: (status, payload), lambda scorer: scorer.score("data:x", ["realism"]))
+
     with pytest.raises(EngineUnavailableError, match="500"):
-        asyncio.run(_scorer(lambda r: httpx.Response(500, text="boom")).score("data:x", ["realism"]))
+        score_with(500, "boom")
     with pytest.raises(EngineResponseError, match="rejected"):
-        asyncio.run(_scorer(lambda r: httpx.Response(400, text="bad")).score("data:x", ["realism"]))
+        score_with(400, "bad")
     with pytest.raises(EngineResponseError, match="no score-token logprobs"):
-        asyncio.run(_scorer(lambda r: httpx.Response(200, json={"choices": []})).score("data:x", ["realism"]))
+        score_with(200, {"choices": []})
+    with pytest.raises(EngineResponseError, match="not JSON"):
+        score_with(200, "<html>")
 
 
 def test_dimension_without_adapter_is_refused():
     with pytest.raises(UnknownDimensionError, match="no adapter is deployed"):
-        _scorer(lambda r: httpx.Response(200)).select(["imagination"])
+        EngineScorer(_runtime()).select(["imagination"])
