@@ -139,6 +139,13 @@ class EngineSettings(_Strict):
     max_lora_rank: int = Field(default=8, description="Largest LoRA rank the engine accepts.")
     max_model_len: int = Field(default=1024, description="Context length (prompt + 1 generated token).")
     max_num_seqs: int = Field(default=256, description="Sequences scheduled per engine step.")
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=32,
+        description="Tokens scheduled per engine step (--max-num-batched-tokens). None: vLLM's default, which "
+        "differs between the server and the offline engine (on CPU 2048 vs 4096), so set it when the two are "
+        "compared. On CPU keep the largest activation (tokens x MLP width x 4 bytes) under glibc's 32 MiB "
+        "mmap threshold cap, or every step maps and page-faults fresh memory.",
+    )
     gpu_memory_utilization: float = Field(
         default=0.3, description="GPU memory share; on CPU the share of host RAM reserved (the default 0.92 fails on CPU)."
     )

@@ -76,6 +76,8 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
     command.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
     if engine.block_size is not None:
         command += ["--block-size", str(engine.block_size)]
+    if engine.max_num_batched_tokens is not None:
+        command += ["--max-num-batched-tokens", str(engine.max_num_batched_tokens)]
     command.extend(engine.extra_args)
     return command
 

@@ -71,6 +71,9 @@ def test_cpu_block_size_and_engine_cpu_settings(tiny_profile):
     bench = load_profile("bench")
     command = engine_command(bench, deployment)
     assert command[command.index("--block-size") + 1] == "32" and "--enable-prefix-caching" in command
+    # one step cap for the server and the benchmark's offline engine (vLLM's defaults differ)
+    assert command[command.index("--max-num-batched-tokens") + 1] == "2048"
+    assert "--max-num-batched-tokens" not in engine_command(tiny_profile, deployment)
     env = engine_env(bench)
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and "mmap_threshold" in env["GLIBC_TUNABLES"]
     with pytest.raises(ValueError, match="multiples of 32"):
