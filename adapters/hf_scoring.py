@@ -1,9 +1,10 @@
 """Score-token logits from a transformers Qwen2.5-VL (+ PEFT) model.
 
 Shared by the reference backend (serving's correctness oracle) and the RAFT
-trainer, so both build inputs exactly as vLLM does: the same chat messages, the
-chat template from the base's processor, and letter-boxed images passed to the
-base's image processor. Heavy imports happen on first use.
+trainer, so both build inputs exactly as vLLM does: the same chat messages (from
+the deployment's prompt format), the chat template from the base's processor, and
+images prepared by the format's recipe passed to the base's image processor.
+Heavy imports happen on first use.
 """
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from adapters.prompts import chat_messages
+from adapters.prompts import PromptFormat
 from adapters.rubric import Dimension, Rubric
 
 
 @dataclass
 class ScoringProcessor:
-    """The base's processor plus the ids of the rubric's score tokens."""
+    """The base's processor, the prompt format and the ids of the rubric's score tokens."""
 
     processor: object
     score_token_ids: list[int]
+    prompt_format: PromptFormat
+    image_size: int
 
     @classmethod
-    def load(cls, base_dir: Path, rubric: Rubric, image_size: int) -> "ScoringProcessor":
+    def load(cls, base_dir: Path, rubric: Rubric, image_size: int, prompt_format: PromptFormat) -> "ScoringProcessor":
         from transformers import AutoProcessor
 
         pixels = image_size * image_size
@@ -36,16 +39,22 @@ class ScoringProcessor:
                 raise ValueError(f"score token {token!r} is not a single token for {base_dir}: {encoded}")
             ids.append(encoded[0])
         tokenizer.padding_side = "left"
-        return cls(processor=processor, score_token_ids=ids)
+        return cls(processor=processor, score_token_ids=ids, prompt_format=prompt_format, image_size=image_size)
+
+    def prepare(self, image):
+        """A decoded PIL image as the model's input, by the prompt format's image recipe."""
+        from adapters.images import prepare_image
+
+        return prepare_image(image, self.image_size, self.prompt_format.image_recipe)
 
     def prompt_text(self, rubric: Rubric, dimension: Dimension, description: str | None = None) -> str:
-        messages = chat_messages(rubric, dimension, {"type": "image"}, description)
+        messages = self.prompt_format.chat_messages(rubric, dimension, {"type": "image"}, description)
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def batch_inputs(
         self, rubric: Rubric, dimension: Dimension, images: Sequence, descriptions: Sequence[str | None] | None = None
     ):
-        """Model inputs for a batch of already-normalised PIL images, left-padded."""
+        """Model inputs for a batch of already-prepared PIL images (`prepare`), left-padded."""
         descriptions = descriptions or [None] * len(images)
         texts = [self.prompt_text(rubric, dimension, d) for d in descriptions]
         return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)

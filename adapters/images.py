@@ -1,16 +1,27 @@
-"""Image decoding and normalisation, shared by training and serving.
+"""Image decoding and preparation, shared by training and serving.
 
-KidsArtBench letter-boxes every artwork onto a grey square of the model's input
-size. Here that is one function: decode the bytes (with byte and pixel limits),
-apply the EXIF orientation, convert to RGB (flattening transparency onto white
-paper), scale to fit and pad with grey. The result is encoded once as PNG
-(lossless, so the engine and the reference backend see identical pixels).
+Every path decodes an upload with the same byte and pixel limits, then prepares
+it with the image recipe its prompt format names (`prepare_image`):
+
+- `letterbox` (this project's): apply the EXIF orientation, convert to RGB
+  (flattening transparency onto white paper), scale to fit the square with
+  rounded sizes, BICUBIC, centred on grey.
+- `kidsartbench-release`: the published KidsArtBench inference preparation, in
+  two steps. First the Qwen-VL loader's: RGB (RGBA flattened onto white, no EXIF
+  orientation), sides rounded to multiples of 28 within 4..16384 patches of 28x28
+  (aspect ratios above 200 refused), resized BICUBIC. Then their letter-box: scale
+  to fit with `int()`-truncated sizes, BICUBIC, pasted at floor-centred offsets on
+  grey.
+
+The result is encoded once as PNG (lossless, so the engine and the reference
+backend see identical pixels).
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import math
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -77,8 +88,65 @@ def normalize_image(image: Image.Image, size: int) -> Image.Image:
     return letterbox(to_rgb(image), size)
 
 
-def normalize_bytes(data: bytes, size: int, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    return normalize_image(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), size)
+# The Qwen-VL loader's bounds, as the KidsArtBench release used them (28 = 14-pixel patches x 2x2 merge).
+RELEASE_FACTOR = 28
+RELEASE_MIN_PIXELS = 4 * RELEASE_FACTOR * RELEASE_FACTOR
+RELEASE_MAX_PIXELS = 16384 * RELEASE_FACTOR * RELEASE_FACTOR
+RELEASE_MAX_RATIO = 200
+
+
+def release_loader_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the loader's first resize: multiples of 28 within its pixel bounds."""
+    if max(width, height) / min(width, height) > RELEASE_MAX_RATIO:
+        raise ImageDecodeError(
+            f"the image is {width}x{height}: an aspect ratio above {RELEASE_MAX_RATIO} is refused by the "
+            "kidsartbench-release image recipe"
+        )
+    factor = RELEASE_FACTOR
+    new_h = max(factor, round(height / factor) * factor)
+    new_w = max(factor, round(width / factor) * factor)
+    if new_h * new_w > RELEASE_MAX_PIXELS:
+        beta = math.sqrt(height * width / RELEASE_MAX_PIXELS)
+        new_h = math.floor(height / beta / factor) * factor
+        new_w = math.floor(width / beta / factor) * factor
+    elif new_h * new_w < RELEASE_MIN_PIXELS:
+        beta = math.sqrt(RELEASE_MIN_PIXELS / (height * width))
+        new_h = math.ceil(height * beta / factor) * factor
+        new_w = math.ceil(width * beta / factor) * factor
+    return new_w, new_h
+
+
+def release_image(image: Image.Image, size: int) -> Image.Image:
+    """The kidsartbench-release recipe (module docstring)."""
+    if image.mode == "RGBA":
+        rgb = Image.new("RGB", image.size, (255, 255, 255))
+        rgb.paste(image, mask=image.getchannel("A"))
+    else:
+        rgb = image.convert("RGB")
+    rgb = rgb.resize(release_loader_size(*rgb.size), Image.Resampling.BICUBIC)
+    width, height = rgb.size
+    scale = min(size / width, size / height)
+    new_w, new_h = int(width * scale), int(height * scale)
+    resized = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (size, size), LETTERBOX_GREY)
+    canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
+
+
+def prepare_image(image: Image.Image, size: int, recipe: str) -> Image.Image:
+    """A decoded image as the model's size x size input, by the named recipe."""
+    if recipe == "letterbox":
+        return normalize_image(image, size)
+    if recipe == "kidsartbench-release":
+        return release_image(image, size)
+    raise ValueError(f"unknown image recipe {recipe!r} (known: letterbox, kidsartbench-release)")
+
+
+def normalize_bytes(
+    data: bytes, size: int, *, recipe: str, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode with limits, then prepare by `recipe`."""
+    return prepare_image(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), size, recipe)
 
 
 def encode_png(image: Image.Image) -> bytes:

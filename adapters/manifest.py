@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import ConfigError
 from adapters.hashing import folder_hash
+from adapters.prompts import DEFAULT_PROMPT_FORMAT, PromptFormat, load_prompt_format
 from adapters.rubric import Rubric, load_rubric
 
 MANIFEST_NAME = "manifest.yaml"
@@ -60,6 +61,10 @@ class AdapterManifest(_Strict):
     lora: LoraShape
     provenance: Provenance
     metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics, if any.")
+    prompt_format: str = Field(
+        default=DEFAULT_PROMPT_FORMAT,
+        description="The prompt format (adapters/prompt_formats) this adapter was trained with and must be asked in.",
+    )
 
     @property
     def label(self) -> str:
@@ -72,6 +77,11 @@ class DeploymentSet(_Strict):
     name: str = Field(description="Deployment set name.")
     rubric: str = Field(description="Rubric name or path.")
     base: BaseRef
+    prompt_format: str = Field(
+        default=DEFAULT_PROMPT_FORMAT,
+        description="Prompt format every adapter of the set is asked in (name in adapters/prompt_formats, or a path "
+        "relative to this file); each adapter's manifest must name the same.",
+    )
     adapters: list[str] = Field(description="Adapter folders, relative to this file.", min_length=1)
 
 
@@ -94,6 +104,7 @@ class Deployment(BaseModel):
     name: str
     rubric: Rubric
     base: BaseRef
+    prompt_format: PromptFormat
     adapters: dict[str, ResolvedAdapter]
 
     @property
@@ -152,6 +163,10 @@ def load_deployment(
         raise ConfigError(f"deployment set {path} is invalid: {exc}") from exc
     rubric_ref = spec.rubric
     rubric = load_rubric(rubric_ref if not rubric_ref.endswith((".yaml", ".yml")) else path.parent / rubric_ref)
+    format_ref = spec.prompt_format
+    prompt_format = load_prompt_format(
+        format_ref if not format_ref.endswith((".yaml", ".yml")) else path.parent / format_ref
+    )
 
     if base_dir is not None:
         on_disk = read_base_ref(base_dir)
@@ -182,6 +197,11 @@ def load_deployment(
                 f"deployment set {path}: two adapters for dimension {manifest.dimension!r}: "
                 f"{resolved[manifest.dimension].path} and {adapter_dir}"
             )
+        if manifest.prompt_format != prompt_format.name:
+            raise ConfigError(
+                f"{where}: the adapter is asked in prompt format {manifest.prompt_format!r}, "
+                f"but the deployment set uses {prompt_format.name!r}"
+            )
         if manifest.base != spec.base:
             raise ConfigError(
                 f"{where}: made for base {manifest.base.model_id} {manifest.base.content_hash}, "
@@ -194,20 +214,27 @@ def load_deployment(
         if max_lora_rank is not None and rank > max_lora_rank:
             raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
         resolved[manifest.dimension] = ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest)
-    return Deployment(source=path, name=spec.name, rubric=rubric, base=spec.base, adapters=resolved)
+    return Deployment(
+        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved
+    )
 
 
 def load_profile_deployment(profile) -> Deployment:
     """Validate a profile's deployment set against its base on disk and engine limits."""
     base_dir = profile.base.resolved_path
-    return load_deployment(
+    deployment = load_deployment(
         profile.deployment_path,
         max_lora_rank=profile.engine.max_lora_rank,
         base_dir=base_dir if profile.base.source == "local" else None,
     )
+    deployment.prompt_format.check_image_size(profile.image_size, f"deployment set {deployment.source}")
+    return deployment
 
 
-def write_deployment(path: Path, *, name: str, rubric: str, base: BaseRef, adapter_dirs: list[Path]) -> Path:
+def write_deployment(
+    path: Path, *, name: str, rubric: str, base: BaseRef, adapter_dirs: list[Path],
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+) -> Path:
     """Write a deployment-set YAML listing `adapter_dirs` relative to it."""
     import os
 
@@ -217,6 +244,7 @@ def write_deployment(path: Path, *, name: str, rubric: str, base: BaseRef, adapt
         name=name,
         rubric=rubric,
         base=base,
+        prompt_format=prompt_format,
         adapters=[os.path.relpath(Path(d).resolve(), path.parent.resolve()) for d in adapter_dirs],
     )
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -293,7 +293,8 @@ def _prompt_layout(profile, deployment, config: dict | None = None):
     if config is None:
         config = json.loads((profile.base.resolved_path / "config.json").read_text(encoding="utf-8"))
     dims = [d for d in deployment.rubric.select(None) if d.name in deployment.adapters]
-    return prompt_layout(profile.base.resolved_path, deployment.rubric, dims, profile.image_size, config["image_token_id"])
+    return prompt_layout(profile.base.resolved_path, deployment.rubric, dims, profile.image_size, config["image_token_id"],
+                         deployment.prompt_format)
 
 
 def _floor_gflop(profile, layout, deployment, config: dict) -> dict:

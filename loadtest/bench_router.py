@@ -169,7 +169,8 @@ class RouterWorker:
         from adapters.images import encode_png, normalize_bytes, png_data_url
 
         def prepare() -> str:
-            return png_data_url(encode_png(normalize_bytes(data, self.profile.image_size)))
+            recipe = self.scorer.runtime.prompt_format.image_recipe
+            return png_data_url(encode_png(normalize_bytes(data, self.profile.image_size, recipe=recipe)))
 
         data_url = await asyncio.to_thread(prepare)
         scores, _ = await self.scorer.score(data_url)

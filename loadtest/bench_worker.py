@@ -110,7 +110,6 @@ class EngineWorker:
 
         from adapters.manifest import load_profile_deployment
         from adapters.profiles import load_profile
-        from adapters.prompts import chat_messages
         from serve.stack import score_token_ids
 
         self.images = [Path(p) for p in spec["images"]]
@@ -119,6 +118,7 @@ class EngineWorker:
         self.profile = load_profile(spec["profile"])
         deployment = load_profile_deployment(self.profile)
         self.rubric = deployment.rubric
+        self.prompt_format = deployment.prompt_format
         self.dims = [d for d in self.rubric.select(None) if d.name in deployment.adapters]
         self.llm = engine_llm(self.profile, deployment)
         tokenizer = self.llm.get_tokenizer()
@@ -128,7 +128,8 @@ class EngineWorker:
         self.loras = {d.name: LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)) for i, d in enumerate(self.dims)}
         self.prompt_text = {
             d.name: tokenizer.apply_chat_template(
-                chat_messages(self.rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True
+                self.prompt_format.chat_messages(self.rubric, d, {"type": "image"}), tokenize=False,
+                add_generation_prompt=True,
             )
             for d in self.dims
         }
@@ -142,7 +143,9 @@ class EngineWorker:
 
         started = time.perf_counter()
         prompts, requests, keys = [], [], []
-        images = {path.name: normalize_bytes(path.read_bytes(), self.profile.image_size) for path in paths}  # once each
+        recipe = self.prompt_format.image_recipe
+        images = {path.name: normalize_bytes(path.read_bytes(), self.profile.image_size, recipe=recipe)
+                  for path in paths}  # once each
         # Dimension-major order: vLLM batches requests in the order they are added, so each
         # adapter's tokens form one contiguous run and the LoRA ops work on slices, not gathers.
         for d in self.dims:

@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from adapters.images import normalize_bytes
-    from adapters.prompts import chat_messages
     from serve.engine import engine_command
     from serve.stack import score_token_ids
 
@@ -64,10 +63,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def batch(paths):
         prompts, loras = [], []
-        images = [normalize_bytes(path.read_bytes(), profile.image_size) for path in paths]
+        fmt = deployment.prompt_format
+        images = [normalize_bytes(path.read_bytes(), profile.image_size, recipe=fmt.image_recipe) for path in paths]
         for i, d in enumerate(dims):  # dimension-major, as the benchmark submits them
             for image in images:
-                text = tokenizer.apply_chat_template(chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
+                text = tokenizer.apply_chat_template(fmt.chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
                 prompts.append({"prompt": text, "multi_modal_data": {"image": image}})
                 loras.append(None if args.base else LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)))
         return prompts, loras

@@ -58,13 +58,15 @@ class PromptLayout:
         return {"prompt": self.prompt, "fixed_prefix": self.fixed_prefix, "image_tokens": self.image_tokens}
 
 
-def prompt_layout(base_dir: Path, rubric, dimensions: list, image_size: int, image_token_id: int) -> PromptLayout:
-    """Tokenise each dimension's prompt for one letter-boxed image, as the reference backend does."""
+def prompt_layout(
+    base_dir: Path, rubric, dimensions: list, image_size: int, image_token_id: int, prompt_format
+) -> PromptLayout:
+    """Tokenise each dimension's prompt (in the deployment's format) for one image, as the reference backend does."""
     from PIL import Image
 
     from adapters.hf_scoring import ScoringProcessor
 
-    scoring = ScoringProcessor.load(base_dir, rubric, image_size)
+    scoring = ScoringProcessor.load(base_dir, rubric, image_size, prompt_format)
     image = Image.new("RGB", (image_size, image_size), (128, 128, 128))
     prompt, prefix, image_tokens = {}, {}, set()
     for dim in dimensions:

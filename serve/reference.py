@@ -3,7 +3,7 @@
 This is how the KidsArtBench research code scores: load the base, attach the
 adapters with PEFT, switch adapter per dimension, run a forward pass per image and
 read the score-token logits. It is the correctness oracle for the vLLM fast path
-(same prompts, same pixels, same RAIL function) and the baseline for benchmarks.
+(same prompt format, same pixels, same RAIL function) and the baseline for benchmarks.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from adapters.hf_scoring import ScoringProcessor, score_token_logits
-from adapters.images import normalize_bytes
+from adapters.images import decode_image
 from adapters.manifest import Deployment, load_profile_deployment
 from adapters.profiles import Profile
 from adapters.rail import expected_score
@@ -32,7 +32,7 @@ class ReferenceBackend:
         self.rubric = self.deployment.rubric
         dtype = getattr(torch, profile.resolved_dtype)
         base_dir = Path(base_dir or profile.base.resolved_path)
-        self.scoring = ScoringProcessor.load(base_dir, self.rubric, profile.image_size)
+        self.scoring = ScoringProcessor.load(base_dir, self.rubric, profile.image_size, self.deployment.prompt_format)
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=dtype)
         dims = self.deployment.dimensions
         first = self.deployment.adapters[dims[0]]
@@ -45,7 +45,7 @@ class ReferenceBackend:
         self._torch = torch
 
     def score_image(self, image, dimensions: list[str] | None = None, description: str | None = None) -> dict:
-        """Scores for one normalised PIL image on the chosen dimensions (all by default)."""
+        """Scores for one prepared PIL image (`self.scoring.prepare`) on the chosen dimensions (all by default)."""
         selected = self.rubric.select(dimensions)
         scores = {}
         for dim in selected:
@@ -69,8 +69,8 @@ class ReferenceBackend:
 
     def score_bytes(self, data: bytes, dimensions: list[str] | None = None, description: str | None = None) -> dict:
         router = self.profile.router
-        image = normalize_bytes(data, self.profile.image_size, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels)
-        return self.score_image(image, dimensions, description)
+        image = decode_image(data, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels)
+        return self.score_image(self.scoring.prepare(image), dimensions, description)
 
     def score_path(self, path: Path, dimensions: list[str] | None = None, description: str | None = None) -> dict:
         return self.score_bytes(Path(path).read_bytes(), dimensions, description)

@@ -151,12 +151,13 @@ class ScoringRouter:
     # ---- helpers -------------------------------------------------------------------------
 
     async def _prepare(self, data: bytes) -> str:
-        """Decode, normalise and encode once (in a thread: decoding big images is CPU work)."""
+        """Decode, prepare (the prompt format's image recipe) and encode once (in a thread: decoding is CPU work)."""
 
         def work() -> str:
             image = normalize_bytes(
                 data,
                 self.runtime.image_size,
+                recipe=self.runtime.prompt_format.image_recipe,
                 max_bytes=self.runtime.max_image_bytes,
                 max_pixels=self.runtime.max_image_pixels,
             )

@@ -4,7 +4,8 @@
 (`model=<dimension>` selects that LoRA), asks for the logprobs of the score
 tokens only (`allowed_token_ids`, one generated token, greedy), and turns each
 answer into a RAIL score with the shared function. The image arrives already
-normalised and PNG-encoded, so every dimension sees identical pixels.
+prepared (by the deployment's prompt format's image recipe) and PNG-encoded, so
+every dimension sees identical pixels.
 
 The engine client is aiohttp, not httpx: under the bench's router load py-spy put
 half of the router replica's CPU in httpx/httpcore's connection-pool bookkeeping
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.prompts import chat_messages
+from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
 from serve import metrics
@@ -51,6 +52,7 @@ class RouterRuntime(BaseModel):
     engine_timeout_s: float = Field(description="Timeout of one engine request.")
     engine_connections: int = Field(description="Pooled connections to the engine.")
     base_model_id: str = Field(description="The base model's served name (for readiness checks).")
+    prompt_format: PromptFormat = Field(description="The deployment's prompt format: messages and image recipe.")
 
 
 @dataclass
@@ -109,7 +111,7 @@ class EngineScorer:
     async def _score_dimension(self, dim, image_part: dict, description: str | None):
         body = {
             "model": dim.name,
-            "messages": chat_messages(self.rubric, dim, image_part, description),
+            "messages": self.runtime.prompt_format.chat_messages(self.rubric, dim, image_part, description),
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": True,

@@ -57,6 +57,7 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) ->
         engine_timeout_s=router.engine_timeout_s,
         engine_connections=router.engine_connections,
         base_model_id=profile.base.model_id,
+        prompt_format=deployment.prompt_format,
     )
 
 

@@ -29,12 +29,12 @@ def test_fact_targets_follow_the_drawing():
 
 def test_caption_batches_label_only_the_answer(tiny_profile):
     from adapters.base_builder import random_base
-    from adapters.prompts import SYSTEM_PROMPT
+    from adapters.prompts import load_prompt_format
     from train.pretrain import IGNORE, CaptionBatches, DrawingSet
 
     model, processor = random_base(tiny_profile)
     drawings = DrawingSet(processor, tiny_profile.image_size, range(7_000_000_000, 7_000_000_002), "test")
-    data = CaptionBatches(processor, drawings, drawings.features(model), SYSTEM_PROMPT)
+    data = CaptionBatches(processor, drawings, drawings.features(model), load_prompt_format("kidsart"))
     assert data.image_tokens == 64  # 224 px, 14 px patches, 2x2 merge
     batch = data.batch([0, 1], [("How many colours are used?", "Three."), ("List what you see.", "A long answer here.")])
     tokenizer = processor.tokenizer

@@ -58,7 +58,7 @@ def test_gradient_reaches_lora_through_the_serving_inputs(tiny_profile, tmp_path
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from adapters.hf_scoring import ScoringProcessor, score_token_logits
-    from adapters.images import normalize_image
+    from adapters.prompts import load_prompt_format
     from adapters.rubric import load_rubric
     from train.dataset import load_dataset
     from train.init_adapters import lora_config
@@ -70,7 +70,7 @@ def test_gradient_reaches_lora_through_the_serving_inputs(tiny_profile, tmp_path
     rubric = load_rubric()
     ds = load_dataset(tmp_path / "labels.csv", tmp_path / "images", rubric, ["color_richness"])
     base = tiny_profile.base.resolved_path
-    scoring = ScoringProcessor.load(base, rubric, 224)
+    scoring = ScoringProcessor.load(base, rubric, 224, load_prompt_format("kidsart"))
     base_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
     encoded = EncodedData(scoring, rubric, ds.samples, 224, base_model)
     dim = rubric.dimension("color_richness")
@@ -79,7 +79,7 @@ def test_gradient_reaches_lora_through_the_serving_inputs(tiny_profile, tmp_path
     # and the cached vision-tower output gives the same logits as the pixel path (tolerance 1e-5)
     from PIL import Image
 
-    images = [normalize_image(Image.open(s.image_path), 224) for s in ds.samples]
+    images = [scoring.prepare(Image.open(s.image_path)) for s in ds.samples]
     direct = scoring.batch_inputs(rubric, dim, images)
     for key in direct:
         if key not in ("pixel_values",):

@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 
 from adapters.errors import UnknownDimensionError
+from adapters.prompts import load_prompt_format
 from serve.errors import EngineResponseError, EngineUnavailableError
 from serve.scoring import EngineScorer, RouterRuntime
 
@@ -19,7 +20,7 @@ def _runtime(**overrides):
         engine_url="http://engine", rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
         score_token_ids=[11, 12, 13, 14, 15], image_size=224, max_image_bytes=1000, max_image_pixels=1000,
         max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5, engine_connections=4,
-        base_model_id="base",
+        base_model_id="base", prompt_format=load_prompt_format("kidsart"),
     )
     values.update(overrides)
     return RouterRuntime(**values)
@@ -126,3 +127,22 @@ def test_engine_error_answers_are_typed():
 def test_dimension_without_adapter_is_refused():
     with pytest.raises(UnknownDimensionError, match="no adapter is deployed"):
         EngineScorer(_runtime()).select(["imagination"])
+
+
+def test_engine_requests_follow_the_deployments_prompt_format():
+    seen = []
+
+    def handler(body):
+        seen.append(body)
+        return 200, _completion({"3": 0.0})
+
+    async def call(scorer):
+        scorer.runtime = scorer.runtime.model_copy(update={"prompt_format": load_prompt_format("kidsartbench-release")})
+        return await scorer.score("data:image/png;base64,AAAA", ["realism"])
+
+    _run(handler, call)
+    (body,) = seen
+    assert [m["role"] for m in body["messages"]] == ["user"]  # no system message of ours
+    content = body["messages"][0]["content"]
+    assert content[0]["image_url"]["url"] == "data:image/png;base64,AAAA"
+    assert content[1]["text"].startswith("<image>Assess the student's artwork based on the 'realism' criterion")

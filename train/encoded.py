@@ -43,8 +43,6 @@ class EncodedData:
         from PIL import Image
         from tqdm import tqdm
 
-        from adapters.images import normalize_image
-
         self.scoring, self.rubric, self.samples = scoring, rubric, samples
         self.features: list = []
         self.grids: list = []
@@ -62,7 +60,7 @@ class EncodedData:
 
         for sample in tqdm(samples, desc="encode images", unit="img", leave=False):
             with Image.open(sample.image_path) as img:
-                image = normalize_image(img, image_size)
+                image = scoring.prepare(img)
             if self._first_image is None:
                 self._first_image = image
             out = image_processor(images=[image], return_tensors="pt")

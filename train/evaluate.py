@@ -212,14 +212,13 @@ def score_reference(dataset, profile, deployment) -> list[dict]:
     from PIL import Image
     from tqdm import tqdm
 
-    from adapters.images import normalize_image
     from serve.reference import ReferenceBackend
 
     backend = ReferenceBackend(profile, deployment)
     results = []
     for sample in tqdm(dataset.samples, desc="eval reference", unit="img"):
         with Image.open(sample.image_path) as img:
-            image = normalize_image(img, profile.image_size)
+            image = backend.scoring.prepare(img)
         results.append(backend.score_image(image, dataset.dimensions, sample.description))
     return results
 
@@ -361,8 +360,8 @@ def compare_adapter_sets(
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from adapters.hf_scoring import ScoringProcessor, score_token_logits
-    from adapters.images import normalize_image
     from adapters.manifest import load_manifest
+    from adapters.prompts import load_prompt_format
     from adapters.profiles import load_profile
     from adapters.rail import expected_score
     from adapters.rubric import load_rubric
@@ -373,7 +372,7 @@ def compare_adapter_sets(
     torch.set_num_threads(2)
     dims = sorted(p.name for p in Path(reference_dir).iterdir() if (p / "manifest.yaml").is_file())
     results: dict = {}
-    images = [normalize_image(render_artwork(seed + i)[0], profile.image_size) for i in range(n_images)]
+    drawings = [render_artwork(seed + i)[0] for i in range(n_images)]
     for dim in dims:
         ref_m, cand_dir = load_manifest(Path(reference_dir) / dim), Path(candidate_dir) / dim
         if not (cand_dir / "manifest.yaml").is_file():
@@ -384,7 +383,9 @@ def compare_adapter_sets(
         a = load_file(str(Path(reference_dir) / dim / "adapter_model.safetensors"))
         b = load_file(str(cand_dir / "adapter_model.safetensors"))
         weight_diff = max(float((a[k] - b[k]).abs().max()) for k in a) if set(a) == set(b) else float("inf")
-        scoring = ScoringProcessor.load(base_dir, rubric, profile.image_size)
+        prompt_format = load_prompt_format(ref_m.prompt_format)
+        scoring = ScoringProcessor.load(base_dir, rubric, profile.image_size, prompt_format)
+        images = [scoring.prepare(drawing) for drawing in drawings]
         model = PeftModel.from_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32), Path(reference_dir) / dim, adapter_name="ref")
         model.load_adapter(cand_dir, adapter_name="cand")
         model.eval()

@@ -73,8 +73,8 @@ class DrawingSet:
 class CaptionBatches:
     """Tokenised, label-masked image-text batches over cached vision features (the vision tower is frozen)."""
 
-    def __init__(self, processor, drawings: DrawingSet, features: list, system_prompt: str):
-        self.processor, self.system_prompt = processor, system_prompt
+    def __init__(self, processor, drawings: DrawingSet, features: list, prompt_format):
+        self.processor, self.prompt_format = processor, prompt_format
         self.drawings, self.features, self.details = drawings, features, drawings.details
         tokenizer = processor.tokenizer
         self.im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
@@ -87,12 +87,7 @@ class CaptionBatches:
         return len(self.features)
 
     def prompt(self, question: str) -> str:
-        from adapters.prompts import user_turn
-
-        messages = [
-            {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]},
-            {"role": "user", "content": user_turn(question, {"type": "image"})},
-        ]
+        messages = self.prompt_format.messages(self.prompt_format.user_content(question, {"type": "image"}))
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text.replace("<|image_pad|>", "<|image_pad|>" * self.image_tokens)
 
@@ -187,13 +182,15 @@ def pretrain_captions(model, processor, drawings: DrawingSet, features: list, he
     """Stage 2: the language model learns to answer questions about drawings (vision tower frozen)."""
     import torch
 
-    from adapters.prompts import SYSTEM_PROMPT
+    from adapters.prompts import load_prompt_format
     from train.captions import training_pair
     from train.vision_pretrain import optimise
 
     start = time.perf_counter()
-    data = CaptionBatches(processor, drawings, features, SYSTEM_PROMPT)
-    held_data = CaptionBatches(processor, held, held.features(model), SYSTEM_PROMPT) if held else None
+    # The base learns this project's prompt format (system text, question, then the image).
+    prompt_format = load_prompt_format("kidsart")
+    data = CaptionBatches(processor, drawings, features, prompt_format)
+    held_data = CaptionBatches(processor, held, held.features(model), prompt_format) if held else None
     before = held_out_loss(model, held_data) if held_data else None
     params = [p for name, p in model.named_parameters() if ".visual." not in f".{name}"]
     for p in params:

@@ -69,7 +69,12 @@ class TrainConfig(BaseModel):
     grad_accum_steps: int = Field(default=1, ge=1, description="Micro-batches per optimiser step (effective batch = batch_size * grad_accum_steps).")
     epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
     max_grad_norm: float | None = Field(default=1.0, description="Gradient clipping norm (None: off).")
-    image_size: int = Field(default=224, description="Side of the letter-boxed square image.")
+    image_size: int = Field(default=224, description="Side of the square input image.")
+    prompt_format: str = Field(
+        default="kidsart",
+        description="Prompt format the adapters are trained in (adapters/prompt_formats; its image recipe too); "
+        "recorded in each manifest, and a deployment set must name the same.",
+    )
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of artworks held out for the per-epoch validation metric.")
     loss: Literal["raft", "cross_entropy"] = Field(default="raft", description="raft: MSE on the expected score; cross_entropy: CE on the label's score token.")
     ce_weight: float = Field(default=0.0, ge=0, description="Weight of an extra cross-entropy term added to the RAFT loss.")
@@ -308,6 +313,7 @@ def train_adapters(
 
     from adapters.hf_scoring import ScoringProcessor
     from adapters.manifest import AdapterManifest, LoraShape, Provenance, read_base_ref
+    from adapters.prompts import load_prompt_format
 
     rubric = dataset.rubric
     unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
@@ -338,7 +344,8 @@ def train_adapters(
 
     train_samples, val_samples = dataset.split(config.val_fraction, config.seed)
     index = {s.name: i for i, s in enumerate(dataset.samples)}
-    scoring = ScoringProcessor.load(base_dir, rubric, config.image_size)
+    prompt_format = load_prompt_format(config.prompt_format)
+    scoring = ScoringProcessor.load(base_dir, rubric, config.image_size, prompt_format)
     encoded = EncodedData(scoring, rubric, dataset.samples, config.image_size, _load_base(base_dir, config))
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
@@ -372,6 +379,7 @@ def train_adapters(
                 data_hash=fingerprints[dim_name]["data_hash"],
                 notes=notes + (" One LoRA shared by all dimensions (ablation)." if shared else ""),
             ),
+            prompt_format=prompt_format.name,
             metrics={
                 "val_srcc": final.get("val_srcc"),
                 "val_mae": final.get("val_mae"),

@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 
 
 class _Prepare:
-    """Read each file; in engine mode also decode and normalise it (errors become error results)."""
+    """Read each file; in engine mode also decode and prepare it by the prompt format's recipe (errors become error results)."""
 
-    def __init__(self, mode: str, image_size: int, max_bytes: int, max_pixels: int):
+    def __init__(self, mode: str, image_size: int, max_bytes: int, max_pixels: int, recipe: str):
         self.mode, self.image_size, self.max_bytes, self.max_pixels = mode, image_size, max_bytes, max_pixels
+        self.recipe = recipe
 
     def __call__(self, batch: dict) -> dict:
         import hashlib
@@ -49,7 +50,8 @@ class _Prepare:
                 data = Path(path).read_bytes()
                 sha = hashlib.sha256(data).hexdigest()
                 if self.mode == "engine":
-                    image = normalize_bytes(data, self.image_size, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+                    image = normalize_bytes(data, self.image_size, recipe=self.recipe,
+                                            max_bytes=self.max_bytes, max_pixels=self.max_pixels)
                     payload = png_data_url(encode_png(image)).encode("ascii")
                 else:
                     payload = data
@@ -106,7 +108,7 @@ class _Score:
 
     async def _score_batch(self, batch: dict) -> list[dict]:
         if "payload" not in batch:  # router mode: read the original bytes here
-            prepared = await asyncio.to_thread(_Prepare("router", 0, 0, 0), batch)
+            prepared = await asyncio.to_thread(_Prepare("router", 0, 0, 0, ""), batch)
             batch.update(prepared)
 
         async def one(i: int) -> dict:
@@ -164,8 +166,10 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
         ctx.verbose_stats_logs = False
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
         if mode == "engine":
+            # The engine is asked in the deployment's prompt format: its image recipe and size.
+            recipe, image_size = runtime["prompt_format"]["image_recipe"], runtime["image_size"]
             dataset = dataset.map_batches(
-                _Prepare, fn_constructor_args=(mode, image_size, max_bytes, max_pixels), batch_size=batch_size,
+                _Prepare, fn_constructor_args=(mode, image_size, max_bytes, max_pixels, recipe), batch_size=batch_size,
                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
             )
         connections = batch_size * actor_concurrency
