@@ -41,6 +41,16 @@ class LoraShape(_Strict):
     target_modules: str | list[str] = Field(description="PEFT target_modules (regex string or module names).")
 
 
+class ImportSource(_Strict):
+    """Where an imported adapter came from, exactly."""
+
+    layout: str = Field(description="Source layout, e.g. 'kidsartbench' (their save_pretrained folders).")
+    folder: str = Field(description="The folder the adapter was read from.")
+    checkpoint: str = Field(description="'best_model' (best validation step) or 'last_step'.")
+    base_model_name_or_path: str | None = Field(default=None, description="The base its adapter_config.json named.")
+    files: dict[str, str] = Field(description="sha256 of every file of the source folder.")
+
+
 class Provenance(_Strict):
     method: str = Field(description="How the adapter was made: 'raft', 'cross_entropy', 'deterministic-init', ...")
     created_by: str = Field(description="Command that made it.")
@@ -48,6 +58,7 @@ class Provenance(_Strict):
     training_config: dict[str, Any] | None = Field(default=None, description="Full training config, if trained.")
     data_hash: str | None = Field(default=None, description="Hash of the training data, if trained.")
     notes: str | None = Field(default=None, description="Anything a reader should know.")
+    source: ImportSource | None = Field(default=None, description="For imported adapters: the source files.")
 
 
 class AdapterManifest(_Strict):

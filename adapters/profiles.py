@@ -261,14 +261,24 @@ def profile_path(name_or_path: str | Path) -> Path:
     return PROFILE_DIR / f"{name_or_path}.yaml"
 
 
-def load_profile(name_or_path: str | Path = "tiny") -> Profile:
-    """Load and validate a profile by name (adapters/profiles/NAME.yaml) or path."""
+def load_profile(name_or_path: str | Path = "tiny", deployment: str | Path | None = None) -> Profile:
+    """Load and validate a profile by name (adapters/profiles/NAME.yaml) or path.
+
+    `deployment` (the commands' `--deployment PATH`) serves another deployment set on the
+    profile's base, e.g. one written by `kidsart import-adapters`, without editing the profile.
+    """
     path = profile_path(name_or_path)
     if not path.is_file():
         names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise ConfigError(f"profile {name_or_path!r}: file {path} does not exist (profiles: {names})")
     try:
-        return Profile.model_validate(_profile_data(path, seen=()))
+        data = _profile_data(path, seen=())
+        if deployment is not None:
+            chosen = Path(deployment).expanduser().resolve()
+            if not chosen.is_file():
+                raise ConfigError(f"--deployment {deployment}: file {chosen} does not exist")
+            data["deployment"] = str(chosen)
+        return Profile.model_validate(data)
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from exc
     except ValidationError as exc:

@@ -152,6 +152,7 @@ def run_bench(
     phases: tuple[str, ...] = PHASES,
     stock_ops: bool = False,
     engine_http: bool = True,
+    deployment: str | None = None,
 ) -> dict:
     """Run the interleaved benchmark and return (and write to `out`) its summary."""
     from adapters.machine import cpu_model_and_flags
@@ -164,8 +165,10 @@ def run_bench(
         raise BenchPhaseError(f"unknown phases {unknown}: choose from {list(PHASES)}")
     if repeats < 1:
         raise BenchPhaseError("repeats must be at least 1")
-    ensure_bench_artifacts(profile)
-    loaded = load_profile(profile)
+    if deployment is None:
+        ensure_bench_artifacts(profile)
+    loaded = load_profile(profile, deployment)
+    deployment_path = str(loaded.deployment_path)
     deployment = load_profile_deployment(loaded)
     concurrency = concurrency or [1, 2, 4, 8, 16]
     workdir = Path(tempfile.mkdtemp(prefix="kidsart-bench-"))
@@ -175,11 +178,13 @@ def run_bench(
         bench_imgs = write_images(workdir / "images", images, seed=1, prefix="img")
     sweep_imgs = write_images(workdir / "sweep", len(concurrency) * max(8, len(bench_imgs) // 2), seed=2, prefix="sweep")
     warm_imgs = write_images(workdir / "warm", 2, seed=3, prefix="warm")
-    spec = {"profile": profile, "images": [str(p) for p in bench_imgs], "warm": [str(p) for p in warm_imgs]}
+    spec = {"profile": profile, "deployment": deployment_path, "images": [str(p) for p in bench_imgs],
+            "warm": [str(p) for p in warm_imgs]}
 
     cpu_model, cpu_flags = cpu_model_and_flags()
     conditions = {
-        "profile": profile, "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": len(bench_imgs),
+        "profile": profile, "deployment": deployment_path, "prompt_format": deployment.prompt_format.name,
+        "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": len(bench_imgs),
         "images_source": str(images_dir) if images_dir else "synthetic (seed 1)",
         "dimensions": len(deployment.dimensions), "repeats": repeats, "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model, "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],
@@ -311,6 +316,8 @@ def _floor_gflop(profile, layout, deployment, config: dict) -> dict:
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="bench")
+    parser.add_argument("--deployment", default=None,
+                        help="Deployment set to bench on the profile's base instead of the profile's own.")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--images-dir", default=None, help="Bench (and check parity on) every image in this folder.")
     parser.add_argument("--out", default="bench.json")
@@ -337,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
             out=Path(args.out), concurrency=[int(c) for c in str(args.concurrency).split(",") if c.strip()],
             router_url=args.url, engine_url=args.engine_url, router_port=args.router_port, engine_port=args.engine_port,
             repeats=args.repeats, phases=tuple(p for p in args.phases.split(",") if p), stock_ops=args.stock_ops,
-            engine_http=not args.no_engine_http,
+            engine_http=not args.no_engine_http, deployment=args.deployment,
         )
     except (BenchPhaseError, ValueError) as exc:
         log.error("%s", exc)

@@ -102,7 +102,7 @@ class RouterWorker:
         sweep = [Path(p) for p in spec["sweep"]]
         concurrency = spec["concurrency"]
         self.stats_dir = Path(spec["stats_dir"]) if spec.get("stats_dir") else None
-        profile = load_profile(spec["profile"])
+        profile = load_profile(spec["profile"], spec.get("deployment"))
         env = dict(profile.engine.env)
         env["VLLM_SERVER_DEV_MODE"] = "1"  # the cache-reset endpoints
         if self.stats_dir:

@@ -47,7 +47,7 @@ class ReferenceWorker:
 
         self.images = [Path(p) for p in spec["images"]]
         warm = [Path(p) for p in spec["warm"]]
-        profile = load_profile(spec["profile"])
+        profile = load_profile(spec["profile"], spec.get("deployment"))
         self.backend = ReferenceBackend(profile)
         self.torch = torch
         # The baseline at its best: on a shared CPU, torch's default of one OpenMP thread
@@ -115,7 +115,7 @@ class EngineWorker:
         self.images = [Path(p) for p in spec["images"]]
         self.warm = [Path(p) for p in spec["warm"]]
         self.stats_dir = Path(spec["stats_dir"]) if spec.get("stats_dir") else None
-        self.profile = load_profile(spec["profile"])
+        self.profile = load_profile(spec["profile"], spec.get("deployment"))
         deployment = load_profile_deployment(self.profile)
         self.rubric = deployment.rubric
         self.prompt_format = deployment.prompt_format

@@ -5,6 +5,9 @@ from typing import List, Optional
 
 import typer
 
+DEPLOYMENT_HELP = ("Deployment set YAML to serve on the profile's base instead of the profile's own "
+                   "(e.g. DIR/deployment.yaml from `kidsart import-adapters`).")
+
 
 def register(app: typer.Typer) -> None:
     from serve.district import cli as district_cli
@@ -16,11 +19,12 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
         port: Optional[int] = typer.Option(None, help="Router port (default: the profile's, 8000)."),
         engine_port: Optional[int] = typer.Option(None, help="Engine port (default: the profile's, 8100)."),
+        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
     ) -> None:
         """Run the vLLM engine and the Ray Serve router in the foreground until Ctrl-C or SIGTERM."""
         from serve.foreground import run_foreground
 
-        run_foreground(profile, router_port=port, engine_port=engine_port)
+        run_foreground(profile, router_port=port, engine_port=engine_port, deployment=deployment)
 
     @app.command("score")
     def score_command(
@@ -29,6 +33,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("router", help="router: the running service; reference: transformers + PEFT in-process."),
         dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."),
         profile: str = typer.Option("tiny", help="Profile for the reference backend."),
+        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
     ) -> None:
         """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
         import json
@@ -45,7 +50,7 @@ def register(app: typer.Typer) -> None:
             from adapters.profiles import load_profile
             from serve.reference import ReferenceBackend
 
-            loaded = load_profile(profile)
+            loaded = load_profile(profile, deployment)
             reference = ReferenceBackend(loaded)
             reference.rubric.select(dims)
 

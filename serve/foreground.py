@@ -11,7 +11,9 @@ from serve.stack import Stack
 log = logging.getLogger(__name__)
 
 
-def run_foreground(profile_name: str, router_port: int | None = None, engine_port: int | None = None) -> None:
+def run_foreground(
+    profile_name: str, router_port: int | None = None, engine_port: int | None = None, deployment: str | None = None
+) -> None:
     stop = threading.Event()
 
     def request_stop(signum, _frame) -> None:
@@ -19,14 +21,15 @@ def run_foreground(profile_name: str, router_port: int | None = None, engine_por
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(load_profile(profile_name), router_port=router_port, engine_port=engine_port)
+    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, engine_port=engine_port)
     try:
         stack.start()
         # ray.init installs its own SIGTERM handler in the driver; take it back so a
         # SIGTERM stops engine and router in order instead of exiting past them.
         for sig in previous:
             signal.signal(sig, request_stop)
-        log.info("serving %s on %s (engine %s); Ctrl-C to stop", profile_name, stack.url, stack.engine.url)
+        log.info("serving %s (deployment %s, prompt format %s) on %s (engine %s); Ctrl-C to stop", profile_name,
+                 stack.deployment.source, stack.deployment.prompt_format.name, stack.url, stack.engine.url)
         while not stop.wait(1.0):
             if stack.engine.process is not None and stack.engine.process.poll() is not None:
                 log.error("the vLLM engine exited with code %s; stopping", stack.engine.process.returncode)

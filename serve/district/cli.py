@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder: journal.jsonl, scores.csv, scores.parquet, report.html."),
         url: Optional[str] = typer.Option(None, "--url", help="Router URL (e.g. http://127.0.0.1:8000)."),
         profile: Optional[str] = typer.Option(None, "--profile", help="Without --url: start this profile's stack, score, stop it."),
+        deployment: Optional[str] = typer.Option(None, "--deployment", help="With --profile: serve this deployment set (e.g. from `kidsart import-adapters`) on the profile's base."),
         concurrency: int = typer.Option(32, "--concurrency", min=1, help="Images in flight at once."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
         dimensions: str = typer.Option("", "--dimensions", help="Comma-separated dimensions (default: all of the rubric)."),
@@ -49,6 +50,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--engine-url needs --pipeline ray and --profile (for the prompts and adapter labels)")
         if not url and not profile:
             raise ConfigError("give --url of a running router, or --profile to start the stack for this run")
+        if deployment and not profile:
+            raise ConfigError("--deployment needs --profile (the base it is served on)")
         config = DistrictJobConfig(
             input=input, out=out, resume=resume, concurrency=concurrency,
             dimensions=[d.strip() for d in dimensions.split(",") if d.strip()],
@@ -62,7 +65,7 @@ def register(app: typer.Typer) -> None:
             if profile:
                 from adapters.profiles import load_profile
 
-                loaded = load_profile(profile)
+                loaded = load_profile(profile, deployment)
                 config.rubric = loaded.rubric
                 image_size = loaded.image_size
                 if engine_url:
