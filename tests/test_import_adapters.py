@@ -114,3 +114,48 @@ def test_arguments_are_checked(release, tiny_profile, tmp_path):
         import_adapters(release, layout="kidsartbench", profile=tiny_profile, out=tmp_path / "b")
     with pytest.raises(ImportProblems, match="is not a folder"):
         import_adapters(tmp_path / "nowhere", layout="kidsartbench", profile=tiny_profile, out=tmp_path / "c")
+
+
+def _seven_b_release(root, dims):
+    """Their adapter files for the 7B, by shape only (bf16 zeros; layers 0 and 27 of 28 to stay small)."""
+    import torch
+    from safetensors.torch import save_file
+
+    hidden, kv = 3584, 512  # Qwen2.5-VL-7B: 28 heads of 128, 4 KV heads
+    config = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none",
+              "task_type": "CAUSAL_LM", "target_modules": ["q_proj", "v_proj", "k_proj", "o_proj"],
+              "base_model_name_or_path": "/data/Qwen2.5-VL-7B-Instruct"}
+    for dim in dims:
+        folder = root / f"dimension_{dim}" / "best_model"
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        tensors = {}
+        for layer in (0, 27):
+            for module, out in (("q_proj", hidden), ("k_proj", kv), ("v_proj", kv), ("o_proj", hidden)):
+                key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+                tensors[f"{key}.lora_A.weight"] = torch.zeros(8, hidden, dtype=torch.bfloat16)
+                tensors[f"{key}.lora_B.weight"] = torch.zeros(out, 8, dtype=torch.bfloat16)
+        save_file(tensors, str(folder / "adapter_model.safetensors"))
+    return root
+
+
+def test_production_import_on_cpu_gives_manifests_a_deployment_and_the_engine_command(tmp_path, caplog):
+    """What a CPU can check of the production import: the 7B base is not here, so names are checked, sizes not."""
+    from adapters.profiles import load_profile
+    from serve.engine import engine_command
+
+    production = load_profile("production")
+    src = _seven_b_release(tmp_path / "release", DIMS)
+    with caplog.at_level("WARNING"):
+        path = import_adapters(src, layout="kidsartbench", profile=production, out=tmp_path / "imported")
+    assert "tensor shapes were not checked" in caplog.text
+    deployment = load_deployment(path, max_lora_rank=production.engine.max_lora_rank)
+    assert deployment.base.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert deployment.base.content_hash == "unhashed:Qwen/Qwen2.5-VL-7B-Instruct"
+    assert deployment.prompt_format.name == "kidsartbench-release"
+    command = engine_command(production, deployment)
+    modules = [json.loads(m) for m in command[command.index("--lora-modules") + 1:][:len(DIMS)]]
+    assert [m["name"] for m in modules] == DIMS
+    assert all(m["base_model_name"] == "Qwen/Qwen2.5-VL-7B-Instruct" for m in modules)
+    assert all(m["path"] == str(deployment.adapters[m["name"]].path) for m in modules)
+    assert "--max-lora-rank" in command and command[command.index("--max-lora-rank") + 1] == "8"

@@ -79,6 +79,21 @@ def their_scores(base_dir, release, images: list, dims: list[str], checkpoint: s
     return scores
 
 
+def _district_run(url: str, tmp_path):
+    import pandas as pd
+
+    from tests.district_helpers import run
+
+    for i in range(6):  # school/grade/class/student.png
+        folder = tmp_path / "district" / "north" / f"grade {1 + i % 2}" / "class a"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"student {i}.png").write_bytes(png_bytes(drawing(9200 + i, size=(260, 180))))
+    result = run([str(tmp_path / "district"), "--out", str(tmp_path / "district-out"), "--url", url, "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "district-out" / "report.html").stat().st_size > 0
+    return pd.read_csv(tmp_path / "district-out" / "scores.csv")
+
+
 @pytest.fixture(scope="module")
 def imported(tiny_profile, tmp_path_factory):
     from adapters.importer import import_adapters
@@ -108,6 +123,7 @@ def test_imported_release_served_by_the_router_matches_their_inference(imported,
                                   timeout=120)
             assert response.status_code == 200, response.text
             served[path.name] = response.json()["scores"]
+        district_csv = _district_run(stack.url, tmp_path)
     expected = their_scores(tiny_profile.base.resolved_path, release, images, DIMS)
     worst = 0.0
     for name, by_dim in expected.items():
@@ -125,6 +141,10 @@ def test_imported_release_served_by_the_router_matches_their_inference(imported,
         ours = reference.score_path(path)
         for dim in DIMS:
             assert ours[dim]["score"] == pytest.approx(expected[path.name][dim], abs=1e-5), (path.name, dim)
+    # the district job and its report work unchanged on the imported deployment
+    assert district_csv["status"].eq("ok").all() and len(district_csv) == 6
+    for dim in DIMS:
+        assert district_csv[dim].between(1, 5).all(), dim
     # the best_model checkpoint was served, not the last step (their weights differ enough to tell)
     last = their_scores(tiny_profile.base.resolved_path, release, images[:1], ["realism"], checkpoint="last_step")
     assert abs(last[images[0].name]["realism"] - expected[images[0].name]["realism"]) > 1e-3

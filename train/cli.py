@@ -154,7 +154,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"trained {len(dirs)} adapter(s) into {out} in {time.perf_counter() - start:.1f} s")
         if deployment:
             write_deployment(Path(deployment), name=Path(deployment).stem, rubric=rub.name,
-                             base=read_base_ref(prof.base.resolved_path), adapter_dirs=dirs)
+                             base=read_base_ref(prof.base.resolved_path), adapter_dirs=dirs,
+                             prompt_format=cfg.prompt_format)
             typer.echo(f"wrote deployment set {deployment}")
 
     @app.command("eval")
