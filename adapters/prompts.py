@@ -22,14 +22,13 @@ Shipped formats:
 from __future__ import annotations
 
 import string
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters import PACKAGE_DIR
+from adapters.datafiles import load_data_file, shipped_names
 from adapters.errors import ConfigError
 from adapters.rubric import Dimension, Rubric
 
@@ -144,33 +143,10 @@ class PromptFormat(BaseModel):
         return self.messages(content)
 
 
-def prompt_format_path(name_or_path: str | Path) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        return candidate
-    return PROMPT_FORMAT_DIR / f"{name_or_path}.yaml"
-
-
 def shipped_prompt_formats() -> list[str]:
-    return sorted(p.stem for p in PROMPT_FORMAT_DIR.glob("*.yaml"))
-
-
-@lru_cache(maxsize=32)
-def _load_cached(path: Path, mtime_ns: int, size: int) -> PromptFormat:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"prompt format {path} is not valid YAML: {exc}") from exc
-    try:
-        return PromptFormat.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"prompt format {path} is invalid: {exc}") from exc
+    return shipped_names(PROMPT_FORMAT_DIR)
 
 
 def load_prompt_format(name_or_path: str | Path = DEFAULT_PROMPT_FORMAT) -> PromptFormat:
     """Load and validate a prompt format by shipped name or by path."""
-    path = prompt_format_path(name_or_path).resolve()
-    if not path.is_file():
-        raise ConfigError(f"prompt format {path} does not exist (shipped formats: {shipped_prompt_formats()})")
-    stat = path.stat()
-    return _load_cached(path, stat.st_mtime_ns, stat.st_size)
+    return load_data_file(PromptFormat, "prompt format", name_or_path, PROMPT_FORMAT_DIR)

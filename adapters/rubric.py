@@ -8,14 +8,13 @@ the same `Rubric` object, so a new rubric is a new YAML file, not new code.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters import PACKAGE_DIR
-from adapters.errors import ConfigError, UnknownDimensionError
+from adapters.datafiles import data_file_path, load_data_file, shipped_names
+from adapters.errors import UnknownDimensionError
 
 RUBRIC_DIR = PACKAGE_DIR / "rubrics"
 DEFAULT_RUBRIC = "kidsartbench"
@@ -106,33 +105,13 @@ class Rubric(BaseModel):
 
 def rubric_path(name_or_path: str | Path) -> Path:
     """Resolve a rubric name (shipped in adapters/rubrics) or a path to a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in {".yaml", ".yml"}:
-        return candidate
-    return RUBRIC_DIR / f"{name_or_path}.yaml"
-
-
-@lru_cache(maxsize=32)
-def _load_cached(path: Path, _mtime_ns: int, _size: int) -> Rubric:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"rubric file {path} is not valid YAML: {exc}") from exc
-    try:
-        return Rubric.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"rubric file {path} is invalid: {exc}") from exc
+    return data_file_path(name_or_path, RUBRIC_DIR)
 
 
 def load_rubric(name_or_path: str | Path = DEFAULT_RUBRIC) -> Rubric:
     """Load and validate a rubric by shipped name or by path."""
-    path = rubric_path(name_or_path).resolve()
-    if not path.is_file():
-        shipped = sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))
-        raise ConfigError(f"rubric file {path} does not exist (shipped rubrics: {shipped})")
-    stat = path.stat()
-    return _load_cached(path, stat.st_mtime_ns, stat.st_size)
+    return load_data_file(Rubric, "rubric file", name_or_path, RUBRIC_DIR)
 
 
 def shipped_rubrics() -> list[str]:
-    return sorted(p.stem for p in RUBRIC_DIR.glob("*.yaml"))
+    return shipped_names(RUBRIC_DIR)

@@ -103,3 +103,13 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
     assert alive == [], f"processes left behind: {alive}"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{engine_port}/v1/models", timeout=2)
+
+
+def test_import_adapters_names_every_problem_and_exits_2(tmp_path):
+    (tmp_path / "release" / "dimension_colour").mkdir(parents=True)
+    result = subprocess.run([KIDSART, "import-adapters", str(tmp_path / "release"), "--format", "kidsartbench",
+                             "--profile", "tiny", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "dimension_colour: 'colour' is not a dimension of the rubric" in result.stderr
+    assert "missing dimension folder(s): dimension_realism" in result.stderr
+    assert not (tmp_path / "out").exists()

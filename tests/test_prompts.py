@@ -68,7 +68,7 @@ def test_formats_refuse_unknown_fields_and_bad_layouts(tmp_path):
         PromptFormat.model_validate({**base, "image_position": "before_text"})
     with pytest.raises(ValueError, match="extra"):
         PromptFormat.model_validate({**base, "sytem": "typo"})
-    with pytest.raises(ConfigError, match="shipped formats"):
+    with pytest.raises(ConfigError, match=r"prompt format .*no-such-format.yaml does not exist \(shipped: "):
         load_prompt_format("no-such-format")
     with pytest.raises(ConfigError, match="prepares 224x224 images, but the profile's image_size is 112"):
         RELEASE.check_image_size(112, "profile x")
