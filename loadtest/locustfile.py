@@ -4,8 +4,8 @@ Run headless through `make loadtest` / `kidsart loadtest` (loadtest/run_locust.p
 or directly:  locust -f loadtest/locustfile.py --host http://127.0.0.1:8600
 
 Request names in locust's statistics:
-  /v1/score                          JSON {"image": base64, "id": ...}, all nine dimensions
-  /v1/chat/completions [rubric]      OpenAI chat, model="kidsartbench" (all dimensions)
+  /v1/score                          JSON {"image": base64, "id": ...}, every served dimension
+  /v1/chat/completions [rubric]      OpenAI chat, model=<the rubric model> (all dimensions)
   /v1/chat/completions [dimension]   OpenAI chat, model=<one dimension>
   SHED <name>                        the router refused with 429/503 + Retry-After (load shedding)
 
@@ -20,8 +20,10 @@ Environment:
                            when the last answer came back, and the answers that carried every
                            requested dimension (loadtest.run_locust turns these into images/s).
 
-A 200 counts as a success only when every requested dimension came back: all the
-dimensions the router serves (read from GET /v1/models when the test starts) for
+The rubric model and the dimensions come from GET /v1/models when the test starts
+(the entry without an adapter is the rubric model; KIDSART_LOCUST_RUBRIC overrides it), so any
+rubric and any number of dimensions work. A 200 counts as a success only when every
+requested dimension came back: all the dimensions the router serves for
 /v1/score and the rubric model, the one named for a dimension model.
 
 This file runs in locust's own process (gevent): it must not import ray or vLLM.
@@ -42,7 +44,8 @@ from loadtest.answers import check_chat as _check_chat
 from loadtest.answers import missing_dimensions
 
 SIZES = [(224, 224), (400, 300), (640, 480), (300, 500), (1024, 768), (1600, 1200)]
-RUBRIC_MODEL = os.environ.get("KIDSART_LOCUST_RUBRIC", "kidsartbench")
+# The rubric model (all dimensions at once), read from the router when the test starts.
+RUBRIC_MODEL = os.environ.get("KIDSART_LOCUST_RUBRIC", "")
 SHED_OK = os.environ.get("KIDSART_LOCUST_SHED_OK", "1") != "0"
 TIMEOUT = float(os.environ.get("KIDSART_LOCUST_TIMEOUT", "60"))
 WAIT = float(os.environ.get("KIDSART_LOCUST_WAIT", "0.2"))
@@ -76,9 +79,13 @@ TIMING = _Timing()
 def _read_dimensions(environment, **_kwargs) -> None:
     response = requests.get(f"{environment.host}/v1/models", timeout=30)
     response.raise_for_status()
-    DIMENSIONS[:] = [m["id"] for m in response.json()["data"] if m["id"] != RUBRIC_MODEL]
-    if not DIMENSIONS:
-        raise RuntimeError(f"{environment.host}/v1/models lists no dimension besides {RUBRIC_MODEL!r}")
+    global RUBRIC_MODEL
+    models = response.json()["data"]
+    rubric_models = [m["id"] for m in models if "adapter" not in m]
+    RUBRIC_MODEL = RUBRIC_MODEL or (rubric_models[0] if rubric_models else "")
+    DIMENSIONS[:] = [m["id"] for m in models if "adapter" in m and m["id"] != RUBRIC_MODEL]
+    if not RUBRIC_MODEL or not DIMENSIONS:
+        raise RuntimeError(f"{environment.host}/v1/models lists no rubric model and dimensions: {[m['id'] for m in models]}")
 
 
 @events.quitting.add_listener
@@ -87,7 +94,8 @@ def _write_timing(environment, **_kwargs) -> None:
         with open(TIMING_FILE, "w", encoding="utf-8") as handle:
             json.dump({"first_request_start": TIMING.first_start, "last_response_end": TIMING.last_end,
                        "complete_full_images": TIMING.complete["full"],
-                       "complete_single_dimension": TIMING.complete["single"]}, handle)
+                       "complete_single_dimension": TIMING.complete["single"],
+                       "dimensions": len(DIMENSIONS)}, handle)
 
 
 def _artworks() -> list[tuple[str, bytes]]:

@@ -117,7 +117,7 @@ def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str,
     completed = subprocess.run(command, env=env)
     elapsed = time.monotonic() - started
     stats = read_stats(prefix)
-    stats.update(images_per_second(timing_path, dimensions=9))
+    stats.update(images_per_second(timing_path))
     stats.update({
         "url": url, "users": scenario.users, "run_time": scenario.run_time, "shed_ok": scenario.shed_ok,
         "locust_exit_code": completed.returncode, "wall_s": elapsed,
@@ -127,9 +127,10 @@ def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str,
     return stats
 
 
-def images_per_second(timing_path: Path, dimensions: int) -> dict:
-    """Complete images (every requested dimension back; a one-dimension answer is 1/9) per second of
-    elapsed time, from the first request's start to the last answer's end (not the nominal run time)."""
+def images_per_second(timing_path: Path) -> dict:
+    """Complete images (every requested dimension back; a one-dimension answer is 1/N of an image for N
+    served dimensions) per second of elapsed time, from the first request's start to the last answer's
+    end (not the nominal run time)."""
     try:
         timing = json.loads(timing_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -137,6 +138,10 @@ def images_per_second(timing_path: Path, dimensions: int) -> dict:
         return {"images_s": None, "elapsed_s": None}
     start, end = timing.get("first_request_start"), timing.get("last_response_end")
     elapsed = end - start if start is not None and end is not None else None
+    dimensions = timing.get("dimensions") or 0
+    if dimensions < 1:
+        log.error("locust's timing file %s says no dimensions were served: images/s unknown", timing_path)
+        return {"images_s": None, "elapsed_s": None}
     images = timing["complete_full_images"] + timing["complete_single_dimension"] / dimensions
     return {
         "images_s": images / elapsed if elapsed else None,

@@ -170,10 +170,14 @@ def test_a_failed_cache_reset_fails_the_benchmark():
 def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):
     timing = tmp_path / "timing.json"
     timing.write_text(json.dumps({"first_request_start": 100.0, "last_response_end": 140.0,
-                                  "complete_full_images": 30, "complete_single_dimension": 18}))
-    figures = images_per_second(timing, dimensions=9)
+                                  "complete_full_images": 30, "complete_single_dimension": 18, "dimensions": 9}))
+    figures = images_per_second(timing)
     assert figures["elapsed_s"] == 40.0 and figures["images_s"] == pytest.approx(32 / 40)
-    assert images_per_second(tmp_path / "missing.json", 9)["images_s"] is None
+    assert images_per_second(tmp_path / "missing.json")["images_s"] is None
+    # five served dimensions (the creativity rubric): a one-dimension answer is a fifth of an image
+    timing.write_text(json.dumps({"first_request_start": 100.0, "last_response_end": 140.0,
+                                  "complete_full_images": 30, "complete_single_dimension": 10, "dimensions": 5}))
+    assert images_per_second(timing)["images_s"] == pytest.approx(32 / 40)
 
 
 def test_locust_success_needs_every_requested_dimension():
