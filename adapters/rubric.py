@@ -54,6 +54,11 @@ class Rubric(BaseModel):
         default=False, description="Whether the artwork's text description is put into the prompt."
     )
     dimensions: list[Dimension] = Field(description="The scored dimensions, in report order.", min_length=1)
+    points_per_dimension: int | None = Field(
+        default=None, ge=1,
+        description="If set, each dimension is also reported on a 0..N points scale (level 1 -> 0, the top level "
+        "-> N, linear in the RAIL score) and the points add up to a total named `total_<N x dimensions>`.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rubric":
@@ -76,6 +81,28 @@ class Rubric(BaseModel):
     @property
     def levels(self) -> list[int]:
         return list(range(1, len(self.score_tokens) + 1))
+
+    @property
+    def total_name(self) -> str | None:
+        """Name of the points total (e.g. `total_100` for five dimensions of 20 points), if the rubric has points."""
+        if self.points_per_dimension is None:
+            return None
+        return f"total_{self.points_per_dimension * len(self.dimensions)}"
+
+    def points(self, score: float) -> float:
+        """A RAIL score on the rubric's points scale: (score - 1) x N / (levels - 1)."""
+        if self.points_per_dimension is None:
+            raise ValueError(f"rubric {self.name!r} has no points scale")
+        return (score - 1) * self.points_per_dimension / (len(self.levels) - 1)
+
+    def with_points(self, scores: dict[str, dict]) -> tuple[dict[str, dict], float | None]:
+        """`scores` (dimension -> {"score": ...}) with each entry's `points`, and the total when every
+        dimension of the rubric was scored (None otherwise, or when the rubric has no points)."""
+        if self.points_per_dimension is None:
+            return scores, None
+        out = {dim: {**entry, "points": self.points(entry["score"])} for dim, entry in scores.items()}
+        total = sum(out[d]["points"] for d in self.dimension_names) if set(self.dimension_names) <= set(out) else None
+        return out, total
 
     @property
     def dimension_names(self) -> list[str]:

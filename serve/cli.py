@@ -55,8 +55,11 @@ def register(app: typer.Typer) -> None:
             reference.rubric.select(dims)
 
             def score_one(path: Path) -> dict:
-                scores = reference.score_path(path, dims)
-                return {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
+                scores, total = reference.rubric.with_points(reference.score_path(path, dims))
+                result = {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
+                if total is not None:
+                    result[reference.rubric.total_name] = total
+                return result
         else:
             import httpx
 

@@ -170,7 +170,12 @@ class ScoringRouter:
             data_url = await self._prepare(data)
             scores, prompt_tokens = await self.scorer.score(data_url, dimensions, description)
         metrics.IMAGES.inc()
-        return {"id": request_id, "rubric": self.rubric.name, "scores": scores}, prompt_tokens
+        result = {"id": request_id, "rubric": self.rubric.name}
+        scores, total = self.rubric.with_points(scores)
+        result["scores"] = scores
+        if total is not None:
+            result[self.rubric.total_name] = total
+        return result, prompt_tokens
 
     async def _run(self, route: str, handler):
         started = time.perf_counter()

@@ -60,3 +60,38 @@ def test_duplicate_dimensions_are_errors(tmp_path):
             "  - {name: a, description: d, levels: {1: x, 2: y}}\n  - {name: a, description: d, levels: {1: x, 2: y}}\n")
     with pytest.raises(ConfigError, match="duplicate"):
         load_rubric(_write(tmp_path, text))
+
+
+def test_creativity_points_and_total_out_of_100():
+    from adapters.rubric import load_rubric
+
+    creative = load_rubric("creativity5")
+    assert creative.points_per_dimension == 20 and creative.total_name == "total_100"
+    assert [creative.points(s) for s in (1, 3, 5, 4.5)] == [0, 10, 20, 17.5]
+    scores = {d: {"score": 1 + i} for i, d in enumerate(creative.dimension_names)}  # 1..5 -> 0, 5, 10, 15, 20
+    with_points, total = creative.with_points(scores)
+    assert [with_points[d]["points"] for d in creative.dimension_names] == [0, 5, 10, 15, 20] and total == 50
+    assert creative.with_points({"color": {"score": 5}})[1] is None  # a subset has no total
+    kids = load_rubric("kidsartbench")
+    assert kids.total_name is None and kids.with_points({"realism": {"score": 2}}) == ({"realism": {"score": 2}}, None)
+
+
+def test_district_table_carries_points_and_total_for_a_points_rubric(tmp_path):
+    from adapters.rubric import load_rubric
+    from serve.district.export import build_table
+    from serve.district.inputs import discover
+    from tests.conftest import drawing, png_bytes
+
+    creative = load_rubric("creativity5")
+    for i in range(2):
+        folder = tmp_path / "d" / "north" / "grade 1" / "class a"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"s{i}.png").write_bytes(png_bytes(drawing(40 + i)))
+    found = discover(tmp_path / "d")
+    records = {item.key: {"key": item.key, "sha256": item.sha256, "status": "ok",
+                          "scores": {d: {"score": 3.0, "std": 0.5, "probs": [0, 0, 1, 0, 0]} for d in creative.dimension_names}}
+               for item in found.items}
+    frame = build_table(found.items, records, creative.dimension_names, rubric=creative)
+    assert list(frame["originality_points"]) == [10.0, 10.0] and list(frame["total_100"]) == [50.0, 50.0]
+    kids = build_table(found.items, {}, ["realism"])
+    assert not [c for c in kids.columns if c.endswith("_points") or c.startswith("total_")]

@@ -18,11 +18,16 @@ ID_COLUMNS = ["key", "file", "student_id", "school", "grade", "class", "folder",
               "duplicate_of", "status", "error_type", "error"]
 
 
-def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5):
-    """A pandas DataFrame with one row per input (pending if the journal has no current record)."""
+def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5, rubric=None):
+    """A pandas DataFrame with one row per input (pending if the journal has no current record).
+
+    For a rubric with a points scale (`points_per_dimension`), also `<dimension>_points` columns and the
+    total (e.g. `total_100`, only when every dimension of the rubric is in the table)."""
     import numpy as np
     import pandas as pd
 
+    points = rubric is not None and rubric.points_per_dimension is not None
+    total_name = rubric.total_name if points and set(rubric.dimension_names) <= set(dimensions) else None
     rows = []
     for item in sorted(items, key=lambda i: i.key):
         record = records.get(item.key)
@@ -61,9 +66,17 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
                 adapters.append(f"{dim}={value['adapter']}")
         row["mean_score"] = float(np.mean(values)) if values and row["status"] == "ok" else np.nan
         row["adapters"] = ";".join(adapters)
+        if points:
+            for dim in dimensions:
+                row[f"{dim}_points"] = rubric.points(row[dim]) if not np.isnan(row[dim]) else np.nan
+            if total_name:
+                parts = [row[f"{dim}_points"] for dim in dimensions]
+                row[total_name] = float(sum(parts)) if not any(np.isnan(parts)) else np.nan
         rows.append(row)
     columns = ID_COLUMNS + [c for dim in dimensions for c in
                             (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])] + ["mean_score", "adapters"]
+    if points:
+        columns += [f"{dim}_points" for dim in dimensions] + ([total_name] if total_name else [])
     frame = pd.DataFrame(rows, columns=columns)
     frame["size"] = frame["size"].astype("int64")
     return frame

@@ -120,7 +120,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
             if progress is not None:
                 progress.close()
         records = dict(journal.records)
-    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels))
+    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric)
     files = list(write_tables(frame, out))
     if config.report:
         from serve.district.report import write_report
