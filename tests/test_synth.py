@@ -65,3 +65,24 @@ def test_write_dataset_format(tmp_path):
     # different seeds give different artworks
     other = write_dataset(2, seed=4, out_dir=tmp_path / "b")
     assert list(csv.DictReader(other.open()))[0]["name"] != rows[0]["name"]
+
+
+def test_creativity_dataset_reads_its_five_dimensions_from_the_same_drawings(tmp_path):
+    from adapters.rubric import load_rubric
+    from train.dataset import load_dataset
+    from train.synth import CREATIVITY_FROM
+
+    kids = list(csv.DictReader(write_dataset(6, seed=8, out_dir=tmp_path / "k").open()))
+    creative_csv = write_dataset(6, seed=8, out_dir=tmp_path / "c", rubric="creativity5")
+    creative = list(csv.DictReader(creative_csv.open()))
+    rubric = load_rubric("creativity5")
+    assert list(creative[0].keys()) == ["name", *rubric.dimension_names, "grade", "description"]
+    for k, c in zip(kids, creative):  # same seeds, same drawings: each label is its stand-in's
+        assert all(c[dim] == k[source] for dim, source in CREATIVITY_FROM.items())
+        assert c["description"] and c["description"] == k["description"]
+    dataset = load_dataset(creative_csv, tmp_path / "c" / "images", rubric, None)
+    assert dataset.dimensions == rubric.dimension_names and dataset.samples[0].description
+    import pytest
+
+    with pytest.raises(ValueError, match="synthetic labels exist for rubrics"):
+        write_dataset(1, seed=1, out_dir=tmp_path / "x", rubric="other")

@@ -91,11 +91,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(..., help="Dataset seed (artwork i uses seed*1000003+i)."),
         out: str = typer.Option(..., help="Output folder: OUT/images/ and OUT/labels.csv."),
         distribution: str = typer.Option("uniform", help="Label distribution: uniform or kidsartbench (its train marginals)."),
+        rubric: str = typer.Option("kidsartbench", help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."),
     ) -> None:
         """Draw synthetic children's-drawing-like images with known labels (pipeline checks, not art)."""
+        from adapters.errors import ConfigError
         from train.synth import write_dataset
 
-        path = write_dataset(n, seed, out, distribution=distribution)
+        try:
+            path = write_dataset(n, seed, out, distribution=distribution, rubric=rubric)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         typer.echo(str(path))
 
     @app.command("train")

@@ -26,6 +26,12 @@ realism, deformation, imagination, line_combination and transformation at
 held-out Spearman 0.02-0.07; spiky bursts without hatching were read at 0.50. The
 rules above are the fixed ones.
 
+The creativity rubric (`creativity5`: originality, color, texture, composition,
+content) is read from the same drawings (`write_dataset(rubric="creativity5")`,
+`kidsart synth --rubric creativity5`): originality = imagination's motifs, color =
+color_richness's hues, texture = line_texture's stroke styles, composition =
+picture_organization's layout, content = realism's figure (stand-ins again).
+
 Labels are independent across dimensions (uniform over 1-5 by default, or
 KidsArtBench's training-set marginals with `distribution="kidsartbench"`). The
 grade (1-6) follows KidsArtBench's grade marginals and only changes the stroke
@@ -57,6 +63,17 @@ DIMENSIONS = (
     "picture_organization",
     "transformation",
 )
+
+# The creativity rubric (creativity5, arXiv 2602.13306) read from the same drawings: each of its
+# dimensions is the visible parameter of a KidsArtBench one (stand-ins, as the table above says).
+CREATIVITY_FROM = {
+    "originality": "imagination",        # fantastic motifs
+    "color": "color_richness",           # distinct hues
+    "texture": "line_texture",           # stroke styles
+    "composition": "picture_organization",  # layout
+    "content": "realism",                # completeness of the figure
+}
+RUBRIC_LABELS = {"kidsartbench": {d: d for d in DIMENSIONS}, "creativity5": CREATIVITY_FROM}
 
 # KidsArtBench train.csv label counts per level 1..5 (946 artworks) and grade counts 1..6.
 KIDSARTBENCH_MARGINALS = {
@@ -361,12 +378,18 @@ def render_drawing_details(seed: int, width: int = 400, height: int = 300) -> tu
     return _draw(rng, labels, width, height, grade)
 
 
-def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "uniform", width: int = 400, height: int = 300) -> Path:
+def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "uniform", width: int = 400, height: int = 300,
+                  rubric: str = "kidsartbench") -> Path:
     """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path.
 
     Artwork i is drawn from seed `seed * 1_000_003 + i`, so datasets with different
-    seeds do not share images. Columns: name, the nine dimensions, grade, description.
+    seeds do not share images. Columns: name, the rubric's dimensions (kidsartbench:
+    the nine; creativity5: its five, read from the drawing parameters of CREATIVITY_FROM),
+    grade, description (what is drawn, in words).
     """
+    if rubric not in RUBRIC_LABELS:
+        raise ValueError(f"synthetic labels exist for rubrics {sorted(RUBRIC_LABELS)}, not {rubric!r}")
+    columns = RUBRIC_LABELS[rubric]
     import csv
 
     from tqdm import tqdm
@@ -379,11 +402,11 @@ def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "u
     csv_path = out / "labels.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", *DIMENSIONS, "grade", "description"])
+        writer.writerow(["name", *columns, "grade", "description"])
         for i in tqdm(range(n), desc="synth", unit="img", leave=False):
             image, labels, grade, description = render_record(seed * 1_000_003 + i, width, height, distribution)
             name = f"synth_{seed}_{i:05d}.png"
             image.save(images / name, format="PNG", compress_level=1)
-            writer.writerow([name, *(labels[d] for d in DIMENSIONS), grade, description])
+            writer.writerow([name, *(labels[source] for source in columns.values()), grade, description])
     log.info("wrote %d synthetic artworks to %s", n, out)
     return csv_path
