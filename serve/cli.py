@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."),
         profile: str = typer.Option("tiny", help="Profile for the reference backend."),
         deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
+        description: Optional[str] = typer.Option(None, help="The artwork's text description (rubrics that read one, e.g. creativity5)."),
     ) -> None:
         """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
         import json
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
             reference.rubric.select(dims)
 
             def score_one(path: Path) -> dict:
-                scores, total = reference.rubric.with_points(reference.score_path(path, dims))
+                scores, total = reference.rubric.with_points(reference.score_path(path, dims, description))
                 result = {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
                 if total is not None:
                     result[reference.rubric.total_name] = total
@@ -68,7 +69,8 @@ def register(app: typer.Typer) -> None:
             client = httpx.Client(timeout=300)
 
             def score_one(path: Path) -> dict:
-                return score_file(url, path, dimensions=dims, request_id=path.name, client=client)
+                return score_file(url, path, dimensions=dims, request_id=path.name, client=client,
+                                  description=description)
 
         for image in images:
             path = Path(image)

@@ -30,13 +30,16 @@ def score_bytes(
     timeout: float = 300.0,
     retries: int = 5,
     client: httpx.Client | None = None,
+    description: str | None = None,
 ) -> dict:
-    """POST one image as multipart; retry 429/503 and connection errors with backoff; 4xx raises."""
+    """POST one image as multipart (with the artwork's description, if given); retry 429/503 and connection errors with backoff; 4xx raises."""
     fields = {}
     if dimensions:
         fields["dimensions"] = ",".join(dimensions)
     if request_id:
         fields["id"] = request_id
+    if description:
+        fields["description"] = description
     own = client is None
     client = client or httpx.Client(timeout=timeout)
     try:

@@ -49,7 +49,8 @@ class FakeRouter:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app = Starlette(routes=[Route("/v1/score", self.score, methods=["POST"]),
-                                     Route("/readyz", self.readyz, methods=["GET"])])
+                                     Route("/readyz", self.readyz, methods=["GET"]),
+                                     Route("/v1/models", self.models, methods=["GET"])])
 
     @property
     def url(self) -> str:
@@ -57,6 +58,11 @@ class FakeRouter:
 
     def down(self, seconds: float) -> None:
         self.down_until = time.monotonic() + seconds
+
+    async def models(self, request: Request):
+        """The router's listing: the rubric model, then one model per dimension (with its adapter)."""
+        return JSONResponse({"object": "list", "data": [{"id": "kidsartbench", "object": "model"}] + [
+            {"id": dim, "object": "model", "adapter": f"{dim}@fake"} for dim in DIMS]})
 
     async def readyz(self, request: Request):
         if time.monotonic() < self.down_until:

@@ -169,3 +169,16 @@ def test_router_gone_then_back(tmp_path, small_district):
     frame = pd.read_parquet(tmp_path / "c" / "scores.parquet")
     assert len(frame) == info["expected_inputs"] and (frame.status != "pending").all()
     assert set(frame.loc[frame.status == "error", "key"]) == set(info["broken"])
+
+
+def test_the_served_rubric_is_read_from_the_router_or_named_as_missing(tmp_path):
+    from adapters.errors import ConfigError
+    from serve.district.cli import previous_rubric, served_rubric
+
+    with FakeRouter(free_port()) as router:
+        assert served_rubric(router.url) == "kidsartbench"
+    with pytest.raises(ConfigError, match=r"could not read the served rubric .*; pass --rubric NAME"):
+        served_rubric(f"http://127.0.0.1:{free_port()}", attempts=1)
+    assert previous_rubric(tmp_path) is None
+    (tmp_path / "run.json").write_text('{"rubric": "creativity5"}')
+    assert previous_rubric(tmp_path) == "creativity5"

@@ -10,6 +10,44 @@ from typing import Optional
 import typer
 
 
+def previous_rubric(out: Path) -> str | None:
+    """The rubric of the run already in `out` (a resumed run keeps its rubric without asking the router)."""
+    import json
+
+    from serve.district.job import RUN_META
+
+    try:
+        return json.loads((out / RUN_META).read_text(encoding="utf-8")).get("rubric")
+    except (OSError, ValueError):
+        return None
+
+
+def served_rubric(url: str, attempts: int = 6, delay_s: float = 5.0) -> str:
+    """The rubric the router at `url` serves: the model without an adapter in GET /v1/models."""
+    import time
+
+    import httpx
+
+    from adapters.errors import ConfigError
+
+    problem = ""
+    for attempt in range(attempts):
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10)
+            if response.status_code == 200:
+                names = [m["id"] for m in response.json().get("data", []) if "adapter" not in m]
+                if names:
+                    return names[0]
+                problem = "it lists no rubric model"
+            else:
+                problem = f"it answered {response.status_code}"
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        if attempt + 1 < attempts:
+            time.sleep(delay_s)
+    raise ConfigError(f"could not read the served rubric from {url}/v1/models ({problem}); pass --rubric NAME")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("score-district")
     def score_district(
@@ -17,6 +55,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder: journal.jsonl, scores.csv, scores.parquet, report.html."),
         url: Optional[str] = typer.Option(None, "--url", help="Router URL (e.g. http://127.0.0.1:8000)."),
         profile: Optional[str] = typer.Option(None, "--profile", help="Without --url: start this profile's stack, score, stop it."),
+        rubric: Optional[str] = typer.Option(None, "--rubric", help="Rubric of the scores (default: the profile's, or the one the router at --url serves)."),
         deployment: Optional[str] = typer.Option(None, "--deployment", help="With --profile: serve this deployment set (e.g. from `kidsart import-adapters`) on the profile's base."),
         concurrency: int = typer.Option(32, "--concurrency", min=1, help="Images in flight at once."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -59,6 +98,10 @@ def register(app: typer.Typer) -> None:
             ray_actors=ray_actors, ray_batch_size=ray_batch_size, engine_urls=list(engine_url), max_outage_s=max_outage,
             max_thumbnails=max_thumbnails, report=report, progress=progress,
         )
+        if rubric:
+            config.rubric = rubric
+        elif url and not profile:
+            config.rubric = previous_rubric(out) or served_rubric(url)
         runtime = None
         image_size = 224
         with contextlib.ExitStack() as stack_ctx:
@@ -66,7 +109,7 @@ def register(app: typer.Typer) -> None:
                 from adapters.profiles import load_profile
 
                 loaded = load_profile(profile, deployment)
-                config.rubric = loaded.rubric
+                config.rubric = rubric or loaded.rubric
                 image_size = loaded.image_size
                 if engine_url:
                     from adapters.manifest import load_profile_deployment
