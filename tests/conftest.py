@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny profile, free ports, and one real stack per test session."""
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 
@@ -46,6 +47,9 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+_SESSION_STACK: dict = {}  # the live_stack, once a test has started it
+
+
 @pytest.fixture(scope="session")
 def live_stack(tiny_profile, tmp_path_factory):
     """The real vLLM engine + Ray Serve router on the tiny model, on free ports, for the whole session."""
@@ -58,5 +62,28 @@ def live_stack(tiny_profile, tmp_path_factory):
         log_dir=tmp_path_factory.mktemp("stack-logs"),
     )
     stack.start()
+    _SESSION_STACK["stack"] = stack
     yield stack
+    _SESSION_STACK.pop("stack", None)
     stack.stop()
+
+
+@contextlib.contextmanager
+def own_stack(profile, log_dir):
+    """A stack of another profile or deployment in this test process.
+
+    Ray Serve is one per Ray instance (one HTTP proxy, one app namespace), so two stacks
+    cannot run side by side in one process: the session's live stack, if it was started,
+    is stopped for the duration and started again afterwards.
+    """
+    from serve.stack import Stack
+
+    live = _SESSION_STACK.get("stack")
+    if live is not None:
+        live.stop()
+    try:
+        with Stack(profile, router_port=free_port(), engine_port=free_port(), log_dir=log_dir) as stack:
+            yield stack
+    finally:
+        if live is not None:
+            live.start()

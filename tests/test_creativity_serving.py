@@ -8,7 +8,7 @@ import csv
 import httpx
 import pytest
 
-from tests.conftest import drawing, free_port, png_bytes
+from tests.conftest import drawing, own_stack, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -17,13 +17,12 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
     import pandas as pd
 
     from adapters.profiles import load_profile
-    from serve.stack import Stack
     from tests.district_helpers import run
 
     profile = load_profile("creativity-tiny")
     rubric_dims = ["originality", "color", "texture", "composition", "content"]
     image = png_bytes(drawing(6101, size=(320, 240)))
-    with Stack(profile, router_port=free_port(), engine_port=free_port(), log_dir=tmp_path / "logs") as stack:
+    with own_stack(profile, tmp_path / "logs") as stack:
         models = httpx.get(f"{stack.url}/v1/models", timeout=30).json()["data"]
         assert [m["id"] for m in models] == ["creativity5", *rubric_dims]
         answers = {}

@@ -16,7 +16,7 @@ import base64
 import httpx
 import pytest
 
-from tests.conftest import drawing, free_port, png_bytes
+from tests.conftest import drawing, own_stack, png_bytes
 from tests.kidsartbench_release import fabricate, their_prompt
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,6 @@ def imported(tiny_profile, tmp_path_factory):
 
 def test_imported_release_served_by_the_router_matches_their_inference(imported, tiny_profile, tmp_path):
     from adapters.profiles import load_profile
-    from serve.stack import Stack
 
     release, deployment = imported
     images = []
@@ -116,7 +115,7 @@ def test_imported_release_served_by_the_router_matches_their_inference(imported,
         path.write_bytes(png_bytes(drawing(seed, size=size), kind))
         images.append(path)
     profile = load_profile("tiny", deployment)
-    with Stack(profile, router_port=free_port(), engine_port=free_port(), log_dir=tmp_path / "logs") as stack:
+    with own_stack(profile, tmp_path / "logs") as stack:
         served = {}
         for path in images:
             response = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(path.read_bytes()).decode()},
