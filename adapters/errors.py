@@ -42,6 +42,12 @@ class UnknownDimensionError(InputError):
     kind = "unknown_dimension"
 
 
+class FeedbackNotDeployedError(InputError):
+    """Feedback was asked of a deployment that has no feedback adapter."""
+
+    kind = "feedback_not_deployed"
+
+
 class ScoreDistributionError(KidsArtError):
     """The engine returned logprobs from which no valid score can be read."""
 

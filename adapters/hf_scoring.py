@@ -1,4 +1,4 @@
-"""Score-token logits from a transformers Qwen2.5-VL (+ PEFT) model.
+"""Score-token logits and feedback comments from a transformers Qwen2.5-VL (+ PEFT) model.
 
 Shared by the reference backend (serving's correctness oracle) and the RAFT
 trainer, so both build inputs exactly as vLLM does: the same chat messages (from
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from adapters.feedback import FeedbackSettings, feedback_messages
 from adapters.prompts import PromptFormat
 from adapters.rubric import Dimension, Rubric
 
@@ -58,6 +59,36 @@ class ScoringProcessor:
         descriptions = descriptions or [None] * len(images)
         texts = [self.prompt_text(rubric, dimension, d) for d in descriptions]
         return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+
+
+    def feedback_prompt_text(self, rubric: Rubric, scores: dict[str, float], description: str | None = None) -> str:
+        """The feedback adapter's prompt (chat template applied), as the router sends it to vLLM."""
+        messages = feedback_messages(self.prompt_format, rubric, scores, {"type": "image"}, description)
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def feedback_inputs(self, rubric: Rubric, scores: Sequence[dict[str, float]], images: Sequence,
+                        descriptions: Sequence[str | None] | None = None):
+        """Model inputs for a batch of feedback prompts (one scores dict and prepared image each), left-padded."""
+        descriptions = descriptions or [None] * len(images)
+        texts = [self.feedback_prompt_text(rubric, s, d) for s, d in zip(scores, descriptions)]
+        self.processor.tokenizer.padding_side = "left"
+        return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+
+
+def generate_text(model, processor, inputs, settings: FeedbackSettings) -> list[str]:
+    """Generated answers for left-padded `inputs`, bounded by `settings` (greedy when temperature is 0)."""
+    sample = settings.temperature > 0
+    out = model.generate(
+        **inputs,
+        max_new_tokens=settings.max_tokens,
+        do_sample=sample,
+        temperature=settings.temperature if sample else None,
+        top_p=settings.top_p if sample else None,
+        top_k=None,
+        repetition_penalty=settings.repetition_penalty,
+    )
+    new_tokens = out[:, inputs["input_ids"].shape[1]:]
+    return [text.strip() for text in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 def score_token_logits(model, inputs, score_token_ids: list[int]):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import ConfigError
+from adapters.feedback import FEEDBACK_MODULE, FEEDBACK_TASK
 from adapters.hashing import folder_hash
 from adapters.prompts import DEFAULT_PROMPT_FORMAT, PromptFormat, load_prompt_format
 from adapters.rubric import Rubric, load_rubric
@@ -66,8 +67,16 @@ class AdapterManifest(_Strict):
 
     name: str = Field(description="Adapter name; the served LoRA module is named after the dimension.")
     version: str = Field(description="Adapter version, reported as name@version in scores.")
-    dimension: str = Field(description="Rubric dimension this adapter scores; '*' for one shared adapter.")
-    rubric: str = Field(description="Rubric name.")
+    dimension: str = Field(
+        description=f"Rubric dimension this adapter scores; '*' for one shared adapter; {FEEDBACK_MODULE!r} for a "
+        "feedback adapter."
+    )
+    task: Literal["score", "feedback"] = Field(
+        default="score",
+        description="'score': answers one score token (RAIL); 'feedback': writes a comment from the image and the "
+        "scores (adapters.feedback), trained by `kidsart train-feedback`.",
+    )
+    rubric: str = Field(description="Rubric name (a feedback adapter names the rubric whose titles and scores it reads).")
     base: BaseRef
     lora: LoraShape
     provenance: Provenance
@@ -93,7 +102,12 @@ class DeploymentSet(_Strict):
         description="Prompt format every adapter of the set is asked in (name in adapters/prompt_formats, or a path "
         "relative to this file); each adapter's manifest must name the same.",
     )
-    adapters: list[str] = Field(description="Adapter folders, relative to this file.", min_length=1)
+    adapters: list[str] = Field(description="Score adapter folders (one per dimension), relative to this file.", min_length=1)
+    feedback_adapter: str | None = Field(
+        default=None,
+        description="Folder of the feedback adapter (task: feedback), relative to this file; none: the deployment "
+        "scores only and a request for feedback is refused with 422.",
+    )
 
 
 class ResolvedAdapter(BaseModel):
@@ -117,10 +131,19 @@ class Deployment(BaseModel):
     base: BaseRef
     prompt_format: PromptFormat
     adapters: dict[str, ResolvedAdapter]
+    feedback: ResolvedAdapter | None = None
 
     @property
     def dimensions(self) -> list[str]:
         return [d for d in self.rubric.dimension_names if d in self.adapters]
+
+    @property
+    def lora_modules(self) -> dict[str, ResolvedAdapter]:
+        """Every LoRA module the engine serves, by module name: the dimensions, then the feedback adapter."""
+        modules = dict(self.adapters)
+        if self.feedback is not None:
+            modules[FEEDBACK_MODULE] = self.feedback
+        return modules
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -187,47 +210,69 @@ def load_deployment(
                 f"but {base_dir} has {on_disk.content_hash} (rebuild the base or retrain the adapters)"
             )
 
+    def resolve(entry: str) -> ResolvedAdapter:
+        return _resolve_adapter(path, entry, spec, rubric, prompt_format, max_lora_rank)
+
     resolved: dict[str, ResolvedAdapter] = {}
     for entry in spec.adapters:
-        adapter_dir = (path.parent / entry).resolve()
-        if not adapter_dir.is_dir():
-            raise ConfigError(f"deployment set {path}: adapter folder {adapter_dir} does not exist")
-        for required in ("adapter_config.json", "adapter_model.safetensors"):
-            if not (adapter_dir / required).is_file():
-                raise ConfigError(f"adapter {adapter_dir}: {required} is missing")
-        manifest = load_manifest(adapter_dir)
-        where = f"adapter manifest {adapter_dir / MANIFEST_NAME}"
-        if manifest.rubric != rubric.name:
-            raise ConfigError(f"{where}: rubric {manifest.rubric!r} differs from the deployment's {rubric.name!r}")
-        if manifest.dimension not in rubric.dimension_names:
+        adapter = resolve(entry)
+        where = f"adapter manifest {adapter.path / MANIFEST_NAME}"
+        if adapter.manifest.task != "score":
+            raise ConfigError(f"{where}: a {adapter.manifest.task} adapter is listed under `adapters`; name it as `feedback_adapter`")
+        if adapter.dimension not in rubric.dimension_names:
             raise ConfigError(
-                f"{where}: dimension {manifest.dimension!r} is not in rubric {rubric.name!r} {rubric.dimension_names}"
+                f"{where}: dimension {adapter.dimension!r} is not in rubric {rubric.name!r} {rubric.dimension_names}"
             )
-        if manifest.dimension in resolved:
+        if adapter.dimension in resolved:
             raise ConfigError(
-                f"deployment set {path}: two adapters for dimension {manifest.dimension!r}: "
-                f"{resolved[manifest.dimension].path} and {adapter_dir}"
+                f"deployment set {path}: two adapters for dimension {adapter.dimension!r}: "
+                f"{resolved[adapter.dimension].path} and {adapter.path}"
             )
-        if manifest.prompt_format != prompt_format.name:
+        resolved[adapter.dimension] = adapter
+    feedback = None
+    if spec.feedback_adapter is not None:
+        feedback = resolve(spec.feedback_adapter)
+        if feedback.manifest.task != FEEDBACK_TASK or feedback.dimension != FEEDBACK_MODULE:
             raise ConfigError(
-                f"{where}: the adapter is asked in prompt format {manifest.prompt_format!r}, "
-                f"but the deployment set uses {prompt_format.name!r}"
+                f"adapter manifest {feedback.path / MANIFEST_NAME}: `feedback_adapter` needs task {FEEDBACK_TASK!r} and "
+                f"dimension {FEEDBACK_MODULE!r}, found task {feedback.manifest.task!r}, dimension {feedback.dimension!r}"
             )
-        if manifest.base != spec.base:
-            raise ConfigError(
-                f"{where}: made for base {manifest.base.model_id} {manifest.base.content_hash}, "
-                f"but the deployment's base is {spec.base.model_id} {spec.base.content_hash}"
-            )
-        peft_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        rank = int(peft_config.get("r", manifest.lora.rank))
-        if rank != manifest.lora.rank:
-            raise ConfigError(f"{where}: lora.rank {manifest.lora.rank} differs from adapter_config.json r={rank}")
-        if max_lora_rank is not None and rank > max_lora_rank:
-            raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
-        resolved[manifest.dimension] = ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest)
     return Deployment(
-        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved
+        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved,
+        feedback=feedback,
     )
+
+
+def _resolve_adapter(path: Path, entry: str, spec: DeploymentSet, rubric: Rubric, prompt_format: PromptFormat,
+                     max_lora_rank: int | None) -> ResolvedAdapter:
+    """One adapter folder of a deployment set, checked against the set (files, rubric, format, base, rank)."""
+    adapter_dir = (path.parent / entry).resolve()
+    if not adapter_dir.is_dir():
+        raise ConfigError(f"deployment set {path}: adapter folder {adapter_dir} does not exist")
+    for required in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (adapter_dir / required).is_file():
+            raise ConfigError(f"adapter {adapter_dir}: {required} is missing")
+    manifest = load_manifest(adapter_dir)
+    where = f"adapter manifest {adapter_dir / MANIFEST_NAME}"
+    if manifest.rubric != rubric.name:
+        raise ConfigError(f"{where}: rubric {manifest.rubric!r} differs from the deployment's {rubric.name!r}")
+    if manifest.prompt_format != prompt_format.name:
+        raise ConfigError(
+            f"{where}: the adapter is asked in prompt format {manifest.prompt_format!r}, "
+            f"but the deployment set uses {prompt_format.name!r}"
+        )
+    if manifest.base != spec.base:
+        raise ConfigError(
+            f"{where}: made for base {manifest.base.model_id} {manifest.base.content_hash}, "
+            f"but the deployment's base is {spec.base.model_id} {spec.base.content_hash}"
+        )
+    peft_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    rank = int(peft_config.get("r", manifest.lora.rank))
+    if rank != manifest.lora.rank:
+        raise ConfigError(f"{where}: lora.rank {manifest.lora.rank} differs from adapter_config.json r={rank}")
+    if max_lora_rank is not None and rank > max_lora_rank:
+        raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
+    return ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest)
 
 
 def load_profile_deployment(profile) -> Deployment:
@@ -244,7 +289,7 @@ def load_profile_deployment(profile) -> Deployment:
 
 def write_deployment(
     path: Path, *, name: str, rubric: str, base: BaseRef, adapter_dirs: list[Path],
-    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    prompt_format: str = DEFAULT_PROMPT_FORMAT, feedback_dir: Path | None = None,
 ) -> Path:
     """Write a deployment-set YAML listing `adapter_dirs` relative to it."""
     import os
@@ -257,6 +302,7 @@ def write_deployment(
         base=base,
         prompt_format=prompt_format,
         adapters=[os.path.relpath(Path(d).resolve(), path.parent.resolve()) for d in adapter_dirs],
+        feedback_adapter=os.path.relpath(Path(feedback_dir).resolve(), path.parent.resolve()) if feedback_dir else None,
     )
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     return path

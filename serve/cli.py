@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."),
         profile: str = typer.Option("tiny", help="Profile for the reference backend."),
         deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
-        description: Optional[str] = typer.Option(None, help="The artwork's text description (rubrics that read one, e.g. creativity5)."),
+        description: Optional[str] = typer.Option(None, help="The artwork's text description (rubrics that read one, e.g. creativity5; the feedback adapter reads it too)."),
+        feedback: bool = typer.Option(False, "--feedback", help="Also write a teacher's comment beside the scores (needs a deployment with a feedback adapter)."),
     ) -> None:
         """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
         import json
@@ -54,12 +55,22 @@ def register(app: typer.Typer) -> None:
             loaded = load_profile(profile, deployment)
             reference = ReferenceBackend(loaded)
             reference.rubric.select(dims)
+            if feedback:
+                reference.check_feedback()
 
             def score_one(path: Path) -> dict:
-                scores, total = reference.rubric.with_points(reference.score_path(path, dims, description))
+                data = path.read_bytes()  # an OSError is reported per image below
+                comment = None
+                if feedback:
+                    raw, comment = reference.score_with_feedback(data, dims, description)
+                else:
+                    raw = reference.score_bytes(data, dims, description)
+                scores, total = reference.rubric.with_points(raw)
                 result = {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
                 if total is not None:
                     result[reference.rubric.total_name] = total
+                if comment is not None:
+                    result["feedback"] = comment
                 return result
         else:
             import httpx
@@ -70,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
             def score_one(path: Path) -> dict:
                 return score_file(url, path, dimensions=dims, request_id=path.name, client=client,
-                                  description=description)
+                                  description=description, feedback=feedback)
 
         for image in images:
             path = Path(image)

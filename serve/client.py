@@ -31,9 +31,13 @@ def score_bytes(
     retries: int = 5,
     client: httpx.Client | None = None,
     description: str | None = None,
+    feedback: bool = False,
 ) -> dict:
-    """POST one image as multipart (with the artwork's description, if given); retry 429/503 and connection errors with backoff; 4xx raises."""
+    """POST one image as multipart (with the artwork's description, if given, and `feedback=true` to ask for a
+    comment); retry 429/503 and connection errors with backoff; 4xx raises."""
     fields = {}
+    if feedback:
+        fields["feedback"] = "true"
     if dimensions:
         fields["dimensions"] = ",".join(dimensions)
     if request_id:

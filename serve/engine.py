@@ -40,14 +40,15 @@ def engine_url(profile: Profile) -> str:
 def engine_command(profile: Profile, deployment: Deployment, python: str = sys.executable) -> list[str]:
     """The full vLLM server command line for this profile and deployment."""
     engine = profile.engine
-    if engine.max_loras < len(deployment.adapters):
+    modules = deployment.lora_modules
+    if engine.max_loras < len(modules):
         raise ConfigError(
-            f"profile {profile.name!r}: engine.max_loras={engine.max_loras} is below the {len(deployment.adapters)} "
-            "adapters of its deployment; the fan-out would be serialised"
+            f"profile {profile.name!r}: engine.max_loras={engine.max_loras} is below the {len(modules)} "
+            f"LoRA modules of its deployment ({', '.join(modules)}); the fan-out would be serialised"
         )
     lora_modules = [
-        json.dumps({"name": dim, "path": str(adapter.path), "base_model_name": profile.base.model_id})
-        for dim, adapter in deployment.adapters.items()
+        json.dumps({"name": name, "path": str(adapter.path), "base_model_name": profile.base.model_id})
+        for name, adapter in modules.items()
     ]
     command = [
         python, "-m", "vllm.entrypoints.openai.api_server",
@@ -157,7 +158,7 @@ class EngineProcess:
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.profile.engine.startup_timeout_s
-        expected = [self.profile.base.model_id, *self.deployment.adapters]
+        expected = [self.profile.base.model_id, *self.deployment.lora_modules]
         reason = "not started"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

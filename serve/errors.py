@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from adapters.errors import (
     ConfigError,
+    FeedbackNotDeployedError,
     ImageDecodeError,
     ImageTooLargeError,
     InputError,
@@ -59,6 +60,7 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (ImageDecodeError, 400),
     (MalformedRequestError, 400),
     (UnknownDimensionError, 422),
+    (FeedbackNotDeployedError, 422),
     (RequestValidationFailed, 422),
     (UnsupportedModelError, 404),
     (InputError, 400),

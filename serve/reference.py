@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from adapters.hf_scoring import ScoringProcessor, score_token_logits
+from adapters.errors import FeedbackNotDeployedError
+from adapters.feedback import FEEDBACK_MODULE
+from adapters.hf_scoring import ScoringProcessor, generate_text, score_token_logits
 from adapters.images import decode_image
 from adapters.manifest import Deployment, load_profile_deployment
 from adapters.profiles import Profile
@@ -39,6 +41,8 @@ class ReferenceBackend:
         model = PeftModel.from_pretrained(base, first.path, adapter_name=dims[0])
         for dim in dims[1:]:
             model.load_adapter(self.deployment.adapters[dim].path, adapter_name=dim)
+        if self.deployment.feedback is not None:
+            model.load_adapter(self.deployment.feedback.path, adapter_name=FEEDBACK_MODULE)
         # A GPU profile's reference runs on its GPU (as the research code does); CPU otherwise.
         self.device = "cuda" if profile.engine.device == "cuda" and torch.cuda.is_available() else "cpu"
         self.model = model.eval().to(self.device)
@@ -67,10 +71,45 @@ class ReferenceBackend:
             }
         return scores
 
-    def score_bytes(self, data: bytes, dimensions: list[str] | None = None, description: str | None = None) -> dict:
+    def check_feedback(self) -> None:
+        if self.deployment.feedback is None:
+            raise FeedbackNotDeployedError(
+                f"feedback was asked for, but deployment {self.deployment.name!r} ({self.deployment.source}) has no "
+                "feedback adapter (`feedback_adapter` in the deployment set)"
+            )
+
+    def feedback_texts(self, images: list, scores: list[dict[str, float]], descriptions: list[str | None] | None = None,
+                       *, untrained: bool = False) -> list[str]:
+        """Comments for prepared images and their scores (dimension -> score), batched; `untrained`: the base
+        with the LoRA switched off, i.e. what a freshly initialised (B = 0) feedback adapter writes."""
+        self.check_feedback()
+        self.model.set_adapter(FEEDBACK_MODULE)
+        inputs = self.scoring.feedback_inputs(self.rubric, scores, images, descriptions).to(self.device)
+        with self._torch.no_grad():
+            if untrained:
+                with self.model.disable_adapter():
+                    return generate_text(self.model, self.scoring.processor, inputs, self.profile.feedback)
+            return generate_text(self.model, self.scoring.processor, inputs, self.profile.feedback)
+
+    def feedback(self, image, scores: dict, description: str | None = None) -> dict:
+        """The router's `feedback` object for one prepared image and its `scores` entries."""
+        text = self.feedback_texts([image], [{d: e["score"] for d, e in scores.items()}], [description])[0]
+        return {"text": text, "adapter": self.deployment.feedback.manifest.label}
+
+    def _prepare_bytes(self, data: bytes):
         router = self.profile.router
-        image = decode_image(data, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels)
-        return self.score_image(self.scoring.prepare(image), dimensions, description)
+        return self.scoring.prepare(decode_image(data, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels))
+
+    def score_bytes(self, data: bytes, dimensions: list[str] | None = None, description: str | None = None) -> dict:
+        return self.score_image(self._prepare_bytes(data), dimensions, description)
+
+    def score_with_feedback(self, data: bytes, dimensions: list[str] | None = None,
+                            description: str | None = None) -> tuple[dict, dict]:
+        """(scores, feedback) for image bytes; refused before any work when no feedback adapter is deployed."""
+        self.check_feedback()
+        image = self._prepare_bytes(data)
+        scores = self.score_image(image, dimensions, description)
+        return scores, self.feedback(image, scores, description)
 
     def score_path(self, path: Path, dimensions: list[str] | None = None, description: str | None = None) -> dict:
         return self.score_bytes(Path(path).read_bytes(), dimensions, description)

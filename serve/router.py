@@ -2,8 +2,10 @@
 
 Routes:
 - POST /v1/score                 one image (multipart field `image`, or JSON) -> scores
+                                 (+ `feedback: true`: a comment by the feedback adapter beside them)
 - GET  /v1/models                the rubric model and one model per dimension
-- POST /v1/chat/completions      OpenAI-compatible; model = rubric or a dimension
+- POST /v1/chat/completions      OpenAI-compatible; model = rubric or a dimension; `feedback: true`
+                                 in the body (the openai client's `extra_body`) adds the comment
 - GET  /healthz, /readyz, /metrics
 
 Each image is decoded, normalised and PNG-encoded once, then its per-dimension
@@ -49,7 +51,8 @@ class ScoreRequest(BaseModel):
     image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
     dimensions: list[str] | None = Field(default=None, description="Dimensions to score (default: all).")
     id: str | None = Field(default=None, description="Caller's identifier, echoed back.")
-    description: str | None = Field(default=None, description="Text description of the artwork (used by rubrics that ask for it).")
+    description: str | None = Field(default=None, description="Text description of the artwork (used by rubrics that ask for it, and by the feedback adapter).")
+    feedback: bool = Field(default=False, description="Also return a teacher's comment from the deployment's feedback adapter.")
 
 
 class Admission:
@@ -129,6 +132,15 @@ def _image_and_text(messages) -> tuple[str, str | None]:
     return images[0], text
 
 
+def _form_flag(value, name: str) -> bool:
+    """A multipart true/false field (absent: false)."""
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise RequestValidationFailed(f"multipart field {name!r} must be true or false")
+
+
 api = FastAPI(title="kidsart router", description="Scores children's artworks on a rubric with one LoRA per dimension.")
 
 
@@ -165,16 +177,21 @@ class ScoringRouter:
 
         return await asyncio.to_thread(work)
 
-    async def _score(self, data: bytes, dimensions, description, request_id):
+    async def _score(self, data: bytes, dimensions, description, request_id, feedback: bool = False):
+        comment = None
         async with self.admission:
             data_url = await self._prepare(data)
             scores, prompt_tokens = await self.scorer.score(data_url, dimensions, description)
+            if feedback:  # after the scores: the comment's prompt carries them
+                comment = await self.scorer.feedback(data_url, scores, description)
         metrics.IMAGES.inc()
         result = {"id": request_id, "rubric": self.rubric.name}
         scores, total = self.rubric.with_points(scores)
         result["scores"] = scores
         if total is not None:
             result[self.rubric.total_name] = total
+        if comment is not None:
+            result["feedback"] = comment
         return result, prompt_tokens
 
     async def _run(self, route: str, handler):
@@ -203,10 +220,10 @@ class ScoringRouter:
             self._check_body_size(request, body)
             content_type = request.headers.get("content-type", "")
             if content_type.startswith("multipart/form-data"):
-                data, dimensions, request_id, description = await self._parse_multipart(request)
+                data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
             else:
-                data, dimensions, request_id, description = self._parse_json(body)
-            result, _ = await self._score(data, dimensions, description, request_id)
+                data, dimensions, request_id, description, feedback = self._parse_json(body)
+            result, _ = await self._score(data, dimensions, description, request_id, feedback)
             return JSONResponse(result)
 
         return await self._run("/v1/score", handle)
@@ -224,7 +241,10 @@ class ScoringRouter:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
             raise RequestValidationFailed(f"invalid score request: {problems}") from exc
         self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
-        return decode_base64_image(parsed.image), parsed.dimensions, parsed.id or str(uuid.uuid4()), parsed.description
+        if parsed.feedback:
+            self.scorer.check_feedback()
+        image = decode_base64_image(parsed.image)
+        return image, parsed.dimensions, parsed.id or str(uuid.uuid4()), parsed.description, parsed.feedback
 
     async def _parse_multipart(self, request: Request):
         try:
@@ -240,9 +260,12 @@ class ScoringRouter:
         if isinstance(dims_field, str) and dims_field.strip():
             dimensions = [d.strip() for d in dims_field.split(",") if d.strip()]
         self.scorer.select(dimensions)
+        feedback = _form_flag(form.get("feedback"), "feedback")
+        if feedback:
+            self.scorer.check_feedback()
         request_id = form.get("id") if isinstance(form.get("id"), str) else None
         description = form.get("description") if isinstance(form.get("description"), str) else None
-        return data, dimensions, request_id or str(uuid.uuid4()), description
+        return data, dimensions, request_id or str(uuid.uuid4()), description, feedback
 
     @api.get("/v1/models")
     async def models(self):
@@ -253,7 +276,7 @@ class ScoringRouter:
             if dim.name in self.runtime.adapters:
                 data.append({"id": dim.name, "object": "model", "created": created, "owned_by": "kidsart",
                              "adapter": self.runtime.adapters[dim.name], "description": dim.description})
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter}
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -276,11 +299,16 @@ class ScoringRouter:
                 raise UnsupportedModelError(
                     f"model {model!r} does not exist; use {self.rubric.name!r} or one of {list(self.runtime.adapters)}"
                 )
+            feedback = payload.get("feedback", False)
+            if not isinstance(feedback, bool):
+                raise RequestValidationFailed(f"`feedback` must be true or false, not {feedback!r}")
+            if feedback:
+                self.scorer.check_feedback()
             image_url, text = _image_and_text(payload.get("messages"))
             data = decode_base64_image(image_url)
             request_id = "chatcmpl-" + uuid.uuid4().hex
             description = text if self.rubric.uses_description else None
-            result, prompt_tokens = await self._score(data, dimensions, description, request_id)
+            result, prompt_tokens = await self._score(data, dimensions, description, request_id, feedback)
             completion_tokens = len(result["scores"])
             return JSONResponse({
                 "id": request_id,

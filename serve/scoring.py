@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.errors import FeedbackNotDeployedError
+from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, feedback_messages
 from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
@@ -53,6 +55,12 @@ class RouterRuntime(BaseModel):
     engine_connections: int = Field(description="Pooled connections to the engine.")
     base_model_id: str = Field(description="The base model's served name (for readiness checks).")
     prompt_format: PromptFormat = Field(description="The deployment's prompt format: messages and image recipe.")
+    feedback_adapter: str | None = Field(
+        default=None, description="Label (name@version) of the deployment's feedback adapter, served as module "
+        f"{FEEDBACK_MODULE!r}; None: feedback requests get 422."
+    )
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The profile's feedback generation settings.")
+    deployment_name: str = Field(default="", description="The deployment set's name (named in errors).")
 
 
 @dataclass
@@ -118,23 +126,7 @@ class EngineScorer:
             "top_logprobs": len(self.rubric.score_tokens),
             "allowed_token_ids": self.runtime.score_token_ids,
         }
-        started = time.perf_counter()
-        try:
-            async with self._client().post(self._url("/v1/chat/completions"), json=body) as response:
-                status = response.status
-                text = await response.text()
-        except asyncio.TimeoutError as exc:
-            raise EngineUnavailableError(
-                f"the scoring engine did not answer within {self.runtime.engine_timeout_s} s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise EngineUnavailableError(f"the scoring engine is unreachable: {exc.__class__.__name__}") from exc
-        finally:
-            metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
-        if status >= 500:
-            raise EngineUnavailableError(f"the scoring engine answered {status} for {dim.name}")
-        if status != 200:
-            raise EngineResponseError(f"the scoring engine rejected the {dim.name} request ({status}): {text[:300]}")
+        _, text = await self._post(body, dim.name)
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -147,6 +139,62 @@ class EngineScorer:
             raise EngineResponseError(f"the engine's answer for {dim.name} has no score-token logprobs") from exc
         return rail_from_token_logprobs(top, self.rubric.score_tokens, self.rubric.levels), prompt_tokens
 
+    async def _post(self, body: dict, what: str, timeout_s: float | None = None) -> tuple[int, str]:
+        """POST a chat request to the engine; transport failures and 5xx are 503s, other non-200s 502s."""
+        timeout_s = timeout_s or self.runtime.engine_timeout_s
+        started = time.perf_counter()
+        try:
+            async with self._client().post(
+                self._url("/v1/chat/completions"), json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
+                status = response.status
+                text = await response.text()
+        except asyncio.TimeoutError as exc:
+            raise EngineUnavailableError(f"the scoring engine did not answer within {timeout_s} s ({what})") from exc
+        except aiohttp.ClientError as exc:
+            raise EngineUnavailableError(f"the scoring engine is unreachable: {exc.__class__.__name__}") from exc
+        finally:
+            metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
+        if status >= 500:
+            raise EngineUnavailableError(f"the scoring engine answered {status} for {what}")
+        if status != 200:
+            raise EngineResponseError(f"the scoring engine rejected the {what} request ({status}): {text[:300]}")
+        return status, text
+
+    def check_feedback(self) -> None:
+        """Refuse a feedback request at once when the deployment has no feedback adapter."""
+        if self.runtime.feedback_adapter is None:
+            raise FeedbackNotDeployedError(
+                f"feedback was asked for, but deployment {self.runtime.deployment_name!r} has no feedback adapter: "
+                f"no {FEEDBACK_MODULE!r} LoRA module is served (name one as `feedback_adapter` in the deployment set)"
+            )
+
+    async def feedback(self, data_url: str, scores: dict, description: str | None = None) -> dict:
+        """A comment on one image from the feedback adapter, with the scores just predicted in its prompt."""
+        self.check_feedback()
+        settings = self.runtime.feedback
+        image_part = {"type": "image_url", "image_url": {"url": data_url}}
+        body = {
+            "model": FEEDBACK_MODULE,
+            "messages": feedback_messages(
+                self.runtime.prompt_format, self.rubric, {d: e["score"] for d, e in scores.items()}, image_part, description
+            ),
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "repetition_penalty": settings.repetition_penalty,
+        }
+        _, text = await self._post(body, "feedback", settings.timeout_s)
+        try:
+            payload = json.loads(text)
+            comment = payload["choices"][0]["message"]["content"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise EngineResponseError("the engine's feedback answer has no message content") from exc
+        if not isinstance(comment, str):
+            raise EngineResponseError("the engine's feedback answer has no text")
+        metrics.FEEDBACK.inc()
+        return {"text": comment.strip(), "adapter": self.runtime.feedback_adapter}
+
     async def ready(self) -> tuple[bool, str]:
         try:
             async with self._client().get(self._url("/v1/models"), timeout=aiohttp.ClientTimeout(total=5.0)) as response:
@@ -157,7 +205,8 @@ class EngineScorer:
         if status != 200:
             return False, f"engine /v1/models answered {status}"
         served = {m["id"] for m in listing.get("data", [])}
-        missing = [d for d in self.runtime.adapters if d not in served]
+        expected = [*self.runtime.adapters, *([FEEDBACK_MODULE] if self.runtime.feedback_adapter else [])]
+        missing = [d for d in expected if d not in served]
         if missing:
             return False, f"adapters not loaded in the engine: {missing}"
         return True, "ready"

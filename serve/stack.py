@@ -58,6 +58,9 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) ->
         engine_connections=router.engine_connections,
         base_model_id=profile.base.model_id,
         prompt_format=deployment.prompt_format,
+        feedback_adapter=deployment.feedback.manifest.label if deployment.feedback else None,
+        feedback=profile.feedback,
+        deployment_name=deployment.name,
     )
 
 

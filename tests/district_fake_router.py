@@ -39,9 +39,14 @@ def fake_scores(data: bytes, dims=DIMS) -> dict:
     return scores
 
 
+def fake_comment(data: bytes) -> str:
+    return f"Comment <{hashlib.sha256(data).hexdigest()[:8]}> & more."
+
+
 class FakeRouter:
-    def __init__(self, port: int, delay_s: float = 0.01):
+    def __init__(self, port: int, delay_s: float = 0.01, feedback_adapter: str | None = None):
         self.port = port
+        self.feedback_adapter = feedback_adapter
         self.delay_s = delay_s
         self.down_until = 0.0
         self.requests = 0
@@ -62,7 +67,8 @@ class FakeRouter:
     async def models(self, request: Request):
         """The router's listing: the rubric model, then one model per dimension (with its adapter)."""
         return JSONResponse({"object": "list", "data": [{"id": "kidsartbench", "object": "model"}] + [
-            {"id": dim, "object": "model", "adapter": f"{dim}@fake"} for dim in DIMS]})
+            {"id": dim, "object": "model", "adapter": f"{dim}@fake"} for dim in DIMS],
+            "feedback_adapter": self.feedback_adapter})
 
     async def readyz(self, request: Request):
         if time.monotonic() < self.down_until:
@@ -81,9 +87,14 @@ class FakeRouter:
             decode_image(data)
         except InputError as exc:
             return JSONResponse({"error": {"type": exc.kind, "message": str(exc)}}, status_code=400)
+        if body.get("feedback") and not self.feedback_adapter:
+            return JSONResponse({"error": {"type": "feedback_not_deployed", "message": "no feedback adapter"}},
+                                status_code=422)
         self.scored_ids.append(body.get("id"))
-        return JSONResponse({"id": body.get("id"), "rubric": "kidsartbench",
-                             "scores": fake_scores(data, body.get("dimensions") or DIMS)})
+        result = {"id": body.get("id"), "rubric": "kidsartbench", "scores": fake_scores(data, body.get("dimensions") or DIMS)}
+        if body.get("feedback"):
+            result["feedback"] = {"text": fake_comment(data), "adapter": self.feedback_adapter}
+        return JSONResponse(result)
 
     def start(self) -> "FakeRouter":
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")

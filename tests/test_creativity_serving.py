@@ -42,6 +42,16 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
         one = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(),
                                                          "dimensions": ["color"]}, timeout=120).json()
         assert "total_100" not in one and "points" in one["scores"]["color"]  # no total for a subset
+        # this deployment has no feedback adapter: asking for feedback is a 422 naming it, on every route
+        refused = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(), "feedback": True},
+                             timeout=60)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["type"] == "feedback_not_deployed" and "no feedback adapter" in error["message"]
+        assert "'creativity-tiny'" in error["message"] and "'feedback' LoRA module" in error["message"]
+        multipart = httpx.post(f"{stack.url}/v1/score", files={"image": ("a.png", image)}, data={"feedback": "true"},
+                               timeout=60)
+        assert multipart.status_code == 422 and multipart.json()["error"]["type"] == "feedback_not_deployed"
 
         manifest = tmp_path / "district.csv"
         with manifest.open("w", newline="") as handle:
@@ -59,3 +69,6 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
     for dim in rubric_dims:
         assert (frame[f"{dim}_points"] - (frame[dim] - 1) * 5).abs().max() < 1e-9
     assert (frame["total_100"] - frame[[f"{d}_points" for d in rubric_dims]].sum(axis=1)).abs().max() < 1e-9
+    assert "feedback" not in frame.columns  # not asked for
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "total (0-100 points)" in report and report.count("/100</b>") == 4  # the total on every card

@@ -76,3 +76,19 @@ def test_missing_column_and_subset(small_set, tmp_path):
         load_dataset(csv_path, small_set / "images", load_rubric())
     ds = load_dataset(csv_path, small_set / "images", load_rubric(), ["color_richness"])
     assert ds.dimensions == ["color_richness"]
+
+
+def test_feedback_training_needs_a_comment_per_row(small_set, tmp_path):
+    import pandas as pd
+
+    ds = load_dataset(small_set / "labels.csv", small_set / "images", load_rubric(), require_comment=True)
+    assert all(s.comment for s in ds.samples)
+    frame = pd.read_csv(small_set / "labels.csv", dtype=str, keep_default_na=False)
+    frame.drop(columns=["comment"]).to_csv(tmp_path / "no_comment.csv", index=False)
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['comment'\]"):
+        load_dataset(tmp_path / "no_comment.csv", small_set / "images", load_rubric(), require_comment=True)
+    assert load_dataset(tmp_path / "no_comment.csv", small_set / "images", load_rubric()).samples[0].comment is None
+    frame.loc[2, "comment"] = "  "
+    frame.to_csv(tmp_path / "empty_comment.csv", index=False)
+    with pytest.raises(DatasetError, match=r"row 4 \(.*\): comment is empty"):
+        load_dataset(tmp_path / "empty_comment.csv", small_set / "images", load_rubric(), require_comment=True)

@@ -177,8 +177,40 @@ def test_the_served_rubric_is_read_from_the_router_or_named_as_missing(tmp_path)
 
     with FakeRouter(free_port()) as router:
         assert served_rubric(router.url) == "kidsartbench"
-    with pytest.raises(ConfigError, match=r"could not read the served rubric .*; pass --rubric NAME"):
+    with pytest.raises(ConfigError, match=r"could not read .*/v1/models .*; pass --rubric NAME"):
         served_rubric(f"http://127.0.0.1:{free_port()}", attempts=1)
     assert previous_rubric(tmp_path) is None
     (tmp_path / "run.json").write_text('{"rubric": "creativity5"}')
     assert previous_rubric(tmp_path) == "creativity5"
+
+
+def test_feedback_run_writes_a_feedback_column_and_shows_it_on_the_cards(tmp_path, small_district):
+    """--feedback against a router with a feedback adapter: each row's comment in the CSV and the report;
+    against one without: refused before any image is sent; a resumed run must keep the same setting."""
+    import html
+    import subprocess
+
+    from tests.district_helpers import REPO, cli
+
+    root, _ = small_district
+    out = tmp_path / "with"
+    with FakeRouter(free_port(), feedback_adapter="feedback@fake") as router:
+        done = subprocess.run(cli(str(root), "--out", str(out), "--url", router.url, "--feedback", "--no-progress"),
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        frame = pd.read_csv(out / "scores.csv", keep_default_na=False)
+        ok = frame[frame.status == "ok"]
+        assert len(ok) and all(text.startswith("Comment <") for text in ok["feedback"])
+        assert all("feedback=feedback@fake" in a for a in ok["adapters"])
+        report = (out / "report.html").read_text(encoding="utf-8")
+        assert all(html.escape(text) in report for text in ok["feedback"])  # every listed card shows its comment
+        assert report.count("class='feedback'") == len(ok)
+        # resuming without --feedback would mix rows with and without comments: refused
+        again = subprocess.run(cli(str(root), "--out", str(out), "--url", router.url, "--resume", "--no-progress"),
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert again.returncode != 0 and "made with --feedback" in again.stderr
+    with FakeRouter(free_port()) as router:
+        refused = subprocess.run(cli(str(root), "--out", str(tmp_path / "without"), "--url", router.url, "--feedback",
+                                     "--no-progress"), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and "serves no feedback adapter" in refused.stderr
+        assert router.requests == 0

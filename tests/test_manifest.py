@@ -20,6 +20,10 @@ def deployment_copy(tiny_profile, tmp_path):
         shutil.copytree(src, dst)
         adapters.append(f"adapters/{src.name}")
     spec["adapters"] = adapters
+    if spec.get("feedback_adapter"):
+        src = (source.parent / spec["feedback_adapter"]).resolve()
+        shutil.copytree(src, tmp_path / "adapters" / src.name)
+        spec["feedback_adapter"] = f"adapters/{src.name}"
     path = tmp_path / "deployment.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, spec
@@ -41,6 +45,28 @@ def test_shipped_tiny_deployment_is_valid(tiny_profile):
     deployment = load_profile_deployment(tiny_profile)
     assert deployment.dimensions == deployment.rubric.dimension_names
     assert len({a.manifest.label for a in deployment.adapters.values()}) == 9
+    assert deployment.feedback is not None and deployment.feedback.manifest.task == "feedback"
+    assert list(deployment.lora_modules) == [*deployment.dimensions, "feedback"]
+
+
+def test_feedback_adapter_is_named_apart_from_the_dimension_adapters(deployment_copy):
+    path, spec = deployment_copy
+    # listed among the dimension adapters: refused, it scores no dimension
+    _rewrite(path, {**spec, "adapters": [*spec["adapters"], spec["feedback_adapter"]], "feedback_adapter": None})
+    with pytest.raises(ConfigError, match="feedback adapter is listed under `adapters`"):
+        load_deployment(path)
+    # a score adapter named as the feedback adapter: refused
+    _rewrite(path, {**spec, "feedback_adapter": spec["adapters"][0]})
+    with pytest.raises(ConfigError, match="`feedback_adapter` needs task 'feedback'"):
+        load_deployment(path)
+    # a feedback adapter made for another rubric: refused (its prompt lists that rubric's titles)
+    _rewrite(path, spec)
+    _edit_manifest(path.parent / spec["feedback_adapter"], rubric="creativity5")
+    with pytest.raises(ConfigError, match="rubric 'creativity5' differs"):
+        load_deployment(path)
+    # without one the deployment is valid and serves scores only
+    _rewrite(path, {k: v for k, v in spec.items() if k != "feedback_adapter"})
+    assert load_deployment(path).feedback is None
 
 
 def test_missing_adapter_folder(deployment_copy):

@@ -30,7 +30,8 @@ def test_fact_targets_follow_the_drawing():
 def test_caption_batches_label_only_the_answer(tiny_profile):
     from adapters.base_builder import random_base
     from adapters.prompts import load_prompt_format
-    from train.pretrain import IGNORE, CaptionBatches, DrawingSet
+    from train.encoded import IGNORE
+    from train.pretrain import CaptionBatches, DrawingSet
 
     model, processor = random_base(tiny_profile)
     drawings = DrawingSet(processor, tiny_profile.image_size, range(7_000_000_000, 7_000_000_002), "test")

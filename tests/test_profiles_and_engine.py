@@ -38,11 +38,12 @@ def test_engine_command_flags(tiny_profile):
     deployment = load_profile_deployment(tiny_profile)
     command = engine_command(tiny_profile, deployment)
     joined = " ".join(command)
-    for flag in ["--enable-lora", "--max-loras 9", "--max-lora-rank 8", "--logprobs-mode processed_logprobs",
+    for flag in ["--enable-lora", "--max-loras 10", "--max-lora-rank 8", "--logprobs-mode processed_logprobs",
                  "--generation-config vllm", "--dtype float32", "--gpu-memory-utilization 0.3"]:
         assert flag in joined
     modules = command[command.index("--lora-modules") + 1: command.index("--logprobs-mode")]
-    assert sorted(json.loads(m)["name"] for m in modules) == sorted(deployment.dimensions)
+    # one module per dimension plus the feedback adapter, which max_loras must also cover
+    assert sorted(json.loads(m)["name"] for m in modules) == sorted([*deployment.dimensions, "feedback"])
     assert json.loads(command[command.index("--mm-processor-kwargs") + 1]) == {"min_pixels": 50176, "max_pixels": 50176}
     assert engine_env(tiny_profile)["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
@@ -51,6 +52,10 @@ def test_too_few_max_loras_is_refused(tiny_profile):
     deployment = load_profile_deployment(tiny_profile)
     profile = tiny_profile.model_copy(update={"engine": tiny_profile.engine.model_copy(update={"max_loras": 2})})
     with pytest.raises(ConfigError, match="max_loras=2"):
+        engine_command(profile, deployment)
+    # nine slots are enough for the nine dimensions but not for the feedback adapter beside them
+    profile = tiny_profile.model_copy(update={"engine": tiny_profile.engine.model_copy(update={"max_loras": 9})})
+    with pytest.raises(ConfigError, match="max_loras=9 is below the 10 LoRA modules.*feedback"):
         engine_command(profile, deployment)
 
 
@@ -62,12 +67,13 @@ def test_production_engine_command_is_gpu_bf16_without_cpu_settings(tiny_profile
     joined = " ".join(command)
     assert "--model /models/Qwen2.5-VL-7B-Instruct" in joined
     assert "--dtype bfloat16" in joined and "--gpu-memory-utilization 0.9" in joined
-    assert "--max-loras 9" in joined and "--logprobs-mode processed_logprobs" in joined
+    assert "--max-loras 10" in joined and "--logprobs-mode processed_logprobs" in joined
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(production) or production.engine.cpu_kvcache_space_gib is None
 
 
 def test_cpu_block_size_and_engine_cpu_settings(tiny_profile):
-    deployment = load_profile_deployment(tiny_profile)
+    # the bench serves nine score adapters (its own deployment has no feedback adapter)
+    deployment = load_profile_deployment(tiny_profile).model_copy(update={"feedback": None})
     bench = load_profile("bench")
     command = engine_command(bench, deployment)
     assert command[command.index("--block-size") + 1] == "32" and "--enable-prefix-caching" in command

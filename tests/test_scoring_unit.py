@@ -26,7 +26,7 @@ def _runtime(**overrides):
     return RouterRuntime(**values)
 
 
-def _run(handler, call):
+def _run(handler, call, **runtime):
     """Serve `handler(body) -> (status, payload)` (or a coroutine of it) on a local port, run `call(scorer)` against it."""
 
     async def endpoint(request: web.Request) -> web.Response:
@@ -44,7 +44,7 @@ def _run(handler, call):
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{port}"))
+        scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{port}", **runtime))
         try:
             return await call(scorer)
         finally:
@@ -146,3 +146,35 @@ def test_engine_requests_follow_the_deployments_prompt_format():
     content = body["messages"][0]["content"]
     assert content[0]["image_url"]["url"] == "data:image/png;base64,AAAA"
     assert content[1]["text"].startswith("<image>Assess the student's artwork based on the 'realism' criterion")
+
+
+def test_feedback_request_carries_the_scores_and_is_bounded_by_the_settings():
+    from adapters.feedback import FeedbackSettings
+
+    seen = []
+
+    def handler(body):
+        seen.append(body)
+        return 200, {"choices": [{"message": {"role": "assistant", "content": "  Realism is a real strength here. "}}]}
+
+    scores = {"realism": {"score": 4.26}, "line_texture": {"score": 1.5}}
+    settings = FeedbackSettings(max_tokens=40, temperature=0.0, timeout_s=5)
+    result = _run(handler, lambda scorer: scorer.feedback("data:image/png;base64,AAAA", scores, "a cat"),
+                  feedback_adapter="feedback@sft-1", feedback=settings)
+    assert result == {"text": "Realism is a real strength here.", "adapter": "feedback@sft-1"}
+    body = seen[0]
+    assert body["model"] == "feedback" and body["max_tokens"] == 40 and body["temperature"] == 0.0
+    content = body["messages"][1]["content"]
+    assert "realism 4.3, line texture 1.5" in content[0]["text"]
+    assert content[1]["image_url"]["url"] == "data:image/png;base64,AAAA"
+    assert content[2]["text"].endswith("a cat")
+
+
+def test_feedback_without_a_feedback_adapter_is_a_422_naming_it():
+    from adapters.errors import FeedbackNotDeployedError
+    from serve.errors import status_for
+
+    scorer = EngineScorer(_runtime(deployment_name="creativity-tiny"))
+    with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*'feedback' LoRA") as info:
+        scorer.check_feedback()
+    assert status_for(info.value) == 422

@@ -58,7 +58,7 @@ def test_write_dataset_format(tmp_path):
     csv_path = write_dataset(5, seed=3, out_dir=tmp_path)
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 5
-    assert list(rows[0].keys()) == ["name", *DIMENSIONS, "grade", "description"]
+    assert list(rows[0].keys()) == ["name", *DIMENSIONS, "grade", "description", "comment"]
     for row in rows:
         assert (tmp_path / "images" / row["name"]).is_file()
         assert all(row[d] in {"1", "2", "3", "4", "5"} for d in DIMENSIONS)
@@ -76,7 +76,7 @@ def test_creativity_dataset_reads_its_five_dimensions_from_the_same_drawings(tmp
     creative_csv = write_dataset(6, seed=8, out_dir=tmp_path / "c", rubric="creativity5")
     creative = list(csv.DictReader(creative_csv.open()))
     rubric = load_rubric("creativity5")
-    assert list(creative[0].keys()) == ["name", *rubric.dimension_names, "grade", "description"]
+    assert list(creative[0].keys()) == ["name", *rubric.dimension_names, "grade", "description", "comment"]
     for k, c in zip(kids, creative):  # same seeds, same drawings: each label is its stand-in's
         assert all(c[dim] == k[source] for dim, source in CREATIVITY_FROM.items())
         assert c["description"] and c["description"] == k["description"]

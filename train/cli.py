@@ -163,6 +163,61 @@ def register(app: typer.Typer) -> None:
                              prompt_format=cfg.prompt_format)
             typer.echo(f"wrote deployment set {deployment}")
 
+    @app.command("train-feedback")
+    def train_feedback_cmd(
+        data: str = typer.Option(..., help="Dataset CSV with the rubric's score columns and a `comment` column (kidsart synth writes one)."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        out: str = typer.Option(..., help="Output folder of the feedback adapter (written atomically)."),
+        profile: str = typer.Option("tiny", help="Profile whose base to train on."),
+        rubric: str = typer.Option("kidsartbench", help="Rubric whose scores the comments discuss (name or YAML path)."),
+        config: str = typer.Option("feedback-tiny", help="Training config name (train/configs/NAME.yaml) or path."),
+        epochs: Optional[int] = typer.Option(None, help="Override the config's epochs."),
+    ) -> None:
+        """Train the feedback adapter: supervised fine-tuning, cross-entropy on the comment's tokens only."""
+        import time
+        from pathlib import Path
+
+        from adapters.profiles import load_profile
+        from adapters.rubric import load_rubric
+        from train.dataset import load_dataset
+        from train.feedback_train import train_feedback
+        from train.trainer import load_train_config
+
+        cfg = load_train_config(config)
+        if epochs is not None:
+            cfg = cfg.model_validate({**cfg.model_dump(), "epochs": epochs})
+        prof = load_profile(profile)
+        dataset = load_dataset(data, images, load_rubric(rubric), require_comment=True)
+        start = time.perf_counter()
+        folder = train_feedback(cfg, dataset, prof.base.resolved_path, Path(out),
+                                command=f"kidsart train-feedback --config {config} --rubric {rubric} --profile {profile}")
+        typer.echo(f"trained the feedback adapter into {folder} in {time.perf_counter() - start:.1f} s")
+
+    @app.command("eval-feedback")
+    def eval_feedback_cmd(
+        data: str = typer.Option(..., help="Held-out dataset CSV with score columns and a `comment` column."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        out: str = typer.Option("eval-feedback.json", help="Where to write the JSON report."),
+        profile: str = typer.Option("tiny", help="Profile (base, image size, generation settings, default deployment)."),
+        deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML with a feedback adapter (default: the profile's)."),
+        batch_size: int = typer.Option(8, min=1, help="Comments generated per batch."),
+        seed: int = typer.Option(0, help="Seed of the random-reference baseline's pairing."),
+    ) -> None:
+        """Compare generated comments with reference comments (SBERT all-MiniLM-L6-v2) and check their grounding."""
+        import json
+        from pathlib import Path
+
+        from train.eval_feedback import evaluate_feedback
+
+        report = evaluate_feedback(Path(data), Path(images), profile_name=profile,
+                                   deployment_path=Path(deployment) if deployment else None, batch_size=batch_size, seed=seed)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        keys = ("sbert_mean", "sbert_untrained", "sbert_random_reference", "grounded_strength", "grounded_weakness")
+        for key in keys:
+            typer.echo(f"{key:24s} {report[key]:.3f}")
+        typer.echo(f"{report['meta']['n_images']} images, {report['meta']['runtime_s']} s; report: {out}")
+
     @app.command("eval")
     def eval_cmd(
         data: str = typer.Option(..., help="Labels CSV."),

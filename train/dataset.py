@@ -31,6 +31,7 @@ class Sample:
     scores: dict[str, int]
     grade: int | None = None
     description: str | None = None
+    comment: str | None = None
 
 
 @dataclass
@@ -88,8 +89,12 @@ def load_dataset(
     dimensions: list[str] | None = None,
     *,
     check_images: bool = True,
+    require_comment: bool = False,
 ) -> Dataset:
-    """Read and validate a dataset; every problem found is listed with its CSV row number (header = row 1)."""
+    """Read and validate a dataset; every problem found is listed with its CSV row number (header = row 1).
+
+    `require_comment` (feedback training and evaluation): the CSV must have a non-empty `comment` per row.
+    """
     import pandas as pd
     from PIL import Image
 
@@ -103,7 +108,7 @@ def load_dataset(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"dataset CSV {csv_path} cannot be parsed: {exc}") from exc
     dims = [d.name for d in rubric.select(dimensions)]
-    missing_cols = [c for c in ["name", *dims] if c not in frame.columns]
+    missing_cols = [c for c in ["name", *dims, *(["comment"] if require_comment else [])] if c not in frame.columns]
     if missing_cols:
         raise DatasetError(f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})")
     if frame.empty:
@@ -145,6 +150,9 @@ def load_dataset(
             except ValueError:
                 row_problems.append(f"grade={row['grade']!r} is not a number")
         description = str(row["description"]).strip() if "description" in frame.columns else ""
+        comment = str(row["comment"]).strip() if "comment" in frame.columns else ""
+        if require_comment and not comment:
+            row_problems.append("comment is empty")
         path = images_dir / name
         if name and check_images:
             if not path.is_file():
@@ -158,7 +166,8 @@ def load_dataset(
         if row_problems:
             problems.append(f"row {rownum} ({name or '?'}): " + ", ".join(row_problems))
             continue
-        samples.append(Sample(name=name, image_path=path, scores=scores, grade=grade, description=description or None))
+        samples.append(Sample(name=name, image_path=path, scores=scores, grade=grade, description=description or None,
+                              comment=comment or None))
     if problems:
         _fail(f"dataset {csv_path} is invalid", problems)
     log.info("loaded %d samples from %s (%d dimensions)", len(samples), csv_path, len(dims))

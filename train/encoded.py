@@ -21,6 +21,37 @@ from adapters.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+IGNORE = -100  # label of tokens the loss skips
+END_OF_TURN = "<|im_end|>"
+
+
+def expand_image_tokens(prompt: str, n_tokens: int) -> str:
+    """A chat-template prompt with its image placeholder expanded to one token per merged patch, as the processor does."""
+    return prompt.replace("<|image_pad|>", "<|image_pad|>" * n_tokens)
+
+
+def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str]) -> dict:
+    """input_ids, attention_mask and labels for prompt + answer + end-of-turn, right-padded, with the loss on
+    the answer tokens and the closing end-of-turn only (supervised fine-tuning; the prompt is context).
+
+    Shared by the base's caption pre-training and the feedback adapter's training.
+    """
+    import torch
+
+    tokenizer.padding_side = "right"
+    inputs = tokenizer([p + a + END_OF_TURN for p, a in zip(prompts, answers)], return_tensors="pt", padding=True)
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    header_len = len(tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False))
+    ids = inputs["input_ids"]
+    labels = torch.full_like(ids, IGNORE)
+    for row in range(ids.shape[0]):
+        starts = (ids[row] == im_start).nonzero().flatten()
+        answer_from = int(starts[-1]) + header_len
+        mask = inputs["attention_mask"][row].bool()
+        labels[row, answer_from:] = ids[row, answer_from:]
+        labels[row, ~mask] = IGNORE
+    return {"input_ids": ids, "attention_mask": inputs["attention_mask"], "labels": labels}
+
 
 def frozen_image_tokens(model, pixel_values, grid_thw) -> list:
     """The frozen vision tower's output tokens, one tensor per image, for a batch of processed pixels.

@@ -25,11 +25,12 @@ import time
 
 import numpy as np
 
+from train.encoded import answer_only_inputs, expand_image_tokens
+
 log = logging.getLogger(__name__)
 
 PRETRAIN_SEED_OFFSET = 7_000_000_000
 HELD_OUT_SEED_OFFSET = 7_500_000_000
-IGNORE = -100
 
 
 class DrawingSet:
@@ -76,10 +77,6 @@ class CaptionBatches:
     def __init__(self, processor, drawings: DrawingSet, features: list, prompt_format):
         self.processor, self.prompt_format = processor, prompt_format
         self.drawings, self.features, self.details = drawings, features, drawings.details
-        tokenizer = processor.tokenizer
-        self.im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-        self.header_len = len(tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False))
-        self.end = "<|im_end|>"
         # The processor expands each image placeholder to one token per merged patch; so do we.
         self.image_tokens = int(drawings.grid.prod()) // processor.image_processor.merge_size ** 2
 
@@ -89,28 +86,15 @@ class CaptionBatches:
     def prompt(self, question: str) -> str:
         messages = self.prompt_format.messages(self.prompt_format.user_content(question, {"type": "image"}))
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text.replace("<|image_pad|>", "<|image_pad|>" * self.image_tokens)
+        return expand_image_tokens(text, self.image_tokens)
 
     def batch(self, indices, pairs):
         """Model inputs with `labels` set on the answer tokens (and the closing <|im_end|>) only."""
-        import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        tokenizer = self.processor.tokenizer
-        tokenizer.padding_side = "right"
-        inputs = tokenizer([self.prompt(q) + a + self.end for q, a in pairs], return_tensors="pt", padding=True)
-        ids = inputs["input_ids"]
-        labels = torch.full_like(ids, IGNORE)
-        for row in range(ids.shape[0]):
-            starts = (ids[row] == self.im_start).nonzero().flatten()
-            answer_from = int(starts[-1]) + self.header_len
-            mask = inputs["attention_mask"][row].bool()
-            labels[row, answer_from:] = ids[row, answer_from:]
-            labels[row, ~mask] = IGNORE
+        inputs = answer_only_inputs(self.processor.tokenizer, [self.prompt(q) for q, _ in pairs], [a for _, a in pairs])
         return {
-            "input_ids": ids,
-            "attention_mask": inputs["attention_mask"],
-            "labels": labels,
+            **inputs,
             "image_grid_thw": self.drawings.grid.repeat(len(indices), 1),
             "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i in indices))},
         }

@@ -359,11 +359,16 @@ def describe(labels: dict[str, int], details: dict) -> str:
 
 def render_record(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int], int, str]:
     """Image, labels, grade and description for one seed (same image and labels as render_artwork)."""
+    image, labels, grade, details = _render(seed, width, height, distribution)
+    return image, labels, grade, describe(labels, details)
+
+
+def _render(seed: int, width: int, height: int, distribution: str) -> tuple[Image.Image, dict[str, int], int, dict]:
     rng = np.random.default_rng([20251212, int(seed)])
     labels = _sample_labels(rng, distribution)
     grade = int(rng.choice(6, p=np.asarray(GRADE_COUNTS) / sum(GRADE_COUNTS))) + 1
     image, details = _draw(rng, labels, width, height, grade)
-    return image, labels, grade, describe(labels, details)
+    return image, labels, grade, details
 
 
 def render_drawing_details(seed: int, width: int = 400, height: int = 300) -> tuple[Image.Image, dict]:
@@ -385,7 +390,8 @@ def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "u
     Artwork i is drawn from seed `seed * 1_000_003 + i`, so datasets with different
     seeds do not share images. Columns: name, the rubric's dimensions (kidsartbench:
     the nine; creativity5: its five, read from the drawing parameters of CREATIVITY_FROM),
-    grade, description (what is drawn, in words).
+    grade, description (what is drawn, in words), comment (a teacher's reference comment
+    from train.feedback_comments: strength and weakness from the labels).
     """
     if rubric not in RUBRIC_LABELS:
         raise ValueError(f"synthetic labels exist for rubrics {sorted(RUBRIC_LABELS)}, not {rubric!r}")
@@ -393,6 +399,11 @@ def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "u
     import csv
 
     from tqdm import tqdm
+
+    from adapters.rubric import load_rubric
+    from train.feedback_comments import reference_comment
+
+    rubric_model = load_rubric(rubric)
 
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -402,11 +413,14 @@ def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "u
     csv_path = out / "labels.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", *columns, "grade", "description"])
+        writer.writerow(["name", *columns, "grade", "description", "comment"])
         for i in tqdm(range(n), desc="synth", unit="img", leave=False):
-            image, labels, grade, description = render_record(seed * 1_000_003 + i, width, height, distribution)
+            image_seed = seed * 1_000_003 + i
+            image, labels, grade, details = _render(image_seed, width, height, distribution)
             name = f"synth_{seed}_{i:05d}.png"
             image.save(images / name, format="PNG", compress_level=1)
-            writer.writerow([name, *(labels[source] for source in columns.values()), grade, description])
+            row_labels = {dim: labels[source] for dim, source in columns.items()}
+            comment = reference_comment(image_seed, row_labels, details, rubric_model, columns)
+            writer.writerow([name, *row_labels.values(), grade, describe(labels, details), comment])
     log.info("wrote %d synthetic artworks to %s", n, out)
     return csv_path

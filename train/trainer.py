@@ -193,6 +193,18 @@ def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def optimizer_step(optimizer, params, step: int, total: int, config: TrainConfig) -> None:
+    """One AdamW step at the schedule's learning rate, gradients clipped to `max_grad_norm`, then cleared."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = config.learning_rate * _lr_factor(step, total, config)
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _load_base(base_dir: Path, config: TrainConfig):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -239,12 +251,7 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
             running.append(float(loss.detach()))
             last = start + config.batch_size >= len(order)
             if (micro + 1) % config.grad_accum_steps == 0 or last:
-                for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * _lr_factor(step, total, config)
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(optimizer, params, step, total, config)
                 step += 1
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
         record = {"epoch": epoch + 1, "train_loss": round(float(np.mean(running)), 5)}

@@ -22,8 +22,8 @@ def previous_rubric(out: Path) -> str | None:
         return None
 
 
-def served_rubric(url: str, attempts: int = 6, delay_s: float = 5.0) -> str:
-    """The rubric the router at `url` serves: the model without an adapter in GET /v1/models."""
+def served_models(url: str, attempts: int = 6, delay_s: float = 5.0) -> dict:
+    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter)."""
     import time
 
     import httpx
@@ -35,17 +35,31 @@ def served_rubric(url: str, attempts: int = 6, delay_s: float = 5.0) -> str:
         try:
             response = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10)
             if response.status_code == 200:
-                names = [m["id"] for m in response.json().get("data", []) if "adapter" not in m]
-                if names:
-                    return names[0]
+                listing = response.json()
+                if any("adapter" not in m for m in listing.get("data", [])):
+                    return listing
                 problem = "it lists no rubric model"
             else:
                 problem = f"it answered {response.status_code}"
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
         if attempt + 1 < attempts:
             time.sleep(delay_s)
-    raise ConfigError(f"could not read the served rubric from {url}/v1/models ({problem}); pass --rubric NAME")
+    raise ConfigError(f"could not read {url}/v1/models ({problem}); pass --rubric NAME")
+
+
+def served_rubric(url: str, attempts: int = 6, delay_s: float = 5.0) -> str:
+    """The rubric the router at `url` serves: the model without an adapter in GET /v1/models."""
+    listing = served_models(url, attempts, delay_s)
+    return next(m["id"] for m in listing["data"] if "adapter" not in m)
+
+
+def check_feedback_served(url: str) -> None:
+    """Refuse a --feedback run before any image is sent when the router has no feedback adapter."""
+    from adapters.errors import FeedbackNotDeployedError
+
+    if not served_models(url).get("feedback_adapter"):
+        raise FeedbackNotDeployedError(f"--feedback: the router at {url} serves no feedback adapter")
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +86,7 @@ def register(app: typer.Typer) -> None:
         max_thumbnails: int = typer.Option(400, "--max-thumbnails", help="Thumbnails embedded in report.html."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        feedback: bool = typer.Option(False, "--feedback", help="Also ask for a teacher's comment per artwork (CSV column `feedback`, shown on the report's cards)."),
     ) -> None:
         """Score every artwork of a district on all dimensions: durable journal, --resume, CSV/Parquet, HTML report.
 
@@ -96,7 +111,7 @@ def register(app: typer.Typer) -> None:
             dimensions=[d.strip() for d in dimensions.split(",") if d.strip()],
             levels=[x.strip() for x in levels.split(",") if x.strip()], pipeline=pipeline, ray_address=ray_address,
             ray_actors=ray_actors, ray_batch_size=ray_batch_size, engine_urls=list(engine_url), max_outage_s=max_outage,
-            max_thumbnails=max_thumbnails, report=report, progress=progress,
+            max_thumbnails=max_thumbnails, report=report, progress=progress, feedback=feedback,
         )
         if rubric:
             config.rubric = rubric
@@ -108,14 +123,20 @@ def register(app: typer.Typer) -> None:
             if profile:
                 from adapters.profiles import load_profile
 
+                from adapters.errors import FeedbackNotDeployedError
+                from adapters.manifest import load_profile_deployment
+
                 loaded = load_profile(profile, deployment)
-                config.rubric = rubric or loaded.rubric
+                served = load_profile_deployment(loaded)
+                config.rubric = rubric or served.rubric.name
                 image_size = loaded.image_size
+                if feedback and served.feedback is None:
+                    raise FeedbackNotDeployedError(
+                        f"--feedback: deployment {served.name!r} ({served.source}) has no feedback adapter")
                 if engine_url:
-                    from adapters.manifest import load_profile_deployment
                     from serve.stack import router_runtime
 
-                    runtime = router_runtime(loaded, load_profile_deployment(loaded), engine_url[0]).model_dump()
+                    runtime = router_runtime(loaded, served, engine_url[0]).model_dump()
                 elif not url:
                     from serve.stack import Stack
 
@@ -129,6 +150,8 @@ def register(app: typer.Typer) -> None:
                     remember_stack(out, stack)
                     stack_ctx.callback(forget_stack, out)
                     url = stack.url
+            if feedback and url and not profile:
+                check_feedback_served(url)
             try:
                 result = run_job(config, url=url, runtime=runtime, image_size=image_size)
             except KeyboardInterrupt:

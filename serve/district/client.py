@@ -55,9 +55,10 @@ class ScoreClient:
     """Scores one image per call; many calls run concurrently on one connection pool."""
 
     def __init__(self, url: str, *, dimensions: list[str] | None = None, policy: RetryPolicy | None = None,
-                 max_connections: int = 64):
+                 max_connections: int = 64, feedback: bool = False):
         self.url = url.rstrip("/")
         self.dimensions = list(dimensions or [])
+        self.feedback = feedback
         self.policy = policy or RetryPolicy()
         self._random = random.Random(self.policy.seed)
         self._client = httpx.AsyncClient(
@@ -117,6 +118,8 @@ class ScoreClient:
             payload["dimensions"] = self.dimensions
         if description:
             payload["description"] = description
+        if self.feedback:
+            payload["feedback"] = True
         attempt = 0
         first_failure: float | None = None
         while True:
@@ -162,13 +165,19 @@ class ScoreClient:
             for dim, value in scores.items():
                 float(value["score"])
                 list(value["probs"])
+            comment = body["feedback"] if self.feedback else None
+            if comment is not None and not isinstance(comment["text"], str):
+                raise TypeError("feedback.text is not a string")
         except (ValueError, KeyError, TypeError) as exc:
             return {"status": "error", "error_type": "invalid_response", "http_status": 200,
                     "error": f"the router's answer is not a score object: {exc!r}"}
         if missing:
             return {"status": "error", "error_type": "invalid_response", "http_status": 200,
                     "error": f"the router's answer lacks dimensions {missing}"}
-        return {"status": "ok", "scores": scores, "rubric": body.get("rubric", "")}
+        result = {"status": "ok", "scores": scores, "rubric": body.get("rubric", "")}
+        if comment is not None:
+            result["feedback"] = comment
+        return result
 
 
 def _parse_error(response: httpx.Response) -> dict:

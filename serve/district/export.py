@@ -18,11 +18,14 @@ ID_COLUMNS = ["key", "file", "student_id", "school", "grade", "class", "folder",
               "duplicate_of", "status", "error_type", "error"]
 
 
-def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5, rubric=None):
+def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5, rubric=None,
+                feedback: bool = False):
     """A pandas DataFrame with one row per input (pending if the journal has no current record).
 
     For a rubric with a points scale (`points_per_dimension`), also `<dimension>_points` columns and the
-    total (e.g. `total_100`, only when every dimension of the rubric is in the table)."""
+    total (e.g. `total_100`, only when every dimension of the rubric is in the table). With `feedback`
+    (a run that asked for comments), a `feedback` column with each artwork's comment; the feedback
+    adapter's label joins the `adapters` column."""
     import numpy as np
     import pandas as pd
 
@@ -65,6 +68,11 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
             if value.get("adapter"):
                 adapters.append(f"{dim}={value['adapter']}")
         row["mean_score"] = float(np.mean(values)) if values and row["status"] == "ok" else np.nan
+        comment = (record or {}).get("feedback") or {}
+        if feedback:
+            row["feedback"] = comment.get("text", "")
+            if comment.get("adapter"):
+                adapters.append(f"feedback={comment['adapter']}")
         row["adapters"] = ";".join(adapters)
         if points:
             for dim in dimensions:
@@ -77,6 +85,8 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
                             (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])] + ["mean_score", "adapters"]
     if points:
         columns += [f"{dim}_points" for dim in dimensions] + ([total_name] if total_name else [])
+    if feedback:
+        columns.append("feedback")
     frame = pd.DataFrame(rows, columns=columns)
     frame["size"] = frame["size"].astype("int64")
     return frame

@@ -46,6 +46,7 @@ class DistrictJobConfig(BaseModel):
     max_outage_s: float = Field(default=900.0, description="Give up (resumable) after this long without an answer.")
     max_thumbnails: int = Field(default=400, description="Thumbnails embedded in the report.")
     report: bool = Field(default=True, description="Write report.html.")
+    feedback: bool = Field(default=False, description="Ask for a teacher's comment per artwork (CSV column `feedback`, shown in the report).")
     progress: bool = Field(default=True, description="Show a progress bar.")
 
 
@@ -58,7 +59,7 @@ class JobResult:
 
 def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[str]) -> None:
     meta_path = out / RUN_META
-    meta = {"input": source, "dimensions": dims, "rubric": config.rubric}
+    meta = {"input": source, "dimensions": dims, "rubric": config.rubric, "feedback": config.feedback}
     if meta_path.exists():
         previous = json.loads(meta_path.read_text(encoding="utf-8"))
         if previous.get("input") != source or previous.get("dimensions") != dims:
@@ -66,6 +67,9 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
                 f"{out} holds a run of {previous.get('input')} on {previous.get('dimensions')}; "
                 f"this is {source} on {dims}: use another --out"
             )
+        if bool(previous.get("feedback", False)) != config.feedback:
+            was = "with" if previous.get("feedback") else "without"
+            raise JournalError(f"{out} holds a run made {was} --feedback; resume it the same way, or use another --out")
         return
     tmp = meta_path.with_name(".run.json.tmp")
     tmp.write_text(json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1),
@@ -112,15 +116,17 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
                     plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
                     policy=policy, runtime=runtime, image_size=image_size, actors=config.ray_actors,
                     batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
+                    feedback=config.feedback,
                 )
             else:
                 stats = score_units(plan, journal, url, concurrency=config.concurrency,
-                                    dimensions=config.dimensions or None, policy=policy, progress=progress)
+                                    dimensions=config.dimensions or None, policy=policy, progress=progress,
+                                    feedback=config.feedback)
         finally:
             if progress is not None:
                 progress.close()
         records = dict(journal.records)
-    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric)
+    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback)
     files = list(write_tables(frame, out))
     if config.report:
         from serve.district.report import write_report
@@ -128,7 +134,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
         paths = {item.key: item.path for item in discovery.items}
         meta = {"input": discovery.source, "rubric": rubric.title}
         files.append(write_report(frame, dims, out / "report.html", paths=paths, skipped=discovery.skipped,
-                                  meta=meta, max_thumbnails=config.max_thumbnails,
+                                  meta=meta, max_thumbnails=config.max_thumbnails, rubric=rubric,
                                   title=f"District scores: {Path(discovery.source).name}"))
     status = Counter(frame["status"])
     error_types = Counter(frame.loc[frame["status"] == "error", "error_type"])

@@ -70,17 +70,17 @@ class _Score:
     """Actor: an event loop in a thread, HTTP clients on it, one batch scored concurrently per call."""
 
     def __init__(self, mode: str, urls: list[str], dimensions: list[str] | None, policy: RetryPolicy,
-                 runtime: dict | None, connections: int):
+                 runtime: dict | None, connections: int, feedback: bool = False):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="district-score-loop").start()
-        self.mode, self.dimensions, self.policy = mode, dimensions, policy
+        self.mode, self.dimensions, self.policy, self.feedback = mode, dimensions, policy, feedback
         self._next = count()
         self.clients = asyncio.run_coroutine_threadsafe(self._make_clients(urls, runtime, connections), self.loop).result()
 
     async def _make_clients(self, urls, runtime, connections):
         if self.mode == "router":
-            return [ScoreClient(url, dimensions=self.dimensions, policy=self.policy, max_connections=connections)
-                    for url in urls]
+            return [ScoreClient(url, dimensions=self.dimensions, policy=self.policy, max_connections=connections,
+                                feedback=self.feedback) for url in urls]
         from serve.scoring import EngineScorer, RouterRuntime
 
         return [EngineScorer(RouterRuntime(**{**runtime, "engine_url": url})) for url in urls]
@@ -93,7 +93,10 @@ class _Score:
         while True:
             try:
                 scores, _ = await scorer.score(data_url, self.dimensions or None, description or None)
-                return {"status": "ok", "scores": scores, "rubric": scorer.rubric.name}
+                result = {"status": "ok", "scores": scores, "rubric": scorer.rubric.name}
+                if self.feedback:
+                    result["feedback"] = await scorer.feedback(data_url, scores, description or None)
+                return result
             except EngineUnavailableError as exc:
                 if time.monotonic() - started > self.policy.max_outage_s:
                     raise RouterUnavailableError(f"engine {scorer.runtime.engine_url} unavailable: {exc}") from exc
@@ -134,7 +137,7 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
                    policy: RetryPolicy, runtime: dict | None = None, image_size: int = 224,
                    max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000, actors: int = 2,
                    batch_size: int = 16, actor_concurrency: int = 4, ray_address: str | None = None,
-                   progress=None) -> RunStats:
+                   progress=None, feedback: bool = False) -> RunStats:
     """Score the plan's units with Ray Data; the driver journals every result as it streams in."""
     import json
 
@@ -174,7 +177,7 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
             )
         connections = batch_size * actor_concurrency
         dataset = dataset.map_batches(
-            _Score, fn_constructor_args=(mode, urls, dimensions, policy, runtime, connections),
+            _Score, fn_constructor_args=(mode, urls, dimensions, policy, runtime, connections, feedback),
             batch_size=batch_size, batch_format="numpy", num_cpus=0,
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=actor_concurrency + 2,
                                                max_concurrent_calls_per_actor=actor_concurrency,

@@ -172,6 +172,7 @@ img.plot{max-width:100%;display:block;margin:8px 0}
 .card table{width:100%;font-size:10px} .card td{padding:1px 3px;border:none}
 .bar{display:inline-block;height:8px;background:#4c78a8;vertical-align:middle}
 .error{color:#b00020} .muted{color:#666}
+.feedback{margin-top:4px;padding:4px;border-left:3px solid #2a9d8f;background:#fff;font-size:10.5px;line-height:1.35}
 """
 
 
@@ -185,7 +186,7 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _thumbnail_cards(frame, dims, paths: dict[str, str], max_thumbnails: int) -> tuple[str, str]:
+def _thumbnail_cards(frame, dims, paths: dict[str, str], max_thumbnails: int, rubric=None) -> tuple[str, str]:
     ok = frame[frame["status"] == "ok"].sort_values("key")
     note = ""
     if len(ok) > max_thumbnails:
@@ -195,32 +196,43 @@ def _thumbnail_cards(frame, dims, paths: dict[str, str], max_thumbnails: int) ->
     with ThreadPoolExecutor(max_workers=4) as pool:
         thumbs = list(pool.map(_thumbnail, [paths.get(k, "") for k in ok["key"]]))
     cards = []
+    per_dim = rubric.points_per_dimension if rubric is not None else None
+    total_name = rubric.total_name if rubric is not None and rubric.total_name in frame.columns else None
     for (_, row), thumb in zip(ok.iterrows(), thumbs):
         lines = "".join(
             f"<tr><td>{html.escape(d.replace('_', ' '))}</td><td class='num'>{row[d]:.2f}</td>"
-            f"<td><span class='bar' style='width:{max(0.0, (row[d] - 1) / 4) * 60:.0f}px'></span></td></tr>"
+            + (f"<td class='num'>{row[f'{d}_points']:.1f}/{per_dim}</td>" if per_dim else "")
+            + f"<td><span class='bar' style='width:{max(0.0, (row[d] - 1) / 4) * 60:.0f}px'></span></td></tr>"
             for d in dims
         )
+        summary_row = (f"<tr><td><b>total</b></td><td></td><td class='num'><b>{row[total_name]:.1f}/{total_name.split('_')[-1]}</b></td><td></td></tr>"
+                       if total_name else
+                       f"<tr><td><b>mean</b></td><td class='num'><b>{row['mean_score']:.2f}</b></td><td></td></tr>")
+        comment = row.get("feedback", "") if "feedback" in frame.columns else ""
+        comment_html = f"<div class='feedback'>{html.escape(str(comment))}</div>" if comment else ""
         image = f'<img src="{thumb}" alt="{html.escape(row["key"])}">' if thumb else "<p class='muted'>(no preview)</p>"
         where = " / ".join(x for x in (row["school"], row["grade"], row["class"]) if x)
         cards.append(
             f"<div class='card'>{image}<div class='name'>{html.escape(row['file'])}</div>"
-            f"<div class='muted'>{html.escape(where)}</div><table>{lines}"
-            f"<tr><td><b>mean</b></td><td class='num'><b>{row['mean_score']:.2f}</b></td><td></td></tr></table></div>"
+            f"<div class='muted'>{html.escape(where)}</div><table>{lines}{summary_row}</table>{comment_html}</div>"
         )
     return note + "<div class='cards'>" + "".join(cards) + "</div>", str(len(cards))
 
 
 def write_report(frame, dims: list[str], out_path: Path, *, paths: dict[str, str], title: str = "District scores",
-                 skipped: list[tuple[str, str]] | None = None, meta: dict | None = None, max_thumbnails: int = 400) -> Path:
-    """Render the report from the scores table (export.build_table) and write it atomically."""
+                 skipped: list[tuple[str, str]] | None = None, meta: dict | None = None, max_thumbnails: int = 400,
+                 rubric=None) -> Path:
+    """Render the report from the scores table (export.build_table) and write it atomically.
+
+    With the `rubric`, a points scale (e.g. creativity5's 0-20 per dimension) and its total are shown
+    beside the RAIL scores; a `feedback` column (a run with --feedback) puts each comment on its card."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # e.g. CJK names: boxes in plots only
         return _write_report(frame, dims, out_path, paths=paths, title=title, skipped=skipped, meta=meta,
-                             max_thumbnails=max_thumbnails)
+                             max_thumbnails=max_thumbnails, rubric=rubric)
 
 
-def _write_report(frame, dims, out_path, *, paths, title, skipped, meta, max_thumbnails) -> Path:
+def _write_report(frame, dims, out_path, *, paths, title, skipped, meta, max_thumbnails, rubric=None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,6 +258,11 @@ def _write_report(frame, dims, out_path, *, paths, title, skipped, meta, max_thu
     if len(ok):
         rows = [[d.replace("_", " "), f"{ok[d].mean():.3f}", f"{ok[d].std():.3f}", f"{ok[d].min():.2f}", f"{ok[d].max():.2f}"]
                 for d in dims]
+        total_name = rubric.total_name if rubric is not None and rubric.total_name in ok.columns else None
+        if total_name:
+            column = ok[total_name]
+            rows.append([f"total (0-{total_name.split('_')[-1]} points)", f"{column.mean():.2f}", f"{column.std():.2f}",
+                         f"{column.min():.1f}", f"{column.max():.1f}"])
         parts.append(_table(["dimension", "mean", "sd", "min", "max"], rows, numeric={1, 2, 3, 4}))
         parts.append("<h2 id='histograms'>Score distribution per dimension</h2>")
         parts.append(_img(_histograms(ok, dims), "histograms of the scores per dimension"))
@@ -259,7 +276,7 @@ def _write_report(frame, dims, out_path, *, paths, title, skipped, meta, max_thu
         parts.append("<p class='muted'>By mean score over the dimensions; green: top, orange: bottom.</p>")
         parts.extend(_img(url, "radar charts") for url in _radars(ok, dims))
         parts.append("<h2 id='thumbnails'>Artworks and their scores</h2>")
-        cards, _ = _thumbnail_cards(frame, dims, paths, max_thumbnails)
+        cards, _ = _thumbnail_cards(frame, dims, paths, max_thumbnails, rubric)
         parts.append(cards)
     else:
         parts.append("<p class='error'>No artwork was scored.</p>")

@@ -158,7 +158,7 @@ class _Committer:
 
 
 async def score_units_async(plan: Plan, journal: Journal, url: str, *, concurrency: int, dimensions: list[str] | None,
-                            policy: RetryPolicy, progress=None) -> RunStats:
+                            policy: RetryPolicy, progress=None, feedback: bool = False) -> RunStats:
     stats = RunStats(local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
                      reused=sum(1 for r in plan.immediate if r.get("source") == "reused"))
     committer = _Committer(journal, progress, stats)
@@ -166,7 +166,7 @@ async def score_units_async(plan: Plan, journal: Journal, url: str, *, concurren
     queue: asyncio.Queue[Unit] = asyncio.Queue()
     for unit in plan.units:
         queue.put_nowait(unit)
-    async with ScoreClient(url, dimensions=dimensions, policy=policy, max_connections=concurrency) as client:
+    async with ScoreClient(url, dimensions=dimensions, policy=policy, max_connections=concurrency, feedback=feedback) as client:
         writer = asyncio.create_task(committer.run())
         try:
             if plan.immediate:
@@ -203,10 +203,10 @@ async def score_units_async(plan: Plan, journal: Journal, url: str, *, concurren
 
 
 def score_units(plan: Plan, journal: Journal, url: str, *, concurrency: int, dimensions: list[str] | None,
-                policy: RetryPolicy, progress=None) -> RunStats:
+                policy: RetryPolicy, progress=None, feedback: bool = False) -> RunStats:
     """Synchronous entry point; exceptions from any worker surface here (the journal keeps what finished)."""
     try:
         return asyncio.run(score_units_async(plan, journal, url, concurrency=concurrency, dimensions=dimensions,
-                                             policy=policy, progress=progress))
+                                             policy=policy, progress=progress, feedback=feedback))
     except ExceptionGroup as group:  # TaskGroup wraps worker errors; surface the first one
         raise group.exceptions[0] from None

@@ -1,0 +1,53 @@
+"""Feedback served end to end on the tiny stack: the feedback adapter is one more LoRA module in the same
+vLLM engine; JSON, multipart and the official openai client (extra_body) ask for it; scores are unchanged."""
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def _unseen(seed: int) -> bytes:
+    """A synthetic drawing from a seed range no committed adapter was trained or evaluated on."""
+    from train.synth import render_artwork
+
+    image, _ = render_artwork(9_100_000 + seed)
+    return png_bytes(image)
+
+
+def test_feedback_beside_unchanged_scores_on_every_route(live_stack):
+    data = _unseen(1)
+    body = {"image": base64.b64encode(data).decode(), "id": "fb1"}
+    plain = httpx.post(f"{live_stack.url}/v1/score", json=body, timeout=120)
+    asked = httpx.post(f"{live_stack.url}/v1/score", json={**body, "feedback": True}, timeout=120)
+    assert plain.status_code == 200 and asked.status_code == 200, asked.text
+    assert "feedback" not in plain.json()
+    result = asked.json()
+    # without feedback nothing changes; with it the scores are the same numbers
+    for dim, entry in plain.json()["scores"].items():
+        assert result["scores"][dim]["score"] == pytest.approx(entry["score"], abs=1e-6)
+    feedback = result["feedback"]
+    assert set(feedback) == {"text", "adapter"} and feedback["adapter"].startswith("feedback@")
+    assert isinstance(feedback["text"], str) and len(feedback["text"].split()) >= 5
+
+    multipart = httpx.post(f"{live_stack.url}/v1/score", files={"image": ("a.png", data)},
+                           data={"feedback": "true"}, timeout=120)
+    assert multipart.status_code == 200 and multipart.json()["feedback"]["text"] == feedback["text"]  # greedy
+    wrong = httpx.post(f"{live_stack.url}/v1/score", files={"image": ("a.png", data)}, data={"feedback": "maybe"},
+                       timeout=60)
+    assert wrong.status_code == 422 and "'feedback' must be true or false" in wrong.json()["error"]["message"]
+
+    client = openai.OpenAI(base_url=f"{live_stack.url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    completion = client.chat.completions.create(
+        model="kidsartbench", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+        extra_body={"feedback": True},
+    )
+    assert json.loads(completion.choices[0].message.content)["feedback"]["text"] == feedback["text"]
