@@ -24,6 +24,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.errors import FeedbackNotDeployedError
 from adapters.prompts import PromptFormat
 from adapters.rubric import Rubric
 
@@ -48,6 +49,15 @@ class FeedbackSettings(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (used when temperature > 0).")
     repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0, description="vLLM/transformers repetition penalty (1: none).")
     timeout_s: float = Field(default=60.0, gt=0, le=600, description="Longest the router waits for one comment.")
+
+
+def require_feedback_adapter(served: bool, where: str) -> None:
+    """Refuse a feedback request up front when `where` (e.g. "deployment 'x'", "the router at URL") serves none."""
+    if not served:
+        raise FeedbackNotDeployedError(
+            f"feedback was asked for, but {where} has no feedback adapter: no {FEEDBACK_MODULE!r} LoRA module is "
+            "served (name one as `feedback_adapter` in the deployment set)"
+        )
 
 
 def ranked_scores(rubric: Rubric, scores: dict[str, float]) -> list[tuple[str, float]]:
@@ -81,15 +91,19 @@ def _title_pattern(rubric: Rubric) -> re.Pattern:
     return re.compile(r"\b(" + "|".join(re.escape(t) for t in titles) + r")\b", re.IGNORECASE)
 
 
-def named_dimensions(text: str, rubric: Rubric) -> list[str]:
-    """Dimensions a comment names by title, in order of first appearance."""
+def named_spans(text: str, rubric: Rubric) -> list[tuple[str, int, int]]:
+    """(dimension, start, end) of the first time a comment names each dimension by title, in order of appearance."""
     by_title = {d.title.lower(): d.name for d in rubric.dimensions}
-    seen: list[str] = []
+    seen: dict[str, tuple[str, int, int]] = {}
     for match in _title_pattern(rubric).finditer(text):
         name = by_title[match.group(1).lower()]
-        if name not in seen:
-            seen.append(name)
-    return seen
+        seen.setdefault(name, (name, match.start(1), match.end(1)))
+    return list(seen.values())
+
+
+def named_dimensions(text: str, rubric: Rubric) -> list[str]:
+    """Dimensions a comment names by title, in order of first appearance."""
+    return [name for name, _, _ in named_spans(text, rubric)]
 
 
 def named_strength_and_weakness(text: str, rubric: Rubric) -> tuple[str | None, str | None]:

@@ -31,6 +31,13 @@ from adapters.errors import ImageDecodeError, ImageTooLargeError
 LETTERBOX_GREY = (128, 128, 128)
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+# The raster formats a child's artwork arrives in. Pillow is never asked to open anything else, so
+# SVG, PDF, EPS/PostScript (which Pillow would hand to Ghostscript), HEIC and the rest are refused
+# from their first bytes.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+_DATA_URL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG",
+                   "image/webp": "WEBP", "image/gif": "GIF", "image/bmp": "BMP", "image/x-ms-bmp": "BMP",
+                   "image/tiff": "TIFF"}
 
 
 def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -42,8 +49,8 @@ def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)  # reads the header only
+            width, height = image.size  # a decompression bomb is refused here, before any pixel is decoded
             if width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels"
@@ -55,15 +62,28 @@ def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"the image exceeds the pixel limit: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("the data is not a recognised image format") from exc
+        raise ImageDecodeError(f"the data is not a recognised image format (accepted: {', '.join(ACCEPTED_FORMATS)})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     return image
 
 
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and integer greyscale (a scanner's PNG) scaled to 8 bits; Pillow's own convert clips at 255."""
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0) <= 1.0 else values.max()
+    return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert to RGB; transparent areas become white paper."""
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_8_bit(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -164,11 +184,33 @@ def decode_base64_image(text: str) -> bytes:
     if not isinstance(text, str) or not text.strip():
         raise ImageDecodeError("the image field is empty")
     payload = text.strip()
+    declared = None
     if payload.startswith("data:"):
         header, sep, payload = payload.partition(",")
         if not sep or ";base64" not in header:
             raise ImageDecodeError("a data URL must look like data:image/<type>;base64,<data>")
+        mime = header[len("data:"):].split(";")[0].strip().lower()
+        declared = _DATA_URL_TYPES.get(mime)
+        if declared is None:
+            raise ImageDecodeError(f"a data URL of type {mime or '(none)'!r} is not accepted "
+                                   f"(accepted: {', '.join(sorted(_DATA_URL_TYPES))})")
+    elif "://" in payload[:16] or payload.startswith(("file:", "http:", "https:")):
+        raise ImageDecodeError("only base64 or data: URLs are accepted: the service never fetches a URL or reads a file")
     try:
-        return base64.b64decode(payload, validate=True)
+        data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"the image is not valid base64: {exc}") from exc
+    if declared is not None:
+        actual = sniff_format(data)
+        if actual is not None and actual != declared:
+            raise ImageDecodeError(f"the data URL says {mime} but the bytes are {actual}")
+    return data
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The accepted format the bytes' header names, or None (the decoder then says what is wrong)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            return image.format
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
+        return None  # decode_image reports what is wrong, with the limits applied

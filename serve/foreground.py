@@ -1,18 +1,32 @@
-"""Run the stack in the foreground: SIGINT (Ctrl-C) or SIGTERM stops engine and router."""
+"""Run the stack in the foreground: SIGINT (Ctrl-C) or SIGTERM stops engine and router.
+
+A dead engine is restarted by the stack's supervisor (serve.supervisor); when its
+attempts are spent the stack stops and `kidsart serve` exits non-zero.
+"""
 from __future__ import annotations
 
 import logging
 import signal
 import threading
 
+from adapters.errors import KidsArtError
 from adapters.profiles import load_profile
 from serve.stack import Stack
 
 log = logging.getLogger(__name__)
 
+FAILED_HOLD_S = 10
+
+
+class EngineGaveUpError(KidsArtError):
+    """The engine died and every restart attempt failed (`kidsart serve` exits non-zero)."""
+
+    kind = "engine_gave_up"
+
 
 def run_foreground(
-    profile_name: str, router_port: int | None = None, engine_port: int | None = None, deployment: str | None = None
+    profile_name: str, router_port: int | None = None, engine_port: int | None = None, deployment: str | None = None,
+    *, router_host: str | None = None, api_keys: list[str] | None = None, insecure_no_auth: bool = False,
 ) -> None:
     stop = threading.Event()
 
@@ -21,18 +35,26 @@ def run_foreground(
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, engine_port=engine_port)
+    failed = None
+    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, engine_port=engine_port,
+                  router_host=router_host, api_keys=api_keys, insecure_no_auth=insecure_no_auth)
+    log.info("%s", stack.key_status)
     try:
         stack.start()
         # ray.init installs its own SIGTERM handler in the driver; take it back so a
         # SIGTERM stops engine and router in order instead of exiting past them.
         for sig in previous:
             signal.signal(sig, request_stop)
-        log.info("serving %s (deployment %s, prompt format %s) on %s (engine %s); Ctrl-C to stop", profile_name,
-                 stack.deployment.source, stack.deployment.prompt_format.name, stack.url, stack.engine.url)
+        log.info("serving %s (deployment %s, prompt format %s) on %s (engine %s, keyed, loopback only); %s; "
+                 "Ctrl-C to stop", profile_name, stack.deployment.source, stack.deployment.prompt_format.name,
+                 stack.url, stack.engine.url, stack.key_status)
+        # a dead engine is restarted by the stack's supervisor; only when its attempts are spent do we stop,
+        # after FAILED_HOLD_S in which /readyz answers 503 with the reason (for probes and operators)
         while not stop.wait(1.0):
-            if stack.engine.process is not None and stack.engine.process.poll() is not None:
-                log.error("the vLLM engine exited with code %s; stopping", stack.engine.process.returncode)
+            if stack.failed:
+                log.error("stopping in %d s: %s", FAILED_HOLD_S, stack.failed)
+                stop.wait(FAILED_HOLD_S)
+                failed = stack.failed
                 break
     finally:
         # ignore further signals while shutting down so a second Ctrl-C cannot leave orphans
@@ -41,3 +63,5 @@ def run_foreground(
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if failed:
+        raise EngineGaveUpError(failed)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from adapters.errors import FeedbackNotDeployedError
-from adapters.feedback import FEEDBACK_MODULE
+from adapters.feedback import FEEDBACK_MODULE, require_feedback_adapter
 from adapters.hf_scoring import ScoringProcessor, generate_text, score_token_logits
 from adapters.images import decode_image
 from adapters.manifest import Deployment, load_profile_deployment
@@ -72,11 +71,7 @@ class ReferenceBackend:
         return scores
 
     def check_feedback(self) -> None:
-        if self.deployment.feedback is None:
-            raise FeedbackNotDeployedError(
-                f"feedback was asked for, but deployment {self.deployment.name!r} ({self.deployment.source}) has no "
-                "feedback adapter (`feedback_adapter` in the deployment set)"
-            )
+        require_feedback_adapter(self.deployment.feedback is not None, f"deployment {self.deployment.name!r} ({self.deployment.source})")
 
     def feedback_texts(self, images: list, scores: list[dict[str, float]], descriptions: list[str | None] | None = None,
                        *, untrained: bool = False) -> list[str]:

@@ -22,25 +22,34 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve as ray_serve
 
-from adapters.errors import ImageTooLargeError, KidsArtError
+from adapters.errors import KidsArtError
 from adapters.images import decode_base64_image, encode_png, normalize_bytes, png_data_url
 from serve import metrics
 from serve.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
     MalformedRequestError,
     OverloadedError,
     RequestValidationFailed,
+    UnauthorizedError,
     UnsupportedModelError,
+    UnsupportedRouteError,
     error_body,
     status_for,
 )
+from serve.keys import key_matches
 from serve.scoring import EngineScorer, RouterRuntime
 
 log = logging.getLogger(__name__)
+
+MAX_DESCRIPTION_CHARS = 4000
+ENVELOPE_BYTES = 64 * 1024  # room for the JSON/multipart envelope around the base64 image
 
 
 class ScoreRequest(BaseModel):
@@ -49,9 +58,9 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
-    dimensions: list[str] | None = Field(default=None, description="Dimensions to score (default: all).")
-    id: str | None = Field(default=None, description="Caller's identifier, echoed back.")
-    description: str | None = Field(default=None, description="Text description of the artwork (used by rubrics that ask for it, and by the feedback adapter).")
+    dimensions: list[str] | None = Field(default=None, max_length=64, description="Dimensions to score (default: all).")
+    id: str | None = Field(default=None, max_length=256, description="Caller's identifier, echoed back.")
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS, description="Text description of the artwork (used by rubrics that ask for it, and by the feedback adapter).")
     feedback: bool = Field(default=False, description="Also return a teacher's comment from the deployment's feedback adapter.")
 
 
@@ -88,12 +97,23 @@ class Admission:
         metrics.INFLIGHT.set(self.admitted)
 
 
+def body_limit(max_image_bytes: int) -> int:
+    """Largest request body: the image in base64 (4/3 of its bytes) plus a bounded envelope."""
+    return -(-max_image_bytes * 4 // 3) + ENVELOPE_BYTES
+
+
 def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONResponse:
     status = status_for(error)
     if not isinstance(error, KidsArtError):
         log.exception("unexpected error on %s", route, exc_info=error)
     metrics.ERRORS.labels(getattr(error, "kind", "internal_error")).inc()
     headers = {"Retry-After": str(retry_after_s)} if status in (429, 503) else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, (BodyTooLargeError, BodyTimeoutError)):
+        # close the connection: the rest of the body is not read, and Ray Serve's replica would otherwise
+        # keep queueing what the client still sends until it disconnects
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(error_body(error), status_code=status, headers=headers)
 
 
@@ -204,20 +224,52 @@ class ScoringRouter:
         metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
         return response
 
-    def _check_body_size(self, request: Request, body: bytes) -> None:
-        # base64 inflates by 4/3; allow that plus room for the JSON envelope
-        limit = self.runtime.max_image_bytes * 4 // 3 + 64 * 1024
-        if len(body) > limit:
-            raise ImageTooLargeError(f"the request body is {len(body)} bytes; the limit is {limit} bytes")
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, read chunk by chunk: 413 as soon as it passes the limit (declared or not), 408 when it
+        takes longer than `body_timeout_s`; never more than the limit in memory."""
+        limit = body_limit(self.runtime.max_image_bytes)
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise MalformedRequestError(f"Content-Length {declared!r} is not a number")
+            if int(declared) > limit:
+                raise BodyTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit} bytes")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.runtime.body_timeout_s
+        chunks, size = [], 0
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - loop.time(), 0.001))
+            except StopAsyncIteration:
+                break
+            except ClientDisconnect:
+                raise MalformedRequestError(f"the client went away after {size} bytes of the body") from None
+            except asyncio.TimeoutError:
+                raise BodyTimeoutError(
+                    f"the request body did not arrive within {self.runtime.body_timeout_s:g} s ({size} bytes so far)"
+                ) from None
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        request._body = body  # starlette replays a read body to request.form()
+        return body
+
+    def _authorize(self, request: Request) -> None:
+        if self.runtime.api_key_digests and not key_matches(request.headers.get("authorization"),
+                                                            self.runtime.api_key_digests):
+            raise UnauthorizedError("a valid API key is required: send Authorization: Bearer <key>")
 
     # ---- routes ---------------------------------------------------------------------------
 
     @api.post("/v1/score")
     async def score(self, request: Request):
         async def handle():
+            self._authorize(request)
             self.admission.check()
-            body = await request.body()
-            self._check_body_size(request, body)
+            body = await self._read_body(request)
             content_type = request.headers.get("content-type", "")
             if content_type.startswith("multipart/form-data"):
                 data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
@@ -268,7 +320,14 @@ class ScoringRouter:
         return data, dimensions, request_id or str(uuid.uuid4()), description, feedback
 
     @api.get("/v1/models")
-    async def models(self):
+    async def models(self, request: Request):
+        async def handle():
+            self._authorize(request)
+            return JSONResponse(self._listing())
+
+        return await self._run("/v1/models", handle)
+
+    def _listing(self) -> dict:
         created = int(time.time())
         data = [{"id": self.rubric.name, "object": "model", "created": created, "owned_by": "kidsart",
                  "description": f"all dimensions of {self.rubric.title}"}]
@@ -281,9 +340,9 @@ class ScoringRouter:
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         async def handle():
+            self._authorize(request)
             self.admission.check()
-            body = await request.body()
-            self._check_body_size(request, body)
+            body = await self._read_body(request)
             try:
                 payload = json.loads(body) if body else None
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -338,8 +397,22 @@ class ScoringRouter:
                             status_code=200 if ready else 503)
 
     @api.get("/metrics")
-    async def prometheus_metrics(self):
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(self, request: Request):
+        async def handle():
+            if self.runtime.metrics_need_key:
+                self._authorize(request)
+            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+        return await self._run("/metrics", handle)
+
+    @api.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def other_v1(self, request: Request, rest: str):
+        """Any other /v1 path: 401 without a key (nothing about the API is told to strangers), else 404."""
+        async def handle():
+            self._authorize(request)
+            raise UnsupportedRouteError(f"there is no route {request.method} /v1/{rest}")
+
+        return await self._run("/v1/*", handle)
 
 
 def build_app(runtime: RouterRuntime, num_replicas: int = 1):

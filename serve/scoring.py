@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.errors import FeedbackNotDeployedError
-from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, feedback_messages
+from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, feedback_messages, require_feedback_adapter
 from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
 from serve import metrics
 from serve.errors import EngineResponseError, EngineUnavailableError
+from serve.supervisor import read_status
+from serve.vllm_plugin.engine_auth import engine_headers
 from adapters.errors import UnknownDimensionError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,14 @@ class RouterRuntime(BaseModel):
     )
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The profile's feedback generation settings.")
     deployment_name: str = Field(default="", description="The deployment set's name (named in errors).")
+    api_key_digests: list[str] = Field(default_factory=list, description="SHA-256 hex digests of the router's API "
+                                       "keys; empty: no key is asked (loopback only, or --insecure-no-auth).")
+    metrics_need_key: bool = Field(default=False, description="Whether /metrics needs a key too.")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time a request body may take to arrive (408 after).")
+    engine_status_path: str | None = Field(default=None, description="The engine supervisor's status file "
+                                           "(serve.supervisor): /readyz names a restart in progress or given up.")
+    engine_api_key: str | None = Field(default=None, repr=False, description="The engine's key (made at each engine "
+                                       "start, or the operator's for an engine on another host); never logged.")
 
 
 @dataclass
@@ -80,6 +89,7 @@ class EngineScorer:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.runtime.engine_connections),
                 timeout=aiohttp.ClientTimeout(total=self.runtime.engine_timeout_s),
+                headers=engine_headers(self.runtime.engine_api_key),
             )
         return self._session
 
@@ -163,11 +173,7 @@ class EngineScorer:
 
     def check_feedback(self) -> None:
         """Refuse a feedback request at once when the deployment has no feedback adapter."""
-        if self.runtime.feedback_adapter is None:
-            raise FeedbackNotDeployedError(
-                f"feedback was asked for, but deployment {self.runtime.deployment_name!r} has no feedback adapter: "
-                f"no {FEEDBACK_MODULE!r} LoRA module is served (name one as `feedback_adapter` in the deployment set)"
-            )
+        require_feedback_adapter(self.runtime.feedback_adapter is not None, f"deployment {self.runtime.deployment_name!r}")
 
     async def feedback(self, data_url: str, scores: dict, description: str | None = None) -> dict:
         """A comment on one image from the feedback adapter, with the scores just predicted in its prompt."""
@@ -196,6 +202,14 @@ class EngineScorer:
         return {"text": comment.strip(), "adapter": self.runtime.feedback_adapter}
 
     async def ready(self) -> tuple[bool, str]:
+        ready, reason = await self._engine_ready()
+        if not ready:
+            status = read_status(self.runtime.engine_status_path)
+            if status and status.get("state") in ("restarting", "failed"):
+                reason = f"{reason}; engine {status['state']}: {status.get('reason', '')}"
+        return ready, reason
+
+    async def _engine_ready(self) -> tuple[bool, str]:
         try:
             async with self._client().get(self._url("/v1/models"), timeout=aiohttp.ClientTimeout(total=5.0)) as response:
                 status = response.status

@@ -7,6 +7,9 @@ shuts down Serve, Ray and the engine's process group, in that order.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +19,10 @@ from adapters.errors import ConfigError, KidsArtError
 from adapters.manifest import Deployment, load_profile_deployment
 from adapters.profiles import Profile
 from serve.engine import EngineProcess
+from serve.keys import check_exposure, digest
 from serve.scoring import RouterRuntime
+from serve.supervisor import EngineSupervisor
+from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +47,12 @@ def score_token_ids(profile: Profile, score_tokens: list[str]) -> list[int]:
     return ids
 
 
-def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) -> RouterRuntime:
+def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, engine_api_key: str | None = None,
+                   api_keys: tuple[str, ...] | list[str] = ()) -> RouterRuntime:
     router = profile.router
     return RouterRuntime(
         engine_url=engine_url,
+        engine_api_key=engine_api_key,
         rubric=str(deployment.rubric.name),
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
         score_token_ids=score_token_ids(profile, deployment.rubric.score_tokens),
@@ -54,6 +62,9 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) ->
         max_inflight_images=router.max_inflight_images,
         max_queued_images=router.max_queued_images,
         retry_after_s=router.retry_after_s,
+        body_timeout_s=router.body_timeout_s,
+        metrics_need_key=router.metrics_require_key,
+        api_key_digests=[digest(key) for key in api_keys],
         engine_timeout_s=router.engine_timeout_s,
         engine_connections=router.engine_connections,
         base_model_id=profile.base.model_id,
@@ -64,11 +75,13 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str) ->
     )
 
 
-def with_ports(profile: Profile, router_port: int | None = None, engine_port: int | None = None) -> Profile:
-    """A copy of the profile with other ports (tests and parallel stacks)."""
+def with_ports(profile: Profile, router_port: int | None = None, engine_port: int | None = None,
+               router_host: str | None = None) -> Profile:
+    """A copy of the profile with other ports, or the router on another address (tests, parallel stacks, serve --host)."""
     update = {}
-    if router_port is not None:
-        update["router"] = profile.router.model_copy(update={"port": router_port})
+    router = {k: v for k, v in (("port", router_port), ("host", router_host)) if v is not None}
+    if router:
+        update["router"] = profile.router.model_copy(update=router)
     if engine_port is not None:
         update["engine"] = profile.engine.model_copy(update={"port": engine_port})
     return profile.model_copy(update=update)
@@ -132,12 +145,23 @@ class Stack:
         engine_port: int | None = None,
         log_dir: Path | None = None,
         engine_url: str | None = None,
+        engine_api_key: str | None = None,
+        api_keys: list[str] | None = None,
+        insecure_no_auth: bool = False,
+        router_host: str | None = None,
     ):
-        self.profile = with_ports(profile, router_port, engine_port)
+        self.profile = with_ports(profile, router_port, engine_port, router_host)
+        self.api_keys = list(api_keys or [])
+        # refused here, before anything starts, when the router would be open on a non-loopback address
+        self.key_status = check_exposure(self.profile.router.host, self.api_keys, insecure_no_auth)
+        # an engine started elsewhere takes its key from its operator (the argument or the environment)
+        self.external_engine_key = engine_api_key or os.environ.get(ENGINE_KEY_ENV) or None
         self.deployment = load_profile_deployment(self.profile)
         self.log_dir = Path(log_dir) if log_dir else Path("runs") / "logs"
         self.external_engine_url = engine_url
         self.engine = EngineProcess(self.profile, self.deployment, log_path=self.log_dir / "engine.log")
+        self.supervisor: EngineSupervisor | None = None
+        self._status_dir: str | None = None
         self._ray_started = False
 
     @property
@@ -149,7 +173,12 @@ class Stack:
         try:
             if self.external_engine_url is None:
                 self.engine.start()
-            self._start_router(self.external_engine_url or self.engine.url)
+                self._status_dir = tempfile.mkdtemp(prefix="kidsart-engine-")
+                self.supervisor = EngineSupervisor(self.engine, self.profile.engine,
+                                                   Path(self._status_dir) / "status.json").start()
+                self._start_router(self.engine.url, self.engine.api_key)
+            else:
+                self._start_router(self.external_engine_url, self.external_engine_key)
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -157,13 +186,15 @@ class Stack:
         log.info("stack ready at %s in %.1f s", self.url, time.monotonic() - started)
         return self
 
-    def _start_router(self, engine_url: str) -> None:
+    def _start_router(self, engine_url: str, engine_api_key: str | None) -> None:
         import ray
         from ray import serve
 
         from serve.router import build_app
 
-        runtime = router_runtime(self.profile, self.deployment, engine_url)
+        runtime = router_runtime(self.profile, self.deployment, engine_url, engine_api_key, self.api_keys)
+        if self.supervisor is not None:
+            runtime.engine_status_path = str(self.supervisor.status_path)
         if not ray.is_initialized():
             ray.init(
                 num_cpus=self.profile.router.ray_num_cpus,
@@ -198,8 +229,18 @@ class Stack:
                         self._ray_started = False
                         _reap(ray_processes)
         finally:
+            if self.supervisor is not None:
+                self.supervisor.stop()  # first, so it cannot restart the engine being stopped
             self.engine.stop()
+            if self._status_dir is not None:
+                shutil.rmtree(self._status_dir, ignore_errors=True)
+                self._status_dir = None
         log.info("stack stopped")
+
+    @property
+    def failed(self) -> str | None:
+        """Why the engine is gone for good (its restart attempts spent), or None."""
+        return self.supervisor.failed if self.supervisor is not None else None
 
     def __enter__(self) -> "Stack":
         return self.start()

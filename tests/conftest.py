@@ -49,21 +49,35 @@ def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 _SESSION_STACK: dict = {}  # the live_stack, once a test has started it
 
+# The session's live stack runs with API keys on (as a district would): tests send this key; the stacks
+# of own_stack() run without keys on loopback, the other configuration.
+LIVE_API_KEY = "kidsart-test-session-key-0001"
+AUTH = {"Authorization": f"Bearer {LIVE_API_KEY}"}
+
 
 @pytest.fixture(scope="session")
 def live_stack(tiny_profile, tmp_path_factory):
-    """The real vLLM engine + Ray Serve router on the tiny model, on free ports, for the whole session."""
+    """The real vLLM engine + Ray Serve router on the tiny model, on free ports, with API keys on, for the whole session."""
     from serve.stack import Stack
+
+    import os
 
     stack = Stack(
         tiny_profile,
         router_port=free_port(),
         engine_port=free_port(),
         log_dir=tmp_path_factory.mktemp("stack-logs"),
+        api_keys=[LIVE_API_KEY],
     )
     stack.start()
     _SESSION_STACK["stack"] = stack
+    previous = os.environ.get("KIDSART_API_KEY")
+    os.environ["KIDSART_API_KEY"] = LIVE_API_KEY  # the project's own clients (and CLI subprocesses) send it
     yield stack
+    if previous is None:
+        os.environ.pop("KIDSART_API_KEY", None)
+    else:
+        os.environ["KIDSART_API_KEY"] = previous
     _SESSION_STACK.pop("stack", None)
     stack.stop()
 

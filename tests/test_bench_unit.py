@@ -164,7 +164,7 @@ def test_a_failed_cache_reset_fails_the_benchmark():
     from tests.conftest import free_port
 
     with pytest.raises(BenchPhaseError, match="reset_prefix_cache"):
-        reset_server_caches(f"http://127.0.0.1:{free_port()}")
+        reset_server_caches(f"http://127.0.0.1:{free_port()}", None)
 
 
 def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):

@@ -46,6 +46,28 @@ def test_score_reference_backend_writes_json_lines_and_flags_bad_files(tmp_path)
     assert lines[1]["image"] == str(bad) and "decoded" in lines[1]["error"] and "scores" not in lines[1]
 
 
+def test_score_reference_backend_feedback_and_its_refusal(tmp_path):
+    from adapters.feedback import named_dimensions
+    from adapters.rubric import load_rubric
+
+    image = tmp_path / "drawing.png"
+    drawing(22).save(image)
+    result = subprocess.run([KIDSART, "score", str(image), "--backend", "reference", "--feedback"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = json.loads(result.stdout)
+    assert line["feedback"]["adapter"].startswith("feedback@") and len(line["feedback"]["text"].split()) >= 8
+    # the comment speaks of the rubric's dimensions by their titles
+    assert named_dimensions(line["feedback"]["text"], load_rubric("kidsartbench"))
+    plain = json.loads(subprocess.run([KIDSART, "score", str(image), "--backend", "reference"],
+                                      capture_output=True, text=True, timeout=300).stdout)
+    assert "feedback" not in plain and plain["scores"] == line["scores"]  # feedback does not change the scores
+    refused = subprocess.run([KIDSART, "score", str(image), "--backend", "reference", "--profile", "creativity-tiny",
+                              "--feedback"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "'creativity-tiny'" in refused.stderr and "no feedback adapter" in refused.stderr
+    assert refused.stdout == ""  # refused before any image is scored
+
+
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)

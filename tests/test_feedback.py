@@ -94,3 +94,35 @@ def test_feedback_settings_are_bounded():
         FeedbackSettings(max_tokens=5000)
     with pytest.raises(ValueError):
         FeedbackSettings(temperature=-1)
+
+
+def test_name_tokens_are_found_and_weighted_in_the_training_loss():
+    import torch
+    from transformers import AutoTokenizer
+
+    from adapters.feedback import named_spans
+    from train.encoded import IGNORE, answer_only_inputs
+    from train.feedback_train import comment_loss
+
+    tokenizer = AutoTokenizer.from_pretrained("adapters/bases/tiny")
+    comment = "You drew a cat. Color contrast is a real strength here. Your line texture needs the most attention."
+    spans = [(start, end) for _, start, end in named_spans(comment, KIDS)[:2]]
+    assert [comment[a:b] for a, b in spans] == ["Color contrast", "line texture"]
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    batch = answer_only_inputs(tokenizer, [prompt], [comment], weighted_spans=[spans], span_weight=5.0)
+    named = tokenizer.decode(batch["input_ids"][0][batch["in_span"][0]])
+    assert named.replace(" ", "") == "Colorcontrastlinetexture"
+    assert set(batch["weights"][0][batch["in_span"][0]].tolist()) == {5.0}
+    assert bool(((batch["weights"][0] == 0) == (batch["labels"][0] == IGNORE)).all())  # the prompt weighs nothing
+
+    class Logits:  # a fake model: fixed random logits, so the loss can be checked by hand
+        def __call__(self, **inputs):
+            generator = torch.Generator().manual_seed(3)
+            return type("Out", (), {"logits": torch.randn(*inputs["input_ids"].shape, len(tokenizer), generator=generator)})
+
+    plain = {**batch, "weights": (batch["labels"] != IGNORE).float()}
+    logits = Logits()(input_ids=batch["input_ids"]).logits
+    reference = torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=IGNORE)
+    assert torch.isclose(comment_loss(Logits(), plain), reference, atol=1e-5)
+    weighted = comment_loss(Logits(), batch)
+    assert not torch.isclose(weighted, reference)  # the named tokens count more

@@ -5,13 +5,13 @@ import json
 import openai
 import pytest
 
-from tests.conftest import drawing, png_bytes
+from tests.conftest import AUTH, LIVE_API_KEY, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
 
 def _client(stack):
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=LIVE_API_KEY, max_retries=0, timeout=120)
 
 
 def _message(data: bytes, text="Score this artwork."):
@@ -40,7 +40,7 @@ def test_chat_with_a_dimension_model_and_matches_score_route(live_stack):
     completion = _client(live_stack).chat.completions.create(model="color_contrast", messages=_message(data))
     result = json.loads(completion.choices[0].message.content)
     assert list(result["scores"]) == ["color_contrast"]
-    direct = httpx.post(f"{live_stack.url}/v1/score", json={"image": base64.b64encode(data).decode()}, timeout=120).json()
+    direct = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120).json()
     assert result["scores"]["color_contrast"]["score"] == pytest.approx(direct["scores"]["color_contrast"]["score"], abs=1e-4)
 
 

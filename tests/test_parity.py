@@ -4,7 +4,7 @@ import base64
 import httpx
 import pytest
 
-from tests.conftest import drawing, png_bytes
+from tests.conftest import AUTH, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ def test_router_scores_equal_reference_scores_within_1e3(live_stack, tiny_profil
     worst = 0.0
     for seed in (11, 12, 13, 14):
         data = png_bytes(drawing(seed, size=(300 + 37 * seed, 200 + 11 * seed)), "JPEG")
-        routed = httpx.post(f"{live_stack.url}/v1/score", json={"image": base64.b64encode(data).decode()}, timeout=120)
+        routed = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120)
         assert routed.status_code == 200
         expected = reference.score_bytes(data)
         for dim, entry in expected.items():

@@ -13,20 +13,21 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import drawing, png_bytes
+from tests.conftest import AUTH, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
 
-def _counters(engine_url: str) -> dict:
+def _counters(engine) -> dict:
     from loadtest.token_accounting import counters_from_prometheus
+    from serve.vllm_plugin.engine_auth import engine_headers
 
-    return counters_from_prometheus(httpx.get(f"{engine_url}/metrics", timeout=30).text)
+    return counters_from_prometheus(httpx.get(f"{engine.url}/metrics", timeout=30, headers=engine_headers(engine.api_key)).text)
 
 
 def _score(url: str, seed: int) -> None:
     body = {"image": base64.b64encode(png_bytes(drawing(seed, (300, 220)))).decode("ascii")}
-    response = httpx.post(f"{url}/v1/score", json=body, timeout=120)
+    response = httpx.post(f"{url}/v1/score", headers=AUTH, json=body, timeout=120)
     assert response.status_code == 200, response.text
 
 
@@ -39,9 +40,9 @@ def test_fixed_prefix_is_served_from_the_cache(live_stack, tiny_profile):
     block = tiny_profile.engine.block_size
     assert block == 32
     _score(live_stack.url, seed=91_001)  # the first image of each adapter fills the cache
-    before = _counters(live_stack.engine.url)
+    before = _counters(live_stack.engine)
     _score(live_stack.url, seed=91_002)  # an image no other test scores
-    delta = counter_delta(before, _counters(live_stack.engine.url))
+    delta = counter_delta(before, _counters(live_stack.engine))
     figures = token_figures(delta, layout, images=1, block_size=block)
     assert delta["requests"] == len(layout.prompt)
     assert figures["prompt_tokens_match_reference"], (delta, layout)

@@ -113,3 +113,32 @@ def test_dtype_auto_follows_native_bf16(monkeypatch, flags, expected):
     assert load_profile("bench").resolved_dtype == "float32"
     gpu = profile.model_copy(update={"engine": profile.engine.model_copy(update={"device": "cuda"})})
     assert gpu.resolved_dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("router: {max_inflight_images: 0}", "max_inflight_images"),  # would make every request wait forever
+    ("router: {retry_after_s: -1}", "retry_after_s"),
+    ("router: {max_image_bytes: 0}", "max_image_bytes"),
+    ("engine: {port: 70000}", "port"),
+    ("engine: {max_loras: 10, max_cpu_loras: 4}", "max_cpu_loras 4 is below max_loras 10"),
+    ("engine: {min_pixels: 90000, max_pixels: 50176}", "min_pixels 90000 is above max_pixels"),
+    ("feedback: {max_tokens: 0}", "max_tokens"),
+    ("image_size: 0", "image_size"),
+])
+def test_numeric_settings_are_bounded_with_a_clear_error(tmp_path, override, named):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"extends: tiny\nname: bad\n{override}\n")
+    with pytest.raises(ConfigError, match=named):
+        load_profile(path)
+
+
+def test_serve_refuses_an_out_of_bounds_setting_at_start_up(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("extends: tiny\nname: bad\nrouter: {max_inflight_images: 0}\n")
+    kidsart = str(Path(sys.executable).with_name("kidsart"))
+    result = subprocess.run([kidsart, "serve", "--profile", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "max_inflight_images" in result.stderr and "greater than or equal to 1" in result.stderr

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import drawing, png_bytes
+from tests.conftest import AUTH, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,19 @@ def test_health_ready_and_models(live_stack):
     assert httpx.get(f"{live_stack.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{live_stack.url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    ids = [m["id"] for m in httpx.get(f"{live_stack.url}/v1/models").json()["data"]]
+    ids = [m["id"] for m in httpx.get(f"{live_stack.url}/v1/models", headers=AUTH).json()["data"]]
     assert ids == ["kidsartbench", *DIMENSIONS]
 
 
 def test_score_json_and_multipart_agree(live_stack):
     data = png_bytes(drawing(1))
-    as_json = httpx.post(f"{live_stack.url}/v1/score",
+    as_json = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH,
                          json={"image": base64.b64encode(data).decode(), "id": "art-1"}, timeout=120)
     assert as_json.status_code == 200, as_json.text
     body = as_json.json()
     assert body["id"] == "art-1" and body["rubric"] == "kidsartbench"
     _check_scores(body["scores"])
-    as_upload = httpx.post(f"{live_stack.url}/v1/score", files={"image": ("a.png", data, "image/png")}, timeout=120)
+    as_upload = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("a.png", data, "image/png")}, timeout=120)
     assert as_upload.status_code == 200
     for dim in DIMENSIONS:
         assert as_upload.json()["scores"][dim]["score"] == pytest.approx(body["scores"][dim]["score"], abs=1e-4)
@@ -52,9 +52,9 @@ def test_score_json_and_multipart_agree(live_stack):
 def test_dimensions_differ_and_subset_is_honoured(live_stack):
     data = png_bytes(drawing(2))
     url = "data:image/jpeg;base64," + base64.b64encode(png_bytes(drawing(2).convert("RGB"), "JPEG")).decode()
-    full = httpx.post(f"{live_stack.url}/v1/score", json={"image": url}, timeout=120).json()["scores"]
+    full = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": url}, timeout=120).json()["scores"]
     assert len({round(v["score"], 6) for v in full.values()}) > 1, "every dimension scored the same"
-    subset = httpx.post(f"{live_stack.url}/v1/score",
+    subset = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH,
                         json={"image": base64.b64encode(data).decode(), "dimensions": ["line_texture", "realism"]},
                         timeout=120).json()
     _check_scores(subset["scores"], ["line_texture", "realism"])
@@ -83,20 +83,20 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("name, kwargs, status, fragment", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_a_clear_4xx_and_the_router_keeps_serving(live_stack, name, kwargs, status, fragment):
-    response = httpx.post(f"{live_stack.url}/v1/score", timeout=120, **kwargs)
+    response = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=120, **kwargs)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert fragment in error["message"] and error["code"] == status
     assert "scores" not in response.json()
-    ok = httpx.post(f"{live_stack.url}/v1/score", json={"image": base64.b64encode(png_bytes(drawing(4))).decode(),
+    ok = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(png_bytes(drawing(4))).decode(),
                                                         "dimensions": ["realism"]}, timeout=120)
     assert ok.status_code == 200
 
 
 def test_metrics_count_requests_errors_and_scores(live_stack):
-    httpx.post(f"{live_stack.url}/v1/score", json={"image": "AAAA"}, timeout=60)
-    httpx.post(f"{live_stack.url}/v1/score", json={"image": base64.b64encode(png_bytes(drawing(5))).decode()}, timeout=120)
-    text = httpx.get(f"{live_stack.url}/metrics").text
+    httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": "AAAA"}, timeout=60)
+    httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(png_bytes(drawing(5))).decode()}, timeout=120)
+    text = httpx.get(f"{live_stack.url}/metrics", headers=AUTH).text
     assert 'kidsart_requests_total{route="/v1/score",status="200"}' in text
     assert 'kidsart_errors_total{kind="invalid_image"}' in text
     assert 'kidsart_score_count{dimension="line_texture"}' in text

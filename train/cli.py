@@ -202,6 +202,7 @@ def register(app: typer.Typer) -> None:
         deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML with a feedback adapter (default: the profile's)."),
         batch_size: int = typer.Option(8, min=1, help="Comments generated per batch."),
         seed: int = typer.Option(0, help="Seed of the random-reference baseline's pairing."),
+        descriptions: bool = typer.Option(True, "--descriptions/--no-descriptions", help="Give the CSV's descriptions to the adapters (--no-descriptions: as a caller who sends none)."),
     ) -> None:
         """Compare generated comments with reference comments (SBERT all-MiniLM-L6-v2) and check their grounding."""
         import json
@@ -210,7 +211,8 @@ def register(app: typer.Typer) -> None:
         from train.eval_feedback import evaluate_feedback
 
         report = evaluate_feedback(Path(data), Path(images), profile_name=profile,
-                                   deployment_path=Path(deployment) if deployment else None, batch_size=batch_size, seed=seed)
+                                   deployment_path=Path(deployment) if deployment else None, batch_size=batch_size, seed=seed,
+                                   use_descriptions=descriptions)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         keys = ("sbert_mean", "sbert_untrained", "sbert_random_reference", "grounded_strength", "grounded_weakness")
@@ -232,12 +234,16 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(16, help="Concurrent requests (router backend)."),
         n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key, backend router (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Score a labelled dataset and report Spearman, Pearson, MAE, MSE, QWK with bootstrap 95% CIs."""
         import json
         from pathlib import Path
 
+        from serve.client import use_api_key
         from train.evaluate import evaluate, markdown_table
+
+        use_api_key(api_key)
 
         from train.evaluate import DECODINGS
 

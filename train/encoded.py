@@ -30,16 +30,20 @@ def expand_image_tokens(prompt: str, n_tokens: int) -> str:
     return prompt.replace("<|image_pad|>", "<|image_pad|>" * n_tokens)
 
 
-def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str]) -> dict:
+def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str], *,
+                       weighted_spans: list[list[tuple[int, int]]] | None = None, span_weight: float = 1.0) -> dict:
     """input_ids, attention_mask and labels for prompt + answer + end-of-turn, right-padded, with the loss on
     the answer tokens and the closing end-of-turn only (supervised fine-tuning; the prompt is context).
 
+    With `weighted_spans` (character spans inside each answer), also `in_span` (answer tokens overlapping a
+    span) and `weights`: 1 per answer token, `span_weight` per token in a span, 0 where labels are ignored.
     Shared by the base's caption pre-training and the feedback adapter's training.
     """
     import torch
 
     tokenizer.padding_side = "right"
-    inputs = tokenizer([p + a + END_OF_TURN for p, a in zip(prompts, answers)], return_tensors="pt", padding=True)
+    texts = [p + a + END_OF_TURN for p, a in zip(prompts, answers)]
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=weighted_spans is not None)
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     header_len = len(tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False))
     ids = inputs["input_ids"]
@@ -50,7 +54,18 @@ def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str]) -> dic
         mask = inputs["attention_mask"][row].bool()
         labels[row, answer_from:] = ids[row, answer_from:]
         labels[row, ~mask] = IGNORE
-    return {"input_ids": ids, "attention_mask": inputs["attention_mask"], "labels": labels}
+    out = {"input_ids": ids, "attention_mask": inputs["attention_mask"], "labels": labels}
+    if weighted_spans is not None:
+        in_span = torch.zeros_like(ids, dtype=torch.bool)
+        offsets = inputs["offset_mapping"]
+        for row, spans in enumerate(weighted_spans):
+            shift = len(prompts[row])
+            for start, end in spans:
+                in_span[row] |= (offsets[row, :, 0] < shift + end) & (offsets[row, :, 1] > shift + start)
+        in_span &= labels != IGNORE
+        out["in_span"] = in_span
+        out["weights"] = (labels != IGNORE).float() + (span_weight - 1.0) * in_span.float()
+    return out
 
 
 def frozen_image_tokens(model, pixel_values, grid_thw) -> list:

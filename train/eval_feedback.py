@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def grounding(texts: list[str], predicted: list[dict[str, float]], rubric) -> di
 
 
 def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", deployment_path: Path | None = None,
-                      batch_size: int = 8, seed: int = 0, examples: int = 3) -> dict:
+                      batch_size: int = 8, seed: int = 0, examples: int = 3, use_descriptions: bool = True) -> dict:
     """The eval-feedback report (see the module docstring)."""
     from PIL import Image
     from tqdm import tqdm
@@ -86,7 +87,7 @@ def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", d
     backend.check_feedback()
     rubric = deployment.rubric
     dataset = load_dataset(data, images, rubric, deployment.dimensions, require_comment=True)
-    samples = dataset.samples
+    samples = dataset.samples if use_descriptions else [replace(s, description=None) for s in dataset.samples]
     prepared, predicted = [], []
     for sample in tqdm(samples, desc="score", unit="img"):
         with Image.open(sample.image_path) as img:
@@ -124,6 +125,7 @@ def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", d
             "sbert": f"all-MiniLM-L6-v2 from {SBERT_PACKAGE}=={version(SBERT_PACKAGE)}",
             "generation": profile.feedback.model_dump(),
             "random_reference_seed": seed,
+            "descriptions": use_descriptions,
             "runtime_s": round(time.perf_counter() - started, 1),
         },
         "examples": [

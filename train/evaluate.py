@@ -223,43 +223,28 @@ def score_reference(dataset, profile, deployment) -> list[dict]:
     return results
 
 
-def score_router(dataset, url: str, *, concurrency: int = 16, timeout_s: float = 300.0, retries: int = 5) -> list[dict]:
-    """Scores of every sample from the router's HTTP API (`POST {url}/v1/score`), in a thread pool."""
-    import base64
+def score_router(dataset, url: str, *, concurrency: int = 16, api_key: str | None = None) -> list[dict]:
+    """Scores of every sample from the router's HTTP API (`POST {url}/v1/score`), in a thread pool, through
+    the one scoring-API client (`serve.client`: its retry policy and key)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import httpx
     from tqdm import tqdm
 
-    endpoint = url.rstrip("/") + "/v1/score"
-    client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency))
+    from adapters.errors import KidsArtError
+    from serve.client import ScoringClient
 
     def one(sample) -> dict:
-        payload = {"image": base64.b64encode(sample.image_path.read_bytes()).decode("ascii"), "id": sample.name}
-        if sample.description:
-            payload["description"] = sample.description
-        for attempt in range(retries + 1):
-            try:
-                response = client.post(endpoint, json=payload)
-            except httpx.HTTPError as exc:
-                raise EvalBackendError(f"router {endpoint} unreachable for {sample.name}: {exc}") from exc
-            if response.status_code in (429, 503) and attempt < retries:
-                time.sleep(float(response.headers.get("Retry-After", "1")))
-                continue
-            if response.status_code != 200:
-                raise EvalBackendError(f"router {endpoint} answered {response.status_code} for {sample.name}: {response.text[:500]}")
-            scores = response.json().get("scores", {})
-            missing = [d for d in dataset.dimensions if d not in scores]
-            if missing:
-                raise EvalBackendError(f"router response for {sample.name} lacks dimensions {missing}")
-            return scores
-        raise EvalBackendError(f"router {endpoint} kept answering 429/503 for {sample.name}")
+        try:
+            scores = client.score_file(sample.image_path, request_id=sample.name, description=sample.description).get("scores", {})
+        except KidsArtError as exc:
+            raise EvalBackendError(f"router {url} failed on {sample.name}: {exc}") from exc
+        missing = [d for d in dataset.dimensions if d not in scores]
+        if missing:
+            raise EvalBackendError(f"router response for {sample.name} lacks dimensions {missing}")
+        return scores
 
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))
-    finally:
-        client.close()
+    with ScoringClient(url, api_key=api_key, max_connections=concurrency) as client, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))
 
 
 DECODINGS = ("rail", "argmax")

@@ -56,17 +56,21 @@ NEXT_STEPS = {
 }
 
 _OPENERS = ("This drawing shows {what}.", "In this picture I can see {what}.", "You have drawn {what}.")
-_STRENGTHS = ("Your {title} is the strongest part of this work.", "{Title} is a real strength here.",
+# Every phrasing says whether it praises or asks for work BEFORE it names the dimension: at the title
+# the writer (the adapter) already knows which of the prompt's two names to copy. With half the
+# phrasings naming first ("{Title} is a real strength here"), the test base's adapter named one
+# dimension as the strength for nearly every image (grounded_strength 0.08, grounded_weakness 0.54).
+_STRENGTHS = ("The strongest part of this work is your {title}.", "A real strength here is your {title}.",
               "I really like your {title}.", "The best thing about this drawing is its {title}.")
-_WEAKNESSES = ("The part to work on is {title}.", "{Title} is where you can grow the most.",
-               "Your {title} needs the most attention.", "Let us work on {title} together.")
+_WEAKNESSES = ("The part to work on is {title}.", "Where you can grow the most is your {title}.",
+               "What needs the most attention is your {title}.", "Let us work on {title} together.")
 _STEPS = ("Next time, {step}.", "As a next step, {step}.", "Try this: {step}.")
 _FIGURE = {1: "a head", 2: "a head and a body", 3: "a stick figure", 4: "a stick figure with a face",
            5: "a person in a grey shirt"}
 
 
 def _fill(template: str, title: str) -> str:
-    return template.format(title=title, Title=title[0].upper() + title[1:])
+    return template.format(title=title)
 
 
 def _what(rng: np.random.Generator, details: dict) -> str:

@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of artworks held out for the per-epoch validation metric.")
     loss: Literal["raft", "cross_entropy"] = Field(default="raft", description="raft: MSE on the expected score; cross_entropy: CE on the label's score token.")
     ce_weight: float = Field(default=0.0, ge=0, description="Weight of an extra cross-entropy term added to the RAFT loss.")
+    name_weight: float = Field(
+        default=1.0, ge=1.0, le=100.0,
+        description="Feedback SFT only: loss weight of the comment tokens that name its strength and weakness "
+        "(the words that must agree with the scores in the prompt); 1 is plain cross-entropy.",
+    )
     adapter_mode: Literal["per_dimension", "shared"] = Field(
         default="per_dimension", description="per_dimension: one LoRA per dimension; shared: one LoRA for all (ablation)."
     )
@@ -106,9 +111,10 @@ class TrainConfig(BaseModel):
         return self.model_copy(update={**changes, "dimension_overrides": {}})
 
     def fingerprint(self) -> str:
-        """Hash of the settings. An empty override table is left out, so a dimension's resolved recipe hashes
-        the same as a recipe written without overrides (adapters trained before overrides existed still match)."""
-        settings = self.model_dump(mode="json", exclude={"dimension_overrides"} if not self.dimension_overrides else None)
+        """Hash of the settings. An empty override table and a default name_weight are left out, so a recipe
+        hashes the same as one written before those settings existed (adapters trained then still match)."""
+        left_out = ({"dimension_overrides"} if not self.dimension_overrides else set()) | ({"name_weight"} if self.name_weight == 1.0 else set())
+        settings = self.model_dump(mode="json", exclude=left_out or None)
         return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

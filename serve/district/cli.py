@@ -22,44 +22,34 @@ def previous_rubric(out: Path) -> str | None:
         return None
 
 
-def served_models(url: str, attempts: int = 6, delay_s: float = 5.0) -> dict:
-    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter)."""
-    import time
+def served_models(url: str, max_wait_s: float = 30.0) -> dict:
+    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter),
+    waiting up to `max_wait_s` for a router that is still starting."""
+    from adapters.errors import ConfigError, KidsArtError
+    from serve.client import RetryPolicy, ScoringClient
 
-    import httpx
-
-    from adapters.errors import ConfigError
-
-    problem = ""
-    for attempt in range(attempts):
-        try:
-            response = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10)
-            if response.status_code == 200:
-                listing = response.json()
-                if any("adapter" not in m for m in listing.get("data", [])):
-                    return listing
-                problem = "it lists no rubric model"
-            else:
-                problem = f"it answered {response.status_code}"
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"
-        if attempt + 1 < attempts:
-            time.sleep(delay_s)
+    try:
+        with ScoringClient(url, policy=RetryPolicy(max_outage_s=max_wait_s, max_delay_s=5.0)) as client:
+            listing = client.models()
+        if any("adapter" not in m for m in listing.get("data", [])):
+            return listing
+        problem = "it lists no rubric model"
+    except (KidsArtError, AttributeError, TypeError) as exc:
+        problem = f"{exc.__class__.__name__}: {exc}"
     raise ConfigError(f"could not read {url}/v1/models ({problem}); pass --rubric NAME")
 
 
-def served_rubric(url: str, attempts: int = 6, delay_s: float = 5.0) -> str:
+def served_rubric(url: str, max_wait_s: float = 30.0) -> str:
     """The rubric the router at `url` serves: the model without an adapter in GET /v1/models."""
-    listing = served_models(url, attempts, delay_s)
+    listing = served_models(url, max_wait_s)
     return next(m["id"] for m in listing["data"] if "adapter" not in m)
 
 
 def check_feedback_served(url: str) -> None:
     """Refuse a --feedback run before any image is sent when the router has no feedback adapter."""
-    from adapters.errors import FeedbackNotDeployedError
+    from adapters.feedback import require_feedback_adapter
 
-    if not served_models(url).get("feedback_adapter"):
-        raise FeedbackNotDeployedError(f"--feedback: the router at {url} serves no feedback adapter")
+    require_feedback_adapter(bool(served_models(url).get("feedback_adapter")), f"the router at {url}")
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +77,7 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         feedback: bool = typer.Option(False, "--feedback", help="Also ask for a teacher's comment per artwork (CSV column `feedback`, shown on the report's cards)."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Score every artwork of a district on all dimensions: durable journal, --resume, CSV/Parquet, HTML report.
 
@@ -97,6 +88,9 @@ def register(app: typer.Typer) -> None:
 
         from adapters.errors import ConfigError
         from serve.district.job import DistrictJobConfig, run_job
+        from serve.client import use_api_key
+
+        use_api_key(api_key)  # the job's clients, local or in Ray workers, read it from the environment
 
         if pipeline not in ("async", "ray"):
             raise ConfigError(f"--pipeline must be 'async' or 'ray', not {pipeline!r}")
@@ -123,20 +117,23 @@ def register(app: typer.Typer) -> None:
             if profile:
                 from adapters.profiles import load_profile
 
-                from adapters.errors import FeedbackNotDeployedError
+                from adapters.feedback import require_feedback_adapter
                 from adapters.manifest import load_profile_deployment
 
                 loaded = load_profile(profile, deployment)
                 served = load_profile_deployment(loaded)
                 config.rubric = rubric or served.rubric.name
                 image_size = loaded.image_size
-                if feedback and served.feedback is None:
-                    raise FeedbackNotDeployedError(
-                        f"--feedback: deployment {served.name!r} ({served.source}) has no feedback adapter")
+                if feedback:
+                    require_feedback_adapter(served.feedback is not None, f"deployment {served.name!r} ({served.source})")
                 if engine_url:
-                    from serve.stack import router_runtime
+                    import os
 
-                    runtime = router_runtime(loaded, served, engine_url[0]).model_dump()
+                    from serve.stack import router_runtime
+                    from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV
+
+                    # engines started elsewhere: their operator hands over the key in the environment
+                    runtime = router_runtime(loaded, served, engine_url[0], os.environ.get(ENGINE_KEY_ENV)).model_dump()
                 elif not url:
                     from serve.stack import Stack
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from itertools import count
@@ -74,6 +75,7 @@ class _Score:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="district-score-loop").start()
         self.mode, self.dimensions, self.policy, self.feedback = mode, dimensions, policy, feedback
+        self._rng = random.Random(policy.seed)
         self._next = count()
         self.clients = asyncio.run_coroutine_threadsafe(self._make_clients(urls, runtime, connections), self.loop).result()
 
@@ -86,28 +88,27 @@ class _Score:
         return [EngineScorer(RouterRuntime(**{**runtime, "engine_url": url})) for url in urls]
 
     async def _score_engine(self, scorer, data_url: str, key: str, description: str) -> dict:
+        """Score through an engine directly; an unavailable engine is retried by the clients' one policy."""
         from adapters.errors import InputError
+        from serve.client import engine_retrying
         from serve.errors import EngineUnavailableError
 
-        started, attempt = time.monotonic(), 0
-        while True:
-            try:
-                scores, _ = await scorer.score(data_url, self.dimensions or None, description or None)
-                result = {"status": "ok", "scores": scores, "rubric": scorer.rubric.name}
-                if self.feedback:
-                    result["feedback"] = await scorer.feedback(data_url, scores, description or None)
-                return result
-            except EngineUnavailableError as exc:
-                if time.monotonic() - started > self.policy.max_outage_s:
-                    raise RouterUnavailableError(f"engine {scorer.runtime.engine_url} unavailable: {exc}") from exc
-                if attempt % 10 == 0:
-                    log.warning("%s: %s; retrying", key, exc)
-                await asyncio.sleep(min(self.policy.max_delay_s, self.policy.base_delay_s * 2 ** min(attempt, 6)))
-                attempt += 1
-            except InputError as exc:
-                return {"status": "error", "error_type": exc.kind, "error": str(exc)}
-            except Exception as exc:  # noqa: BLE001 - an engine answer that cannot be read is this input's error
-                return {"status": "error", "error_type": getattr(exc, "kind", "scoring_error"), "error": str(exc)}
+        try:
+            async for attempt in engine_retrying(self.policy, self._rng, key, (EngineUnavailableError,)):
+                with attempt:
+                    scores, _ = await scorer.score(data_url, self.dimensions or None, description or None)
+                    result = {"status": "ok", "scores": scores, "rubric": scorer.rubric.name}
+                    if self.feedback:
+                        result["feedback"] = await scorer.feedback(data_url, scores, description or None)
+                    return result
+        except EngineUnavailableError as exc:
+            raise RouterUnavailableError(f"engine {scorer.runtime.engine_url} unavailable for "
+                                         f"{self.policy.max_outage_s:.0f} s: {exc}") from exc
+        except InputError as exc:
+            return {"status": "error", "error_type": exc.kind, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - an engine answer that cannot be read is this input's error
+            return {"status": "error", "error_type": getattr(exc, "kind", "scoring_error"), "error": str(exc)}
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _score_batch(self, batch: dict) -> list[dict]:
         if "payload" not in batch:  # router mode: read the original bytes here

@@ -1,0 +1,129 @@
+"""The one client of the scoring API (serve/client.py): what it retries, what it never retries, its key."""
+import asyncio
+import threading
+import time
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from serve.client import AsyncScoringClient, RetryPolicy, RouterUnavailableError, ScoringAPIError, ScoringClient
+from tests.conftest import free_port
+
+OK = {"id": "x", "rubric": "kidsartbench", "scores": {"realism": {"score": 3.0, "probs": [0.2] * 5}}}
+
+
+class Scripted:
+    """Answers POST /v1/score with the scripted (status, headers) in turn, then 200; records what it saw."""
+
+    def __init__(self, script: list[tuple[int, dict]]):
+        self.script = list(script)
+        self.seen: list[dict] = []
+        self.port = free_port()
+        app = Starlette(routes=[Route("/v1/score", self.score, methods=["POST"]),
+                                Route("/v1/models", self.models, methods=["GET"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def score(self, request: Request):
+        self.seen.append({"time": time.monotonic(), "auth": request.headers.get("authorization"), "body": await request.json()})
+        if self.script:
+            status, headers = self.script.pop(0)
+            return JSONResponse({"error": {"type": f"t{status}", "message": f"scripted {status}"}}, status_code=status,
+                                headers=headers)
+        return JSONResponse(OK)
+
+    async def models(self, request: Request):
+        return JSONResponse({"object": "list", "data": [{"id": "kidsartbench"}], "feedback_adapter": None})
+
+    def __enter__(self) -> "Scripted":
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "scripted server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+FAST = RetryPolicy(base_delay_s=0.05, max_delay_s=2.0, max_outage_s=20.0, request_timeout_s=10.0, seed=1)
+
+
+def test_429_and_503_are_retried_honouring_retry_after_then_succeed():
+    with Scripted([(429, {"Retry-After": "1"}), (503, {"Retry-After": "1"})]) as server:
+        with ScoringClient(server.url, policy=FAST, api_key="k1") as client:
+            assert client.score(b"png", request_id="a", dimensions=["realism"], feedback=True) == OK
+            assert client.retries == 2
+    times = [s["time"] for s in server.seen]
+    assert len(times) == 3 and all(b - a >= 0.95 for a, b in zip(times, times[1:]))  # waited what Retry-After said
+    assert {s["auth"] for s in server.seen} == {"Bearer k1"}
+    assert server.seen[0]["body"]["dimensions"] == ["realism"] and server.seen[0]["body"]["feedback"] is True
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 422, 500])
+def test_4xx_and_other_statuses_are_never_retried(status):
+    with Scripted([(status, {})]) as server:
+        with ScoringClient(server.url, policy=FAST) as client, pytest.raises(ScoringAPIError) as info:
+            client.score(b"png")
+    assert len(server.seen) == 1 and info.value.status == status and info.value.error_type == f"t{status}"
+    assert f"scripted {status}" in str(info.value)
+
+
+def test_connection_errors_are_retried_until_the_router_comes_up():
+    port = free_port()
+    server = Scripted([])
+    server.port = port
+    server.server.config.port = port
+
+    def start_later():
+        time.sleep(1.5)
+        server.__enter__()
+
+    threading.Thread(target=start_later, daemon=True).start()
+    try:
+        with ScoringClient(f"http://127.0.0.1:{port}", policy=FAST) as client:
+            assert client.score(b"png") == OK and client.retries >= 1
+    finally:
+        server.__exit__()
+
+
+def test_an_outage_longer_than_the_policy_allows_is_router_unavailable():
+    policy = RetryPolicy(base_delay_s=0.05, max_delay_s=0.2, max_outage_s=1.0, request_timeout_s=5.0)
+    with Scripted([(503, {"Retry-After": "1"})] * 50) as server:
+        started = time.monotonic()
+        with ScoringClient(server.url, policy=policy) as client, pytest.raises(RouterUnavailableError, match="HTTP 503"):
+            client.score(b"png")
+        assert time.monotonic() - started < 5  # Retry-After is capped by max_delay_s; the outage bound holds
+    with pytest.raises(RouterUnavailableError, match="ConnectError"):
+        ScoringClient(f"http://127.0.0.1:{free_port()}", policy=policy).score(b"png")
+
+
+def test_the_async_client_shares_the_policy_and_the_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KIDSART_API_KEY", "from-env")
+
+    async def run(url: str):
+        async with AsyncScoringClient(url, policy=FAST) as client:
+            return await asyncio.gather(*(client.score(b"png", request_id=str(i)) for i in range(3))), client.retries
+
+    with Scripted([(503, {"Retry-After": "1"}), (422, {})]) as server:
+        with pytest.raises(ScoringAPIError):  # one of the three hits the scripted 422 and is not retried
+            asyncio.run(run(server.url))
+    assert {s["auth"] for s in server.seen} == {"Bearer from-env"}
+    with Scripted([(503, {"Retry-After": "1"})]) as server:
+        answers, retries = asyncio.run(run(server.url))
+    assert answers == [OK] * 3 and retries == 1
+
+
+def test_models_listing_goes_through_the_same_client():
+    with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:
+        assert client.models()["data"][0]["id"] == "kidsartbench"

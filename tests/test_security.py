@@ -1,0 +1,193 @@
+"""Integration: who may call what. The router's API keys, the engine's own key on every route, and request
+bodies refused while they are read (size and time), on the session's live stack (keys on)."""
+from __future__ import annotations
+
+import base64
+import socket
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import AUTH, drawing, png_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def test_router_v1_needs_a_valid_key_and_probes_stay_open(live_stack):
+    body = {"image": base64.b64encode(png_bytes(drawing(61))).decode(), "dimensions": ["realism"]}
+    for headers in ({}, {"Authorization": "Bearer wrong-key-wrong-key-wrong"}, {"Authorization": "Basic abc"}):
+        for method, path, kwargs in (("GET", "/v1/models", {}), ("POST", "/v1/score", {"json": body}),
+                                     ("POST", "/v1/chat/completions", {"json": {"model": "kidsartbench"}}),
+                                     ("GET", "/v1/no-such-route", {})):
+            response = httpx.request(method, f"{live_stack.url}{path}", headers=headers, timeout=60, **kwargs)
+            assert response.status_code == 401, (path, headers, response.text)
+            assert response.json()["error"]["type"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{live_stack.url}/healthz").status_code == 200
+    assert httpx.get(f"{live_stack.url}/readyz").status_code == 200
+    assert httpx.get(f"{live_stack.url}/metrics").status_code == 200  # open by default (metrics_require_key)
+    assert httpx.get(f"{live_stack.url}/v1/models", headers=AUTH).status_code == 200
+    assert httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json=body, timeout=120).status_code == 200
+    assert httpx.get(f"{live_stack.url}/v1/no-such-route", headers=AUTH).status_code == 404
+
+
+def test_the_engine_listens_on_loopback_only_and_every_route_needs_its_key(live_stack):
+    engine = live_stack.engine
+    listening = {c.laddr.ip for p in [psutil.Process(engine.process.pid), *psutil.Process(engine.process.pid).children(recursive=True)]
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}, listening
+    routes = [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/invocations"),
+              ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/metrics"), ("GET", "/version"),
+              ("GET", "/server_info"), ("GET", "/ping"), ("POST", "/reset_prefix_cache"), ("GET", "/load"),
+              ("GET", "/openapi.json"), ("GET", "/docs")]
+    for headers in ({}, {"Authorization": "Bearer not-the-engine-key"}, AUTH):  # the router's key is not the engine's
+        for method, path in routes:
+            response = httpx.request(method, f"{engine.url}{path}", headers=headers, json={}, timeout=30)
+            assert response.status_code == 401, (method, path, headers, response.status_code)
+    assert httpx.get(f"{engine.url}/health", timeout=30).status_code == 200
+    keyed = {"Authorization": f"Bearer {engine.api_key}"}
+    assert httpx.get(f"{engine.url}/v1/models", headers=keyed, timeout=30).status_code == 200
+    assert httpx.get(f"{engine.url}/metrics", headers=keyed, timeout=30).status_code == 200
+
+
+def _raw_post(url: str, head: str, chunks, pause_s: float = 0.0) -> tuple[int, int, float]:
+    """Send a body by hand (chunked, maybe slowly) until the server answers or stops reading;
+    (status, bytes of body sent, seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    started, sent, answer = time.monotonic(), 0, b""
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(5.0)  # a send that blocks this long: the server has stopped reading
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+                break
+            try:
+                answer += sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError, socket.timeout):
+                pass
+            if answer:
+                break
+            if pause_s:
+                time.sleep(pause_s)
+        sock.settimeout(60)
+        while b"\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    return int(answer.split(b" ")[1]), sent, time.monotonic() - started
+
+
+def _replica_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ScoringRouter" in part for part in process.info["cmdline"] or []):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _peak_rss_while(processes: list[psutil.Process], work) -> dict:
+    """Run `work()` while sampling the processes' summed RSS every 10 ms; {"peak": bytes, "result": ...}."""
+    import threading
+
+    samples, done = [sum(p.memory_info().rss for p in processes)], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(sum(p.memory_info().rss for p in processes))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return {"peak": max(samples), "result": result}
+
+
+def test_bodies_are_refused_while_they_are_read(live_stack):
+    limit = -(-live_stack.profile.router.max_image_bytes * 4 // 3) + 64 * 1024
+    # declared too large: refused from the header, before the body is sent
+    declared = (f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {300 * 1024 * 1024}\r\n\r\n")
+    status, sent, seconds = _raw_post(live_stack.url, declared, [b"{"])
+    assert status == 413 and sent == 1 and seconds < 10, (status, sent, seconds)
+    # chunked, no Content-Length: cut off once past the limit; the replica never holds more than the limit
+    replicas = _replica_processes()
+    before = sum(p.memory_info().rss for p in replicas)
+    peak = _peak_rss_while(replicas, lambda: httpx.post(
+        f"{live_stack.url}/v1/score", headers={**AUTH, "content-type": "application/json"}, timeout=120,
+        content=(b"A" * (1 << 20) for _ in range(300))))
+    response = peak.pop("result")
+    assert response.status_code == 413 and "passed the limit" in response.json()["error"]["message"]
+    growth_mb = (peak["peak"] - before) / 2**20
+    print(f"router replica RSS while a 300 MB chunked body was refused: {before / 2**20:.0f} MB, peak +{growth_mb:.0f} MB "
+          f"(limit {limit / 2**20:.1f} MB)")
+    # Not asserted: Ray Serve's replica queues every body message the proxy forwards (ASGIReceiveProxy),
+    # however early the handler stops reading; measured +196 MB for this 300 MB body (issue 13, open).
+    # trickled: 408 after the profile's body_timeout_s
+    head = (f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    timeout_s = live_stack.profile.router.body_timeout_s
+    trickle = (b"1\r\nA\r\n" for _ in range(10_000))
+    status, sent, seconds = _raw_post(live_stack.url, head, trickle, pause_s=0.2)
+    assert status == 408 and timeout_s - 1 <= seconds <= timeout_s + 10, (status, seconds)
+    # and the router keeps serving
+    ok = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=120,
+                    json={"image": base64.b64encode(png_bytes(drawing(62))).decode(), "dimensions": ["realism"]})
+    assert ok.status_code == 200
+
+
+def test_the_json_envelope_is_bounded(live_stack):
+    image = base64.b64encode(png_bytes(drawing(63))).decode()
+    long_text = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=60,
+                           json={"image": image, "description": "x" * 5000})
+    assert long_text.status_code == 422 and "description" in long_text.json()["error"]["message"]
+    many = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=60,
+                      json={"image": image, "dimensions": ["realism"] * 100})
+    assert many.status_code == 422 and "dimensions" in many.json()["error"]["message"]
+
+
+def test_awkward_images_are_scored_and_hostile_ones_refused_while_the_router_stays_small(live_stack):
+    from tests.hostile_images import awkward_images, hostile_images
+
+    for name, data in awkward_images().items():
+        response = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": (name, data)}, timeout=120)
+        assert response.status_code == 200 and len(response.json()["scores"]) == 9, (name, response.text)
+    for name, (data, fragment) in hostile_images().items():
+        for kwargs in ({"files": {"image": (name, data)}}, {"json": {"image": base64.b64encode(data).decode()}}):
+            response = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=60, **kwargs)
+            assert response.status_code in (400, 413) and fragment in response.json()["error"]["message"], (name, response.text)
+    png = base64.b64encode(png_bytes(drawing(64))).decode()
+    for url, fragment in ((f"data:image/jpeg;base64,{png}", "bytes are PNG"), ("http://127.0.0.1:1/a.png", "does not fetch"),
+                          ("file:///etc/passwd", "does not fetch"), ("https://example.com/a.png", "does not fetch")):
+        chat = httpx.post(f"{live_stack.url}/v1/chat/completions", headers=AUTH, timeout=60, json={
+            "model": "kidsartbench", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]})
+        assert 400 <= chat.status_code < 500 and fragment in chat.json()["error"]["message"], (url, chat.text)
+    # peak resident memory of the router replica(s) while 20 bombs (10 G pixels declared) are refused
+    from tests.hostile_images import png_bomb
+
+    replicas = _replica_processes()
+    assert replicas, "no router replica process found"
+    before = sum(p.memory_info().rss for p in replicas)
+
+    def bombs() -> None:
+        for _ in range(20):
+            assert httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("b.png", png_bomb())},
+                              timeout=60).status_code == 413
+
+    peak = [_peak_rss_while(replicas, bombs)["peak"]]
+    growth_mb = (max(peak) - before) / 2**20
+    print(f"router replica RSS while 20 bombs were refused: {before / 2**20:.0f} MB before, peak +{growth_mb:.1f} MB")
+    assert growth_mb < 50
+    assert httpx.get(f"{live_stack.url}/readyz").status_code == 200
