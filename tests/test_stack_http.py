@@ -83,7 +83,8 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("name, kwargs, status, fragment", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_a_clear_4xx_and_the_router_keeps_serving(live_stack, name, kwargs, status, fragment):
-    response = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, timeout=120, **kwargs)
+    kwargs = {**kwargs, "headers": {**AUTH, **kwargs.get("headers", {})}}
+    response = httpx.post(f"{live_stack.url}/v1/score", timeout=120, **kwargs)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert fragment in error["message"] and error["code"] == status
