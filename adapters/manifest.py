@@ -22,6 +22,7 @@ from adapters.prompts import DEFAULT_PROMPT_FORMAT, PromptFormat, load_prompt_fo
 from adapters.rubric import Rubric, load_rubric
 
 MANIFEST_NAME = "manifest.yaml"
+MODULE_HASH_HEX = 12
 BASE_MANIFEST_NAME = "base_manifest.yaml"
 
 
@@ -118,6 +119,17 @@ class ResolvedAdapter(BaseModel):
     dimension: str
     path: Path
     manifest: AdapterManifest
+    weights_hash: str = Field(description="folder_hash of the PEFT files (config and weights; the manifest excluded).")
+
+    @property
+    def module_name(self) -> str:
+        """The engine's LoRA module name: content-addressed, `<dimension>@<first 12 hex of the weights hash>`.
+
+        vLLM keys its prefix cache (and its loaded-LoRA cache) by the LoRA's name alone, so an
+        adapter changed under an unchanged name could be served KV blocks cached for the old
+        weights; a name that changes with the weights cannot be.
+        """
+        return f"{self.dimension}@{self.weights_hash.removeprefix('sha256:')[:MODULE_HASH_HEX]}"
 
 
 class Deployment(BaseModel):
@@ -139,11 +151,16 @@ class Deployment(BaseModel):
 
     @property
     def lora_modules(self) -> dict[str, ResolvedAdapter]:
-        """Every LoRA module the engine serves, by module name: the dimensions, then the feedback adapter."""
-        modules = dict(self.adapters)
-        if self.feedback is not None:
-            modules[FEEDBACK_MODULE] = self.feedback
-        return modules
+        """Every LoRA module the engine serves, by its content-addressed module name: the dimensions, then feedback."""
+        return {adapter.module_name: adapter for adapter in self._served()}
+
+    @property
+    def module_names(self) -> dict[str, str]:
+        """Dimension (and FEEDBACK_MODULE for the feedback adapter) -> the engine's module name for it."""
+        return {adapter.dimension: adapter.module_name for adapter in self._served()}
+
+    def _served(self) -> list[ResolvedAdapter]:
+        return [*(self.adapters[d] for d in self.dimensions), *([self.feedback] if self.feedback is not None else [])]
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -272,7 +289,8 @@ def _resolve_adapter(path: Path, entry: str, spec: DeploymentSet, rubric: Rubric
         raise ConfigError(f"{where}: lora.rank {manifest.lora.rank} differs from adapter_config.json r={rank}")
     if max_lora_rank is not None and rank > max_lora_rank:
         raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
-    return ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest)
+    return ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest,
+                           weights_hash=folder_hash(adapter_dir))
 
 
 def load_profile_deployment(profile) -> Deployment:

@@ -125,7 +125,8 @@ class EngineWorker:
         score_ids = score_token_ids(self.profile, self.rubric.score_tokens)
         self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens))
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
-        self.loras = {d.name: LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)) for i, d in enumerate(self.dims)}
+        self.loras = {d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
+                      for i, d in enumerate(self.dims)}
         self.prompt_text = {
             d.name: tokenizer.apply_chat_template(
                 self.prompt_format.chat_messages(self.rubric, d, {"type": "image"}), tokenize=False,

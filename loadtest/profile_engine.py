@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             for image in images:
                 text = tokenizer.apply_chat_template(fmt.chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
                 prompts.append({"prompt": text, "multi_modal_data": {"image": image}})
-                loras.append(None if args.base else LoRARequest(d.name, i + 1, str(deployment.adapters[d.name].path)))
+                loras.append(None if args.base else LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path)))
         return prompts, loras
 
     llm.generate(*batch(warm)[:1], params, lora_request=batch(warm)[1], use_tqdm=False)

@@ -2,7 +2,9 @@
 
 The command is built from the profile (LoRA on, max LoRAs >= adapters, max rank,
 processed logprobs, vLLM's own generation config, image pixel bounds, memory
-settings) with one `--lora-modules` entry per adapter named by its dimension.
+settings) with one `--lora-modules` entry per adapter, named by its content
+(`realism@<12 hex of its weights hash>`, `Deployment.module_names`): vLLM keys its
+prefix cache by the LoRA name, so changed weights must mean a changed name.
 
 The engine is not a public service: it listens on a loopback address only and
 every route but /health needs a key made at random at each start

@@ -45,6 +45,8 @@ class RouterRuntime(BaseModel):
     engine_url: str = Field(description="Base URL of the vLLM OpenAI server.")
     rubric: str = Field(description="Rubric name or path.")
     adapters: dict[str, str] = Field(description="Served dimension -> adapter label (name@version).")
+    engine_modules: dict[str, str] = Field(description="Served dimension (and 'feedback') -> the engine's "
+                                           "content-addressed LoRA module name (dimension@<weights hash>).")
     score_token_ids: list[int] = Field(description="Token ids of the score tokens, in level order.")
     image_size: int = Field(description="Side of the letter-boxed image.")
     max_image_bytes: int = Field(description="Largest accepted image in bytes.")
@@ -128,7 +130,7 @@ class EngineScorer:
 
     async def _score_dimension(self, dim, image_part: dict, description: str | None):
         body = {
-            "model": dim.name,
+            "model": self.runtime.engine_modules[dim.name],
             "messages": self.runtime.prompt_format.chat_messages(self.rubric, dim, image_part, description),
             "max_tokens": 1,
             "temperature": 0.0,
@@ -181,7 +183,7 @@ class EngineScorer:
         settings = self.runtime.feedback
         image_part = {"type": "image_url", "image_url": {"url": data_url}}
         body = {
-            "model": FEEDBACK_MODULE,
+            "model": self.runtime.engine_modules[FEEDBACK_MODULE],
             "messages": feedback_messages(
                 self.runtime.prompt_format, self.rubric, {d: e["score"] for d, e in scores.items()}, image_part, description
             ),
@@ -219,7 +221,7 @@ class EngineScorer:
         if status != 200:
             return False, f"engine /v1/models answered {status}"
         served = {m["id"] for m in listing.get("data", [])}
-        expected = [*self.runtime.adapters, *([FEEDBACK_MODULE] if self.runtime.feedback_adapter else [])]
+        expected = list(self.runtime.engine_modules.values())
         missing = [d for d in expected if d not in served]
         if missing:
             return False, f"adapters not loaded in the engine: {missing}"

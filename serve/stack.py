@@ -55,6 +55,7 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, en
         engine_api_key=engine_api_key,
         rubric=str(deployment.rubric.name),
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
+        engine_modules=deployment.module_names,
         score_token_ids=score_token_ids(profile, deployment.rubric.score_tokens),
         image_size=profile.image_size,
         max_image_bytes=router.max_image_bytes,

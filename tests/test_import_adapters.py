@@ -155,7 +155,7 @@ def test_production_import_on_cpu_gives_manifests_a_deployment_and_the_engine_co
     assert deployment.prompt_format.name == "kidsartbench-release"
     command = engine_command(production, deployment)
     modules = [json.loads(m) for m in command[command.index("--lora-modules") + 1:][:len(DIMS)]]
-    assert [m["name"] for m in modules] == DIMS
+    assert [m["name"].split("@")[0] for m in modules] == DIMS and all(len(m["name"].split("@")[1]) == 12 for m in modules)
     assert all(m["base_model_name"] == "Qwen/Qwen2.5-VL-7B-Instruct" for m in modules)
-    assert all(m["path"] == str(deployment.adapters[m["name"]].path) for m in modules)
+    assert all(m["path"] == str(deployment.adapters[m["name"].split("@")[0]].path) for m in modules)
     assert "--max-lora-rank" in command and command[command.index("--max-lora-rank") + 1] == "8"

@@ -1,4 +1,5 @@
 """Deployment-set validation: every broken case is a ConfigError naming the file and problem."""
+import re
 import shutil
 
 import pytest
@@ -46,7 +47,26 @@ def test_shipped_tiny_deployment_is_valid(tiny_profile):
     assert deployment.dimensions == deployment.rubric.dimension_names
     assert len({a.manifest.label for a in deployment.adapters.values()}) == 9
     assert deployment.feedback is not None and deployment.feedback.manifest.task == "feedback"
-    assert list(deployment.lora_modules) == [*deployment.dimensions, "feedback"]
+    # the engine's module names are content-addressed; the router maps dimensions onto them
+    assert [name.split("@")[0] for name in deployment.lora_modules] == [*deployment.dimensions, "feedback"]
+    assert all(re.fullmatch(r"[a-z_]+@[0-9a-f]{12}", name) for name in deployment.lora_modules)
+    assert deployment.module_names["realism"] in deployment.lora_modules
+
+
+def test_module_name_changes_with_the_weights_and_not_with_the_manifest(deployment_copy):
+    path, spec = deployment_copy
+    before = load_deployment(path)
+    adapter_dir = before.adapters["realism"].path
+    manifest_path = adapter_dir / "manifest.yaml"
+    manifest_path.write_text(manifest_path.read_text() + "\n")  # describing the adapter is not changing it
+    assert load_deployment(path).module_names == before.module_names
+    weights = adapter_dir / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    after = load_deployment(path).module_names
+    assert after["realism"] != before.module_names["realism"] and after["realism"].startswith("realism@")
+    assert {d: m for d, m in after.items() if d != "realism"} == {d: m for d, m in before.module_names.items() if d != "realism"}
 
 
 def test_feedback_adapter_is_named_apart_from_the_dimension_adapters(deployment_copy):

@@ -43,7 +43,9 @@ def test_engine_command_flags(tiny_profile):
         assert flag in joined
     modules = command[command.index("--lora-modules") + 1: command.index("--logprobs-mode")]
     # one module per dimension plus the feedback adapter, which max_loras must also cover
-    assert sorted(json.loads(m)["name"] for m in modules) == sorted([*deployment.dimensions, "feedback"])
+    names = [json.loads(m)["name"] for m in modules]
+    assert sorted(n.split("@")[0] for n in names) == sorted([*deployment.dimensions, "feedback"])
+    assert sorted(names) == sorted(deployment.module_names.values())  # content-addressed: dimension@weights hash
     assert json.loads(command[command.index("--mm-processor-kwargs") + 1]) == {"min_pixels": 50176, "max_pixels": 50176}
     assert engine_env(tiny_profile)["VLLM_CPU_KVCACHE_SPACE"] == "1"
 

@@ -18,6 +18,7 @@ DIMS = ["realism", "line_texture"]
 def _runtime(**overrides):
     values = dict(
         engine_url="http://engine", rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
+        engine_modules={**{d: f"{d}@0123456789ab" for d in DIMS}, "feedback": "feedback@ba9876543210"},
         score_token_ids=[11, 12, 13, 14, 15], image_size=224, max_image_bytes=1000, max_image_pixels=1000,
         max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5, engine_connections=4,
         base_model_id="base", prompt_format=load_prompt_format("kidsart"),
@@ -71,7 +72,7 @@ def test_requests_carry_adapter_tokens_and_image_and_scores_follow_rail():
 
     def handler(body):
         seen.append(body)
-        probs = {"realism": [0.1, 0.2, 0.4, 0.2, 0.1], "line_texture": [0, 0, 0, 0.5, 0.5]}[body["model"]]
+        probs = {"realism": [0.1, 0.2, 0.4, 0.2, 0.1], "line_texture": [0, 0, 0, 0.5, 0.5]}[body["model"].removesuffix("@0123456789ab")]
         return 200, _completion({str(k + 1): math.log(p) for k, p in enumerate(probs) if p > 0})
 
     scores, tokens = _run(handler, lambda scorer: scorer.score("data:image/png;base64,AAAA"))
@@ -163,7 +164,7 @@ def test_feedback_request_carries_the_scores_and_is_bounded_by_the_settings():
                   feedback_adapter="feedback@sft-1", feedback=settings)
     assert result == {"text": "Realism is a real strength here.", "adapter": "feedback@sft-1"}
     body = seen[0]
-    assert body["model"] == "feedback" and body["max_tokens"] == 40 and body["temperature"] == 0.0
+    assert body["model"] == "feedback@ba9876543210" and body["max_tokens"] == 40 and body["temperature"] == 0.0
     content = body["messages"][1]["content"]
     assert "realism 4.3, line texture 1.5" in content[0]["text"]
     assert content[1]["image_url"]["url"] == "data:image/png;base64,AAAA"

@@ -3,6 +3,7 @@ bodies refused while they are read (size and time), on the session's live stack 
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import time
 
@@ -48,8 +49,15 @@ def test_the_engine_listens_on_loopback_only_and_every_route_needs_its_key(live_
             assert response.status_code == 401, (method, path, headers, response.status_code)
     assert httpx.get(f"{engine.url}/health", timeout=30).status_code == 200
     keyed = {"Authorization": f"Bearer {engine.api_key}"}
-    assert httpx.get(f"{engine.url}/v1/models", headers=keyed, timeout=30).status_code == 200
+    served = httpx.get(f"{engine.url}/v1/models", headers=keyed, timeout=30)
+    assert served.status_code == 200
     assert httpx.get(f"{engine.url}/metrics", headers=keyed, timeout=30).status_code == 200
+    # the engine knows the adapters by content-addressed names; the router's clients keep the dimension names
+    ids = {m["id"] for m in served.json()["data"]}
+    assert set(live_stack.deployment.lora_modules) <= ids
+    assert all(re.fullmatch(r"[a-z_]+@[0-9a-f]{12}", i) for i in ids - {live_stack.profile.base.model_id}), ids
+    router_ids = {m["id"] for m in httpx.get(f"{live_stack.url}/v1/models", headers=AUTH, timeout=30).json()["data"]}
+    assert "realism" in router_ids and not any("@" in i for i in router_ids)
 
 
 def _raw_post(url: str, head: str, chunks, pause_s: float = 0.0) -> tuple[int, int, float]:
