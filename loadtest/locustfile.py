@@ -19,6 +19,9 @@ Environment:
   KIDSART_LOCUST_TIMING    if set, a JSON file written at the end: when the first request started,
                            when the last answer came back, and the answers that carried every
                            requested dimension (loadtest.run_locust turns these into images/s).
+  KIDSART_LOCUST_REQUESTS  if set, a JSON-lines file with one line per request: wall-clock start and
+                           end, name, HTTP status (0: no answer), Retry-After, outcome (ok / shed /
+                           failed) and the failure's text (the engine-outage test reads it).
 
 The rubric model and the dimensions come from GET /v1/models when the test starts
 (the entry without an adapter is the rubric model; KIDSART_LOCUST_RUBRIC overrides it), so any
@@ -51,6 +54,7 @@ TIMEOUT = float(os.environ.get("KIDSART_LOCUST_TIMEOUT", "60"))
 WAIT = float(os.environ.get("KIDSART_LOCUST_WAIT", "0.2"))
 PER_SIZE = int(os.environ.get("KIDSART_LOCUST_IMAGES", "32"))
 TIMING_FILE = os.environ.get("KIDSART_LOCUST_TIMING")
+REQUESTS_FILE = os.environ.get("KIDSART_LOCUST_REQUESTS")
 # The router's API key (kidsart loadtest --api-key, or the caller's environment); not imported from serve/
 # because locust runs in its own process without the project's serving stack.
 AUTH = {"Authorization": f"Bearer {os.environ['KIDSART_API_KEY']}"} if os.environ.get("KIDSART_API_KEY") else {}
@@ -76,6 +80,15 @@ class _Timing:
 
 
 TIMING = _Timing()
+_REQUEST_LOG = open(REQUESTS_FILE, "a", encoding="utf-8", buffering=1) if REQUESTS_FILE else None
+
+
+def _log_request(started: float, ended: float, name: str, response, outcome: str, detail: str = "") -> None:
+    if _REQUEST_LOG is not None:
+        _REQUEST_LOG.write(json.dumps({
+            "start": started, "end": ended, "name": name, "status": response.status_code,
+            "retry_after": response.headers.get("Retry-After"), "outcome": outcome, "detail": detail[:200],
+        }) + "\n")
 
 
 @events.test_start.add_listener
@@ -128,7 +141,7 @@ class ScoringUser(HttpUser):
     def _post(self, path: str, name: str, payload: dict, check, kind: str) -> None:
         started = time.perf_counter()
         wall_start = time.time()
-        complete = None
+        complete, outcome, detail = None, "failed", ""
         with self.client.post(path, json=payload, name=name, timeout=TIMEOUT, catch_response=True, headers=AUTH) as response:
             if response.status_code == 200:
                 try:
@@ -137,11 +150,13 @@ class ScoringUser(HttpUser):
                     problem = "response is not JSON"
                 if problem:
                     response.failure(problem)
+                    detail = problem
                 else:
                     response.success()
-                    complete = kind
+                    complete, outcome = kind, "ok"
             elif _shed(response) and SHED_OK:
                 response.success()
+                outcome = "shed"
                 events.request.fire(
                     request_type="SHED",
                     name=f"{name} {response.status_code}",
@@ -152,8 +167,11 @@ class ScoringUser(HttpUser):
                 )
             else:
                 retry = response.headers.get("Retry-After")
-                response.failure(f"HTTP {response.status_code}{' Retry-After ' + retry if retry else ''}: {response.text[:120]}")
-        TIMING.record(wall_start, time.time(), complete)
+                detail = f"HTTP {response.status_code}{' Retry-After ' + retry if retry else ''}: {response.text[:120]}"
+                response.failure(detail)
+        ended = time.time()
+        TIMING.record(wall_start, ended, complete)
+        _log_request(wall_start, ended, name, response, outcome, detail)
 
     @task(6)
     def score(self) -> None:

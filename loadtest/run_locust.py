@@ -93,13 +93,13 @@ def read_stats(csv_prefix: Path) -> dict:
     }
 
 
-def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str, str] | None = None) -> dict:
-    """Run locust headless in a child process; return the summary (also written to out_dir/summary.json)."""
+def locust_process(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str, str] | None = None,
+                   **popen) -> subprocess.Popen:
+    """Start locust headless in a child process (its reports go to out_dir); the caller waits for it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / "locust"
-    env = dict(os.environ)
     timing_path = out_dir / "timing.json"
     timing_path.unlink(missing_ok=True)
+    env = dict(os.environ)
     env.update({
         "KIDSART_LOCUST_SHED_OK": "1" if scenario.shed_ok else "0",
         "KIDSART_LOCUST_TIMEOUT": str(scenario.timeout_s),
@@ -110,17 +110,25 @@ def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str,
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--host", url, "-u", str(scenario.users), "-r", str(scenario.spawn_rate), "-t", scenario.run_time,
         "--stop-timeout", str(int(scenario.timeout_s) + 5),
-        "--csv", str(prefix), "--html", str(out_dir / "locust.html"), "--only-summary", "--loglevel", "WARNING",
+        "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"), "--only-summary",
+        "--loglevel", "WARNING",
     ]
     log.info("locust: %d users for %s against %s", scenario.users, scenario.run_time, url)
+    return subprocess.Popen(command, env=env, **popen)
+
+
+def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str, str] | None = None) -> dict:
+    """Run locust headless in a child process; return the summary (also written to out_dir/summary.json)."""
     started = time.monotonic()
-    completed = subprocess.run(command, env=env)
+    process = locust_process(url, scenario, out_dir, extra_env)
+    returncode = process.wait()
     elapsed = time.monotonic() - started
+    prefix = out_dir / "locust"
     stats = read_stats(prefix)
-    stats.update(images_per_second(timing_path))
+    stats.update(images_per_second(out_dir / "timing.json"))
     stats.update({
         "url": url, "users": scenario.users, "run_time": scenario.run_time, "shed_ok": scenario.shed_ok,
-        "locust_exit_code": completed.returncode, "wall_s": elapsed,
+        "locust_exit_code": returncode, "wall_s": elapsed,
         "reports": {"csv_prefix": str(prefix), "html": str(out_dir / "locust.html")},
     })
     (out_dir / "summary.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

@@ -204,12 +204,12 @@ class EngineScorer:
         return {"text": comment.strip(), "adapter": self.runtime.feedback_adapter}
 
     async def ready(self) -> tuple[bool, str]:
-        ready, reason = await self._engine_ready()
-        if not ready:
-            status = read_status(self.runtime.engine_status_path)
-            if status and status.get("state") in ("restarting", "failed"):
-                reason = f"{reason}; engine {status['state']}: {status.get('reason', '')}"
-        return ready, reason
+        # the supervisor's word first: while it restarts the engine or has given up, say so at once
+        # instead of probing a port that may hang or belong to something else
+        status = read_status(self.runtime.engine_status_path)
+        if status and status.get("state") in ("restarting", "failed"):
+            return False, f"engine {status['state']}: {status.get('reason', '')}"
+        return await self._engine_ready()
 
     async def _engine_ready(self) -> tuple[bool, str]:
         try:

@@ -15,6 +15,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def descendants(pid: int) -> list:
+    """Every live descendant process of `pid` (psutil), none if it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 @pytest.fixture(scope="session")
 def tiny_profile():
     from adapters.profiles import load_profile

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import drawing, free_port
+from tests.conftest import descendants, drawing, free_port
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
 
@@ -68,13 +68,6 @@ def test_score_reference_backend_feedback_and_its_refusal(tmp_path):
     assert refused.stdout == ""  # refused before any image is scored
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_signal):
@@ -86,7 +79,7 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert process.poll() is None, process.stdout.read().decode()[-3000:]
-            seen.update(p.pid for p in _descendants(process.pid))
+            seen.update(p.pid for p in descendants(process.pid))
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                     break
@@ -101,7 +94,7 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
                                 capture_output=True, text=True, timeout=120)
         assert scored.returncode == 0, scored.stderr
         assert len(json.loads(scored.stdout)["scores"]) == 9
-        seen.update(p.pid for p in _descendants(process.pid))
+        seen.update(p.pid for p in descendants(process.pid))
         assert len(seen) >= 3  # engine, its workers, Ray
         process.send_signal(stop_signal)
         process.wait(timeout=120)

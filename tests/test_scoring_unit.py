@@ -179,3 +179,23 @@ def test_feedback_without_a_feedback_adapter_is_a_422_naming_it():
     with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*'feedback' LoRA") as info:
         scorer.check_feedback()
     assert status_for(info.value) == 422
+
+
+def test_readiness_takes_the_supervisors_word_before_probing_the_engine(tmp_path):
+    from serve.supervisor import write_status
+
+    status = tmp_path / "engine-status.json"
+    write_status(status, "failed", "gave up after 2 restart attempt(s)", 2)
+    # nothing listens on the engine's port: a probe would fail with "unreachable", not with the reason
+    scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{_free_port()}", engine_status_path=str(status)))
+
+    async def call():
+        try:
+            return await scorer.ready()
+        finally:
+            await scorer.aclose()
+
+    assert asyncio.run(call()) == (False, "engine failed: gave up after 2 restart attempt(s)")
+    write_status(status, "running", "restarted")
+    ready, reason = asyncio.run(call())
+    assert not ready and reason.startswith("engine unreachable")
