@@ -1,6 +1,5 @@
 """The `kidsart` command: instant help, clear errors, and `serve` stopping cleanly on SIGINT/SIGTERM."""
 import json
-import os
 import signal
 import subprocess
 import sys
