@@ -15,6 +15,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def readyz(url: str) -> tuple[int, str]:
+    """(status, body) of a router's /readyz; (0, the error) when nothing answers."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=5)
+        return response.status_code, response.text
+    except httpx.HTTPError as exc:
+        return 0, repr(exc)
+
+
 def descendants(pid: int) -> list:
     """Every live descendant process of `pid` (psutil), none if it is gone."""
     import psutil

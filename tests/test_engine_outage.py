@@ -19,10 +19,10 @@ import subprocess
 import time
 from collections import Counter
 
-import httpx
 import pandas as pd
 import pytest
 
+from tests.conftest import readyz
 from tests.district_helpers import REPO, cli, journal_keys, journal_lines
 
 pytestmark = pytest.mark.integration
@@ -45,14 +45,6 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.2):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _readyz(url: str) -> tuple[int, str]:
-    try:
-        response = httpx.get(f"{url}/readyz", timeout=5)
-        return response.status_code, response.text
-    except httpx.HTTPError as exc:
-        return 0, repr(exc)
 
 
 def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
@@ -79,8 +71,8 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
               240, "locust and the district job to be scoring")
         killed_at = time.time()
         os.kill(old_pid, signal.SIGKILL)
-        outage_answer = _wait(lambda: (lambda s: s if s[0] == 503 else None)(_readyz(url)), 30, "/readyz to turn 503")
-        _wait(lambda: _readyz(url)[0] == 200, 300, "/readyz to be 200 again", poll=0.25)
+        outage_answer = _wait(lambda: (lambda s: s if s[0] == 503 else None)(readyz(url)), 30, "/readyz to turn 503")
+        _wait(lambda: readyz(url)[0] == 200, 300, "/readyz to be 200 again", poll=0.25)
         recovered_at = time.time()
         assert live_stack.engine.process.pid != old_pid  # a new engine behind the same router
         time.sleep(AFTER_RECOVERY_S)

@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import descendants, drawing, free_port
+from tests.conftest import descendants, drawing, free_port, readyz
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +27,7 @@ ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def _readyz(port: int) -> tuple[int, str]:
-    try:
-        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        return response.status_code, response.text
-    except httpx.HTTPError as exc:
-        return 0, repr(exc)
+    return readyz(f"http://127.0.0.1:{port}")
 
 
 def _until(predicate, timeout: float, what: str, process: subprocess.Popen, log_path: Path, poll: float = 0.25):
