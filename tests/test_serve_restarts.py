@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import descendants, drawing, free_port, readyz
@@ -52,7 +53,7 @@ def _engine_pid(serve_pid: int) -> int | None:
 def _cmdline(process) -> list[str]:
     try:
         return process.cmdline()
-    except Exception:  # noqa: BLE001 - a process that ended while being listed has no command line
+    except psutil.Error:  # a process that ended (or became a zombie) while being listed has no command line
         return []
 
 
