@@ -125,6 +125,9 @@ def engine_env(profile: Profile, api_key: str | None = None) -> dict[str, str]:
     if profile.engine.share_decoded_images:
         env["KIDSART_SHARE_DECODED_IMAGES"] = "1"
     # --- end kidsart vLLM plugin ---
+    # idle connections live longer on the engine than in the router's pool (serve.scoring.ENGINE_CONNECTION_IDLE_S),
+    # so the router never writes to one the engine is closing
+    env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "30")
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["HF_HUB_OFFLINE"] = "1"

@@ -36,6 +36,13 @@ from adapters.errors import UnknownDimensionError
 
 log = logging.getLogger(__name__)
 
+# A pooled engine connection is dropped after this many idle seconds, before any server closes it: vLLM's
+# HTTP server closes idle connections after VLLM_HTTP_TIMEOUT_KEEP_ALIVE (default 5 s; our own engine gets
+# 30), and a request written to a connection the server is closing at that instant fails ("Can not write
+# request body"), which the router would answer 503. Measured with uvicorn at keep-alive 1 s and bursts
+# after ~1 s idle: a 15 s client keep-alive failed in the first rounds, 0.5 s failed 0 of 60.
+ENGINE_CONNECTION_IDLE_S = 4.0
+
 
 class RouterRuntime(BaseModel):
     """Everything a router replica needs, resolved by the driver that starts it."""
@@ -89,7 +96,8 @@ class EngineScorer:
         """The pooled session, made on first use inside the event loop that will use it."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.runtime.engine_connections),
+                connector=aiohttp.TCPConnector(limit=self.runtime.engine_connections,
+                                               keepalive_timeout=ENGINE_CONNECTION_IDLE_S),
                 timeout=aiohttp.ClientTimeout(total=self.runtime.engine_timeout_s),
                 headers=engine_headers(self.runtime.engine_api_key),
             )

@@ -199,3 +199,27 @@ def test_readiness_takes_the_supervisors_word_before_probing_the_engine(tmp_path
     write_status(status, "running", "restarted")
     ready, reason = asyncio.run(call())
     assert not ready and reason.startswith("engine unreachable")
+
+
+def test_pooled_engine_connections_close_before_the_engine_closes_them(tiny_profile, monkeypatch):
+    """The router drops an idle engine connection before vLLM's server would (its default and the value our
+    engine gets), so a request is never written to a connection being closed (a 503 seen once in CI)."""
+    import vllm.envs
+
+    from serve.engine import engine_env
+    from serve.scoring import ENGINE_CONNECTION_IDLE_S
+
+    monkeypatch.delenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", raising=False)
+    vllm_default = vllm.envs.environment_variables["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]()
+    ours = int(engine_env(tiny_profile)["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"])
+    assert ENGINE_CONNECTION_IDLE_S < vllm_default <= ours
+
+    scorer = EngineScorer(_runtime())
+
+    async def connector_idle_s():
+        try:
+            return scorer._client().connector._keepalive_timeout
+        finally:
+            await scorer.aclose()
+
+    assert asyncio.run(connector_idle_s()) == ENGINE_CONNECTION_IDLE_S
