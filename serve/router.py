@@ -22,7 +22,6 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
-from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +30,7 @@ from ray import serve as ray_serve
 from adapters.errors import KidsArtError
 from adapters.images import decode_base64_image, encode_png, normalize_bytes, png_data_url
 from serve import metrics
+from serve.body import body_limit, read_limited_body
 from serve.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -49,7 +49,6 @@ from serve.scoring import EngineScorer, RouterRuntime
 log = logging.getLogger(__name__)
 
 MAX_DESCRIPTION_CHARS = 4000
-ENVELOPE_BYTES = 64 * 1024  # room for the JSON/multipart envelope around the base64 image
 
 
 class ScoreRequest(BaseModel):
@@ -95,11 +94,6 @@ class Admission:
         self.semaphore.release()
         self.admitted -= 1
         metrics.INFLIGHT.set(self.admitted)
-
-
-def body_limit(max_image_bytes: int) -> int:
-    """Largest request body: the image in base64 (4/3 of its bytes) plus a bounded envelope."""
-    return -(-max_image_bytes * 4 // 3) + ENVELOPE_BYTES
 
 
 def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONResponse:
@@ -225,35 +219,9 @@ class ScoringRouter:
         return response
 
     async def _read_body(self, request: Request) -> bytes:
-        """The body, read chunk by chunk: 413 as soon as it passes the limit (declared or not), 408 when it
-        takes longer than `body_timeout_s`; never more than the limit in memory."""
-        limit = body_limit(self.runtime.max_image_bytes)
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                raise MalformedRequestError(f"Content-Length {declared!r} is not a number")
-            if int(declared) > limit:
-                raise BodyTooLargeError(f"the request body is {int(declared)} bytes; the limit is {limit} bytes")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.runtime.body_timeout_s
-        chunks, size = [], 0
-        stream = request.stream().__aiter__()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - loop.time(), 0.001))
-            except StopAsyncIteration:
-                break
-            except ClientDisconnect:
-                raise MalformedRequestError(f"the client went away after {size} bytes of the body") from None
-            except asyncio.TimeoutError:
-                raise BodyTimeoutError(
-                    f"the request body did not arrive within {self.runtime.body_timeout_s:g} s ({size} bytes so far)"
-                ) from None
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError(f"the request body passed the limit of {limit} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        """The body within the limits (serve.body; Ray Serve's proxy has already applied the same ones)."""
+        body = await read_limited_body(request.receive, body_limit(self.runtime.max_image_bytes),
+                                       self.runtime.body_timeout_s, request.headers.get("content-length"))
         request._body = body  # starlette replays a read body to request.form()
         return body
 

@@ -18,6 +18,7 @@ import httpx
 from adapters.errors import ConfigError, KidsArtError
 from adapters.manifest import Deployment, load_profile_deployment
 from adapters.profiles import Profile
+from serve.body import proxy_environment
 from serve.engine import EngineProcess
 from serve.keys import check_exposure, digest
 from serve.scoring import RouterRuntime
@@ -197,6 +198,9 @@ class Stack:
         if self.supervisor is not None:
             runtime.engine_status_path = str(self.supervisor.status_path)
         if not ray.is_initialized():
+            # Ray's processes inherit this: its HTTP proxy then refuses oversized and trickled bodies itself
+            router = self.profile.router
+            os.environ.update(proxy_environment(router.max_image_bytes, router.body_timeout_s))
             ray.init(
                 num_cpus=self.profile.router.ray_num_cpus,
                 include_dashboard=False,
@@ -204,6 +208,8 @@ class Stack:
                 configure_logging=False,
             )
             self._ray_started = True
+        else:
+            log.warning("Ray was already running: its proxy keeps the body limits it started with")
         serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port})
         serve.run(
             build_app(runtime, num_replicas=self.profile.router.num_replicas),
