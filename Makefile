@@ -8,7 +8,7 @@ KIDSART := $(VENV)/bin/kidsart
 REQ := requirements/cpu-torch.txt requirements/cpu-vllm.txt requirements/cpu-vllm-deps.txt requirements/cpu-project.txt requirements/cpu-constraints.txt
 STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup demo test test-unit test-integration base-check train-demo ablate loadtest bench clean
+.PHONY: setup demo test test-unit test-integration base-check train-demo ablate loadtest bench soak clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ bench: setup
 
 loadtest: setup
 	$(KIDSART) loadtest --profile bench $(if $(URL),--url $(URL),)
+
+# Reliability (README "Reliability"): the tiny stack under the nominal locust load for MINUTES
+# (default 10): zero failures and router/engine RSS within 10% of their level after 1 minute.
+soak: setup
+	$(KIDSART) soak --profile tiny --minutes $(or $(MINUTES),10)
 
 # Reproduce the committed tiny adapters: fixed-seed synthetic data (1200 images, seed 1),
 # the tiny training config, all nine dimensions retrained into artifacts/, then compared

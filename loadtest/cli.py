@@ -1,4 +1,4 @@
-"""`kidsart bench` and `kidsart loadtest` (typer and the standard library only at import time)."""
+"""`kidsart bench`, `kidsart loadtest` and `kidsart soak` (typer and the standard library only at import time)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -69,4 +69,31 @@ def register(app: typer.Typer) -> None:
 
         results = run(profile, url, scenario, users, run_time, Path(out_dir), router_port, engine_port)
         if any(stats["failures"] for stats in results.values()):
+            raise typer.Exit(1)
+
+    @app.command("soak")
+    def soak(
+        profile: str = typer.Option("tiny", help="Profile whose stack is started."),
+        minutes: float = typer.Option(10.0, min=2.0, max=24 * 60, help="How long locust runs."),
+        warmup_s: float = typer.Option(60.0, min=10.0, help="Memory is compared with its level this long after the start."),
+        users: Optional[int] = typer.Option(None, min=1, help="Locust users (default: the nominal scenario's 8)."),
+        max_growth: float = typer.Option(0.10, min=0.0, max=1.0, help="Largest accepted RSS growth after the warm-up (0.10 = 10%)."),
+        out_dir: str = typer.Option("runs/soak", help="Folder for soak.json, rss.csv and locust's reports."),
+        router_port: int = typer.Option(8640, help="Router port."),
+        engine_port: int = typer.Option(8650, help="Engine port."),
+    ) -> None:
+        """A long locust run at nominal concurrency: zero failures and flat memory (router replica, engine), or exit 1."""
+        from pathlib import Path
+
+        from loadtest.soak import format_soak, soak as run
+
+        try:
+            summary = run(profile, minutes, warmup_s, users, max_growth=max_growth, out_dir=Path(out_dir),
+                          router_port=router_port, engine_port=engine_port)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        typer.echo(format_soak(summary))
+        typer.echo(f"wrote {out_dir}/soak.json, {out_dir}/rss.csv")
+        if not summary["passed"]:
             raise typer.Exit(1)

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from loadtest.soak import actor_processes
 from serve.body import body_limit
 from tests.conftest import AUTH, drawing, png_bytes
 
@@ -94,18 +95,6 @@ def _raw_post(url: str, head: str, chunks, pause_s: float = 0.0) -> tuple[int, i
     return int(answer.split(b" ")[1]), sent, time.monotonic() - started
 
 
-def _ray_processes(actor: str) -> list[psutil.Process]:
-    """The processes whose command line names `actor` (Ray titles a worker after the actor it runs)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(actor in part for part in process.info["cmdline"] or []):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _peak_rss_while(groups: dict[str, list[psutil.Process]], work) -> dict:
     """Run `work()` while sampling each group's summed RSS every 10 ms; {group: peak bytes, "result": ...}."""
     import threading
@@ -142,7 +131,7 @@ def test_bodies_are_refused_while_they_are_read(live_stack):
                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
     # chunked, no Content-Length: cut off in Ray Serve's proxy once past the limit (serve.body); the proxy holds
     # at most the limit (and its join), the router replica nothing of it
-    replicas, proxies = _ray_processes("ScoringRouter"), _ray_processes("ProxyActor")
+    replicas, proxies = actor_processes("ScoringRouter"), actor_processes("ProxyActor")
     assert replicas and proxies
     before = {"replica": sum(p.memory_info().rss for p in replicas), "proxy": sum(p.memory_info().rss for p in proxies)}
     peaks = _peak_rss_while({"replica": replicas, "proxy": proxies}, lambda: _raw_post(
@@ -194,7 +183,7 @@ def test_awkward_images_are_scored_and_hostile_ones_refused_while_the_router_sta
     # peak resident memory of the router replica(s) while 20 bombs (10 G pixels declared) are refused
     from tests.hostile_images import png_bomb
 
-    replicas = _ray_processes("ScoringRouter")
+    replicas = actor_processes("ScoringRouter")
     assert replicas, "no router replica process found"
     before = sum(p.memory_info().rss for p in replicas)
 
