@@ -55,8 +55,8 @@ def require_feedback_adapter(served: bool, where: str) -> None:
     """Refuse a feedback request up front when `where` (e.g. "deployment 'x'", "the router at URL") serves none."""
     if not served:
         raise FeedbackNotDeployedError(
-            f"feedback was asked for, but {where} has no feedback adapter: no {FEEDBACK_MODULE!r} LoRA module is "
-            "served (name one as `feedback_adapter` in the deployment set)"
+            f"feedback was asked for, but {where} has no feedback adapter: no {FEEDBACK_MODULE}@<hash> LoRA module "
+            "is served (name one as `feedback_adapter` in the deployment set)"
         )
 
 

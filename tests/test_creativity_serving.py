@@ -48,7 +48,7 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
         assert error["type"] == "feedback_not_deployed" and "no feedback adapter" in error["message"]
-        assert "'creativity-tiny'" in error["message"] and "'feedback' LoRA module" in error["message"]
+        assert "'creativity-tiny'" in error["message"] and "feedback@<hash> LoRA module" in error["message"]
         multipart = httpx.post(f"{stack.url}/v1/score", files={"image": ("a.png", image)}, data={"feedback": "true"},
                                timeout=60)
         assert multipart.status_code == 422 and multipart.json()["error"]["type"] == "feedback_not_deployed"

@@ -176,7 +176,7 @@ def test_feedback_without_a_feedback_adapter_is_a_422_naming_it():
     from serve.errors import status_for
 
     scorer = EngineScorer(_runtime(deployment_name="creativity-tiny"))
-    with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*'feedback' LoRA") as info:
+    with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*feedback@<hash> LoRA") as info:
         scorer.check_feedback()
     assert status_for(info.value) == 422
 
