@@ -27,6 +27,7 @@ from adapters.hashing import file_hash, folder_hash
 from adapters.machine import machine_facts
 from adapters.manifest import BASE_MANIFEST_NAME, BaseRef
 from adapters.profiles import Profile
+from adapters.score_tokens import score_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,7 @@ def build_tokenizer(vocab_size: int):
         model_max_length=32768,
     )
     fast.chat_template = CHAT_TEMPLATE
-    for digit in "12345":
-        ids = fast.encode(digit, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ConfigError(f"score token {digit!r} is not a single token in the built tokenizer: {ids}")
+    score_token_ids(fast, list("12345"), "the built tokenizer")  # every rubric's score tokens are digits
     return fast
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 from adapters.feedback import FeedbackSettings, feedback_messages
 from adapters.prompts import PromptFormat
 from adapters.rubric import Dimension, Rubric
+from adapters.score_tokens import score_token_ids as lookup_score_token_ids
 
 
 @dataclass
@@ -33,12 +34,7 @@ class ScoringProcessor:
         pixels = image_size * image_size
         processor = AutoProcessor.from_pretrained(base_dir, size={"shortest_edge": pixels, "longest_edge": pixels})
         tokenizer = processor.tokenizer
-        ids = []
-        for token in rubric.score_tokens:
-            encoded = tokenizer.encode(token, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise ValueError(f"score token {token!r} is not a single token for {base_dir}: {encoded}")
-            ids.append(encoded[0])
+        ids = lookup_score_token_ids(tokenizer, rubric.score_tokens, f"the tokenizer of {base_dir}")
         tokenizer.padding_side = "left"
         return cls(processor=processor, score_token_ids=ids, prompt_format=prompt_format, image_size=image_size)
 

@@ -27,10 +27,9 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from adapters.errors import ImageDecodeError, ImageTooLargeError
+from adapters.limits import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
 LETTERBOX_GREY = (128, 128, 128)
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
 # The raster formats a child's artwork arrives in. Pillow is never asked to open anything else, so
 # SVG, PDF, EPS/PostScript (which Pillow would hand to Ghostscript), HEIC and the rest are refused
 # from their first bytes.
@@ -40,7 +39,7 @@ _DATA_URL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"
                    "image/tiff": "TIFF"}
 
 
-def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode image bytes fully, enforcing limits; raise a typed error naming the problem."""
     if not data:
         raise ImageDecodeError("the image is empty (0 bytes)")
@@ -163,7 +162,7 @@ def prepare_image(image: Image.Image, size: int, recipe: str) -> Image.Image:
 
 
 def normalize_bytes(
-    data: bytes, size: int, *, recipe: str, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes, size: int, *, recipe: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """Decode with limits, then prepare by `recipe`."""
     return prepare_image(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), size, recipe)

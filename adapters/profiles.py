@@ -13,7 +13,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adapters import PACKAGE_DIR, REPO_ROOT
+from adapters.limits import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageBytes,
+    ImagePixels,
+    ImageSize,
+    InputLimits,
+)
+from adapters.locations import PACKAGE_DIR, resolve_path
 from adapters.errors import ConfigError
 from adapters.feedback import FeedbackSettings
 
@@ -120,13 +129,11 @@ class BaseModelSpec(_Strict):
 
     @property
     def resolved_path(self) -> Path:
-        path = Path(self.path)
-        return path if path.is_absolute() else REPO_ROOT / path
+        return resolve_path(self.path)
 
     @property
     def resolved_rebuild_path(self) -> Path:
-        path = Path(self.rebuild_path or self.path)
-        return path if path.is_absolute() else REPO_ROOT / path
+        return resolve_path(self.rebuild_path or self.path)
 
 
 class EngineSettings(_Strict):
@@ -216,8 +223,8 @@ class RouterSettings(_Strict):
     port: int = Field(default=8000, ge=1, le=65535, description="Router HTTP port.")
     num_replicas: int = Field(default=1, ge=1, le=256, description="Router replicas behind Ray Serve.")
     ray_num_cpus: int | None = Field(default=2, ge=1, description="CPUs given to a locally started Ray instance (None = all).")
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest accepted upload in bytes (413 above).")
-    max_image_pixels: int = Field(default=40_000_000, ge=1, le=1_000_000_000, description="Largest accepted width*height (413 above).")
+    max_image_bytes: ImageBytes = DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: ImagePixels = DEFAULT_MAX_IMAGE_PIXELS
     max_inflight_images: int = Field(default=64, ge=1, le=100_000, description="Images being scored at once per replica.")
     max_queued_images: int = Field(default=256, ge=0, le=1_000_000, description="Images waiting per replica beyond those in flight; more get 429.")
     retry_after_s: int = Field(default=2, ge=1, le=3600, description="Retry-After header value sent with 429/503.")
@@ -237,9 +244,9 @@ class Profile(_Strict):
         description="Weights/compute dtype: float32 on CPU, bfloat16 on GPU; 'auto': bfloat16 on GPUs and on CPUs "
         "with native bf16 instructions (AVX-512 BF16 or AMX), float32 on other CPUs (see `resolved_dtype`)."
     )
-    image_size: int = Field(default=224, ge=28, le=4096, description="Side of the letter-boxed square image, in pixels.")
+    image_size: ImageSize = DEFAULT_IMAGE_SIZE
     rubric: str = Field(default="kidsartbench", description="Rubric name or path.")
-    deployment: str = Field(description="Deployment-set YAML (relative to the repository root).")
+    deployment: str = Field(description="Deployment-set YAML: absolute, `adapters/...` (shipped in the package) or relative to the data directory (KIDSART_HOME).")
     engine: EngineSettings
     router: RouterSettings = Field(default_factory=RouterSettings)
     feedback: FeedbackSettings = Field(
@@ -248,9 +255,14 @@ class Profile(_Strict):
     )
 
     @property
+    def limits(self) -> InputLimits:
+        """The image size and input limits this profile serves with."""
+        return InputLimits(image_size=self.image_size, max_image_bytes=self.router.max_image_bytes,
+                           max_image_pixels=self.router.max_image_pixels)
+
+    @property
     def deployment_path(self) -> Path:
-        path = Path(self.deployment)
-        return path if path.is_absolute() else REPO_ROOT / path
+        return resolve_path(self.deployment)
 
     @property
     def resolved_dtype(self) -> str:

@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from adapters.locations import HOME_ENV, data_home
 from loadtest.bench_inputs import copy_images_dir, ensure_bench_artifacts, write_images
 from loadtest.bench_report import format_summary, summarise
 from loadtest.bench_worker import BenchPhaseError
@@ -43,7 +44,6 @@ log = logging.getLogger("kidsart.bench")
 
 PHASES = ("reference", "engine", "router")
 SETTLE_AFTER_RESUME_S = 2.0
-REPO = Path(__file__).resolve().parent.parent
 
 
 def load_avg() -> list[float]:
@@ -62,9 +62,11 @@ class PhaseProcess:
         self.name = name
         log.info("phase %s: starting (load %s)", name, load_avg())
         started = time.perf_counter()
+        # the worker resolves the profile's paths as this process does (the same data directory)
+        env = {**(env if env is not None else os.environ), HOME_ENV: str(data_home())}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "loadtest.bench_worker", "--phase", phase, "--spec", str(spec_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(REPO), text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
         )
         self.info = self._answer("set-up")
         log.info("phase %s: ready in %.0f s", name, time.perf_counter() - started)

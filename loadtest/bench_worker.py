@@ -110,7 +110,7 @@ class EngineWorker:
 
         from adapters.manifest import load_profile_deployment
         from adapters.profiles import load_profile
-        from serve.stack import score_token_ids
+        from adapters.score_tokens import base_score_token_ids
 
         self.images = [Path(p) for p in spec["images"]]
         self.warm = [Path(p) for p in spec["warm"]]
@@ -122,7 +122,7 @@ class EngineWorker:
         self.dims = [d for d in self.rubric.select(None) if d.name in deployment.adapters]
         self.llm = engine_llm(self.profile, deployment)
         tokenizer = self.llm.get_tokenizer()
-        score_ids = score_token_ids(self.profile, self.rubric.score_tokens)
+        score_ids = base_score_token_ids(self.profile.base.resolved_path, self.rubric.score_tokens)
         self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens))
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
         self.loras = {d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from adapters.images import normalize_bytes
     from serve.engine import engine_command
-    from serve.stack import score_token_ids
+    from adapters.score_tokens import base_score_token_ids
 
     deployment = load_profile_deployment(profile)
     command = engine_command(profile, deployment)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = llm.get_tokenizer()
     rubric = deployment.rubric
     dims = [d for d in rubric.select(None) if d.name in deployment.adapters]
-    score_ids = score_token_ids(profile, rubric.score_tokens)
+    score_ids = base_score_token_ids(profile.base.resolved_path, rubric.score_tokens)
     params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, allowed_token_ids=score_ids)
 
     def batch(paths):

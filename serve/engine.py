@@ -141,19 +141,29 @@ def allocator_env(profile: Profile) -> dict[str, str]:
     return {"GLIBC_TUNABLES": profile.engine.glibc_tunables} if profile.engine.glibc_tunables else {}
 
 
+def listing_readiness(status: int, listing, expected_models: list[str]) -> tuple[bool, str]:
+    """(ready, reason) from the engine's answer to GET /v1/models: 200 and every expected model listed.
+    The one judgement of an engine's readiness (start-up here, the router's /readyz in serve.scoring)."""
+    if status != 200:
+        return False, f"engine /v1/models answered {status}"
+    try:
+        served = {m["id"] for m in listing.get("data", [])}
+    except (AttributeError, KeyError, TypeError):
+        return False, "engine /v1/models answered without a model list"
+    missing = [m for m in expected_models if m not in served]
+    if missing:
+        return False, f"adapters not loaded in the engine: {missing}"
+    return True, "ready"
+
+
 def engine_ready(url: str, expected_models: list[str], timeout: float = 2.0, api_key: str | None = None) -> tuple[bool, str]:
     """(ready, reason): the server answers /v1/models and lists every expected model."""
     try:
         response = httpx.get(f"{url}/v1/models", timeout=timeout, headers=engine_headers(api_key))
-    except httpx.HTTPError as exc:
+        listing = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
         return False, f"engine unreachable at {url}: {exc.__class__.__name__}"
-    if response.status_code != 200:
-        return False, f"engine /v1/models answered {response.status_code}"
-    served = {m["id"] for m in response.json().get("data", [])}
-    missing = [m for m in expected_models if m not in served]
-    if missing:
-        return False, f"engine has not loaded {missing}"
-    return True, "ready"
+    return listing_readiness(response.status_code, listing, expected_models)
 
 
 class EngineProcess:

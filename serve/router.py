@@ -303,7 +303,10 @@ class ScoringRouter:
             if dim.name in self.runtime.adapters:
                 data.append({"id": dim.name, "object": "model", "created": created, "owned_by": "kidsart",
                              "adapter": self.runtime.adapters[dim.name], "description": dim.description})
-        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter}
+        # beside OpenAI's fields: what a client without a profile needs (the district job checks files locally)
+        limits = {"image_size": self.runtime.image_size, "max_image_bytes": self.runtime.max_image_bytes,
+                  "max_image_pixels": self.runtime.max_image_pixels}
+        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter, "limits": limits}
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):

@@ -29,6 +29,7 @@ from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
 from serve import metrics
+from serve.engine import listing_readiness
 from serve.errors import EngineResponseError, EngineUnavailableError
 from serve.supervisor import read_status
 from serve.vllm_plugin.engine_auth import engine_headers
@@ -226,14 +227,7 @@ class EngineScorer:
                 listing = await response.json() if status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             return False, f"engine unreachable: {exc.__class__.__name__}"
-        if status != 200:
-            return False, f"engine /v1/models answered {status}"
-        served = {m["id"] for m in listing.get("data", [])}
-        expected = list(self.runtime.engine_modules.values())
-        missing = [d for d in expected if d not in served]
-        if missing:
-            return False, f"adapters not loaded in the engine: {missing}"
-        return True, "ready"
+        return listing_readiness(status, listing, list(self.runtime.engine_modules.values()))
 
     async def aclose(self) -> None:
         if self._session is not None:

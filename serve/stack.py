@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from adapters.errors import ConfigError, KidsArtError
+from adapters.errors import KidsArtError
 from adapters.manifest import Deployment, load_profile_deployment
+from adapters.score_tokens import base_score_token_ids
 from adapters.profiles import Profile
 from serve.body import proxy_environment
 from serve.engine import EngineProcess
@@ -34,20 +35,6 @@ class StackStartError(KidsArtError):
     kind = "stack_start_failed"
 
 
-def score_token_ids(profile: Profile, score_tokens: list[str]) -> list[int]:
-    """Token ids of the rubric's score tokens in the base's tokenizer (each must be one token)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(profile.base.resolved_path)
-    ids = []
-    for token in score_tokens:
-        encoded = tokenizer.encode(token, add_special_tokens=False)
-        if len(encoded) != 1:
-            raise ConfigError(f"score token {token!r} is {len(encoded)} tokens in {profile.base.resolved_path}")
-        ids.append(encoded[0])
-    return ids
-
-
 def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, engine_api_key: str | None = None,
                    api_keys: tuple[str, ...] | list[str] = ()) -> RouterRuntime:
     router = profile.router
@@ -57,7 +44,7 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, en
         rubric=str(deployment.rubric.name),
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
         engine_modules=deployment.module_names,
-        score_token_ids=score_token_ids(profile, deployment.rubric.score_tokens),
+        score_token_ids=base_score_token_ids(profile.base.resolved_path, deployment.rubric.score_tokens),
         image_size=profile.image_size,
         max_image_bytes=router.max_image_bytes,
         max_image_pixels=router.max_image_pixels,

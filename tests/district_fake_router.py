@@ -44,8 +44,10 @@ def fake_comment(data: bytes) -> str:
 
 
 class FakeRouter:
-    def __init__(self, port: int, delay_s: float = 0.01, feedback_adapter: str | None = None):
+    def __init__(self, port: int, delay_s: float = 0.01, feedback_adapter: str | None = None,
+                 max_image_bytes: int | None = None):
         self.port = port
+        self.max_image_bytes = max_image_bytes  # None: a listing without limits, as an older router's
         self.feedback_adapter = feedback_adapter
         self.delay_s = delay_s
         self.down_until = 0.0
@@ -66,9 +68,12 @@ class FakeRouter:
 
     async def models(self, request: Request):
         """The router's listing: the rubric model, then one model per dimension (with its adapter)."""
-        return JSONResponse({"object": "list", "data": [{"id": "kidsartbench", "object": "model"}] + [
+        listing = {"object": "list", "data": [{"id": "kidsartbench", "object": "model"}] + [
             {"id": dim, "object": "model", "adapter": f"{dim}@fake"} for dim in DIMS],
-            "feedback_adapter": self.feedback_adapter})
+            "feedback_adapter": self.feedback_adapter}
+        if self.max_image_bytes is not None:
+            listing["limits"] = {"image_size": 224, "max_image_bytes": self.max_image_bytes, "max_image_pixels": 10**6}
+        return JSONResponse(listing)
 
     async def readyz(self, request: Request):
         if time.monotonic() < self.down_until:

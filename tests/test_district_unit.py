@@ -171,17 +171,35 @@ def test_router_gone_then_back(tmp_path, small_district):
     assert set(frame.loc[frame.status == "error", "key"]) == set(info["broken"])
 
 
-def test_the_served_rubric_is_read_from_the_router_or_named_as_missing(tmp_path):
+def test_the_served_rubric_and_limits_are_read_from_the_router_or_named_as_missing(tmp_path):
     from adapters.errors import ConfigError
-    from serve.district.cli import previous_rubric, served_rubric
+    from adapters.limits import DEFAULT_LIMITS
+    from serve.district.session import previous_rubric, served_limits, served_models, served_rubric
 
     with FakeRouter(free_port()) as router:
-        assert served_rubric(router.url) == "kidsartbench"
+        listing = served_models(router.url)
+        assert served_rubric(listing) == "kidsartbench" and served_limits(listing) == DEFAULT_LIMITS
+    with FakeRouter(free_port(), max_image_bytes=5000) as router:
+        assert served_limits(served_models(router.url)).max_image_bytes == 5000
     with pytest.raises(ConfigError, match=r"could not read .*/v1/models .*; pass --rubric NAME"):
-        served_rubric(f"http://127.0.0.1:{free_port()}", max_wait_s=0)
+        served_models(f"http://127.0.0.1:{free_port()}", max_wait_s=0)
     assert previous_rubric(tmp_path) is None
     (tmp_path / "run.json").write_text('{"rubric": "creativity5"}')
     assert previous_rubric(tmp_path) == "creativity5"
+
+
+def test_a_router_without_a_profile_gives_its_limits_to_discovery(tmp_path, small_district):
+    """--url only: files above the router's max_image_bytes are error rows at once and never sent."""
+    root, info = small_district
+    sizes = sorted(f.stat().st_size for f in root.rglob("*.png"))
+    limit = max(1024, sizes[len(sizes) // 2])  # about half of the PNGs are above it
+    with FakeRouter(free_port(), max_image_bytes=limit) as router:
+        result = run([str(root), "--out", str(tmp_path / "l"), "--url", router.url, "--no-report"])
+        frame = pd.read_csv(tmp_path / "l" / "scores.csv", keep_default_na=False)
+        too_large = frame[frame.error_type == "image_too_large"]
+        assert result.returncode == 1 and len(too_large) > 0, result.stderr
+        assert all(f"the limit is {limit}" in message for message in too_large.error)
+        assert not set(too_large.key) & set(router.scored_ids)
 
 
 def test_feedback_run_writes_a_feedback_column_and_shows_it_on_the_cards(tmp_path, small_district):

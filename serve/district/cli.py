@@ -10,48 +10,6 @@ from typing import Optional
 import typer
 
 
-def previous_rubric(out: Path) -> str | None:
-    """The rubric of the run already in `out` (a resumed run keeps its rubric without asking the router)."""
-    import json
-
-    from serve.district.job import RUN_META
-
-    try:
-        return json.loads((out / RUN_META).read_text(encoding="utf-8")).get("rubric")
-    except (OSError, ValueError):
-        return None
-
-
-def served_models(url: str, max_wait_s: float = 30.0) -> dict:
-    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter),
-    waiting up to `max_wait_s` for a router that is still starting."""
-    from adapters.errors import ConfigError, KidsArtError
-    from serve.client import RetryPolicy, ScoringClient
-
-    try:
-        with ScoringClient(url, policy=RetryPolicy(max_outage_s=max_wait_s, max_delay_s=5.0)) as client:
-            listing = client.models()
-        if any("adapter" not in m for m in listing.get("data", [])):
-            return listing
-        problem = "it lists no rubric model"
-    except (KidsArtError, AttributeError, TypeError) as exc:
-        problem = f"{exc.__class__.__name__}: {exc}"
-    raise ConfigError(f"could not read {url}/v1/models ({problem}); pass --rubric NAME")
-
-
-def served_rubric(url: str, max_wait_s: float = 30.0) -> str:
-    """The rubric the router at `url` serves: the model without an adapter in GET /v1/models."""
-    listing = served_models(url, max_wait_s)
-    return next(m["id"] for m in listing["data"] if "adapter" not in m)
-
-
-def check_feedback_served(url: str) -> None:
-    """Refuse a --feedback run before any image is sent when the router has no feedback adapter."""
-    from adapters.feedback import require_feedback_adapter
-
-    require_feedback_adapter(bool(served_models(url).get("feedback_adapter")), f"the router at {url}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("score-district")
     def score_district(
@@ -83,12 +41,12 @@ def register(app: typer.Typer) -> None:
 
         Exit code: 0 all rows scored, 1 some rows are errors (bad files), 3 the run is incomplete (resume it).
         """
-        import contextlib
         import json
 
         from adapters.errors import ConfigError
-        from serve.district.job import DistrictJobConfig, run_job
         from serve.client import use_api_key
+        from serve.district.job import DistrictJobConfig
+        from serve.district.session import Target, run_district
 
         use_api_key(api_key)  # the job's clients, local or in Ray workers, read it from the environment
 
@@ -107,54 +65,14 @@ def register(app: typer.Typer) -> None:
             ray_actors=ray_actors, ray_batch_size=ray_batch_size, engine_urls=list(engine_url), max_outage_s=max_outage,
             max_thumbnails=max_thumbnails, report=report, progress=progress, feedback=feedback,
         )
-        if rubric:
-            config.rubric = rubric
-        elif url and not profile:
-            config.rubric = previous_rubric(out) or served_rubric(url)
-        runtime = None
-        image_size = 224
-        with contextlib.ExitStack() as stack_ctx:
-            if profile:
-                from adapters.profiles import load_profile
-
-                from adapters.feedback import require_feedback_adapter
-                from adapters.manifest import load_profile_deployment
-
-                loaded = load_profile(profile, deployment)
-                served = load_profile_deployment(loaded)
-                config.rubric = rubric or served.rubric.name
-                image_size = loaded.image_size
-                if feedback:
-                    require_feedback_adapter(served.feedback is not None, f"deployment {served.name!r} ({served.source})")
-                if engine_url:
-                    import os
-
-                    from serve.stack import router_runtime
-                    from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV
-
-                    # engines started elsewhere: their operator hands over the key in the environment
-                    runtime = router_runtime(loaded, served, engine_url[0], os.environ.get(ENGINE_KEY_ENV)).model_dump()
-                elif not url:
-                    from serve.stack import Stack
-
-                    from serve.district.stackfile import forget_stack, reap_orphaned_engine, remember_stack
-
-                    reap_orphaned_engine(out)
-                    typer.echo(f"starting the {profile!r} stack (engine + router) for this run ...", err=True)
-                    stack = stack_ctx.enter_context(
-                        Stack(loaded, router_port=router_port, engine_port=engine_port, log_dir=out / "logs")
-                    )
-                    remember_stack(out, stack)
-                    stack_ctx.callback(forget_stack, out)
-                    url = stack.url
-            if feedback and url and not profile:
-                check_feedback_served(url)
-            try:
-                result = run_job(config, url=url, runtime=runtime, image_size=image_size)
-            except KeyboardInterrupt:
-                typer.echo(f"\ninterrupted: every counted result is in {out}/journal.jsonl; "
-                           f"rerun with --resume to continue", err=True)
-                raise typer.Exit(130)
+        target = Target(url=url, profile=profile, deployment=deployment, rubric=rubric,
+                        router_port=router_port, engine_port=engine_port)
+        try:
+            result = run_district(config, target, announce=lambda text: typer.echo(text, err=True))
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted: every counted result is in {out}/journal.jsonl; "
+                       f"rerun with --resume to continue", err=True)
+            raise typer.Exit(130)
         summary = result.summary
         (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
         typer.echo(

@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from adapters.errors import InputError
+from adapters.limits import DEFAULT_MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 DEFAULT_LEVELS = ("school", "grade", "class")
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 CSV_COLUMNS = ("path", "student_id", "school", "grade", "class", "description")
 
 
@@ -81,7 +81,7 @@ class Discovery:
         return groups
 
 
-def discover(source: str | Path, *, levels: tuple[str, ...] = DEFAULT_LEVELS, max_bytes: int = DEFAULT_MAX_BYTES,
+def discover(source: str | Path, *, levels: tuple[str, ...] = DEFAULT_LEVELS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
              hash_workers: int = 4) -> Discovery:
     """Scan a folder tree or read a CSV manifest; hash every file; mark duplicates."""
     source = Path(source)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.limits import DEFAULT_LIMITS, InputLimits
 from serve.district.client import RetryPolicy
 from serve.district.journal import Journal, JournalError
 
@@ -78,8 +79,9 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
 
 
 def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None = None,
-            image_size: int = 224) -> JobResult:
-    """Run (or resume) a district job against a router at `url` (or engines, for the Ray pipeline)."""
+            limits: InputLimits = DEFAULT_LIMITS) -> JobResult:
+    """Run (or resume) a district job against a router at `url` (or engines, for the Ray pipeline); files above
+    `limits.max_image_bytes` are rows with an error at once, never sent."""
     from adapters.rubric import load_rubric
     from serve.district.export import build_table, write_tables
     from serve.district.inputs import discover
@@ -87,7 +89,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
 
     rubric = load_rubric(config.rubric)
     dims = [d.name for d in rubric.select(config.dimensions or None)]
-    discovery = discover(config.input, levels=tuple(config.levels))
+    discovery = discover(config.input, levels=tuple(config.levels), max_bytes=limits.max_image_bytes)
     policy = RetryPolicy(max_outage_s=config.max_outage_s)
     out = Path(config.out)
     started = time.monotonic()
@@ -114,7 +116,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
                 mode = "engine" if config.engine_urls else "router"
                 stats = score_with_ray(
                     plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
-                    policy=policy, runtime=runtime, image_size=image_size, actors=config.ray_actors,
+                    policy=policy, runtime=runtime, actors=config.ray_actors,
                     batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
                     feedback=config.feedback,
                 )

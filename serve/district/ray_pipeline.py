@@ -135,8 +135,7 @@ class _Score:
 
 
 def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], dimensions: list[str] | None,
-                   policy: RetryPolicy, runtime: dict | None = None, image_size: int = 224,
-                   max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000, actors: int = 2,
+                   policy: RetryPolicy, runtime: dict | None = None, actors: int = 2,
                    batch_size: int = 16, actor_concurrency: int = 4, ray_address: str | None = None,
                    progress=None, feedback: bool = False) -> RunStats:
     """Score the plan's units with Ray Data; the driver journals every result as it streams in."""
@@ -170,10 +169,12 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
         ctx.verbose_stats_logs = False
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
         if mode == "engine":
-            # The engine is asked in the deployment's prompt format: its image recipe and size.
-            recipe, image_size = runtime["prompt_format"]["image_recipe"], runtime["image_size"]
+            # The engine is asked in the deployment's prompt format (its image recipe), at the profile's size
+            # and limits, as the router would
+            prepare_args = (mode, runtime["image_size"], runtime["max_image_bytes"], runtime["max_image_pixels"],
+                            runtime["prompt_format"]["image_recipe"])
             dataset = dataset.map_batches(
-                _Prepare, fn_constructor_args=(mode, image_size, max_bytes, max_pixels, recipe), batch_size=batch_size,
+                _Prepare, fn_constructor_args=prepare_args, batch_size=batch_size,
                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
             )
         connections = batch_size * actor_concurrency

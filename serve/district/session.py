@@ -1,0 +1,133 @@
+"""Where a district run gets its router, rubric and limits from, then runs the job.
+
+Three ways, chosen by the CLI's options:
+- `--url`: a running router; its `GET /v1/models` names the rubric it serves, says
+  whether it has a feedback adapter and gives its input limits (a resumed run keeps the
+  rubric it started with);
+- `--profile`: the profile's stack is started for this run (and stopped after; its
+  engine is remembered in the run folder so an orphan from a crash is reaped);
+- `--profile` with `--engine-url` (Ray pipeline): the engines started elsewhere are
+  asked directly, with the profile's prompts, adapter names and limits.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.errors import ConfigError, KidsArtError
+from adapters.limits import DEFAULT_LIMITS, InputLimits
+from serve.district.job import RUN_META, DistrictJobConfig, JobResult, run_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Target:
+    """What the run talks to, from the CLI's options: a router's URL, or a profile (and deployment set) whose
+    stack is started here or whose engines (`DistrictJobConfig.engine_urls`) are asked directly."""
+
+    url: str | None = None
+    profile: str | None = None
+    deployment: str | None = None
+    rubric: str | None = None  # --rubric: else the profile's, the resumed run's, or the router's
+    router_port: int | None = None
+    engine_port: int | None = None
+
+
+def previous_rubric(out: Path) -> str | None:
+    """The rubric of the run already in `out` (a resumed run keeps its rubric without asking the router)."""
+    try:
+        return json.loads((out / RUN_META).read_text(encoding="utf-8")).get("rubric")
+    except (OSError, ValueError):
+        return None
+
+
+def served_models(url: str, max_wait_s: float = 30.0) -> dict:
+    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter, the
+    limits), waiting up to `max_wait_s` for a router that is still starting."""
+    from serve.client import RetryPolicy, ScoringClient
+
+    try:
+        with ScoringClient(url, policy=RetryPolicy(max_outage_s=max_wait_s, max_delay_s=5.0)) as client:
+            listing = client.models()
+        if any("adapter" not in m for m in listing.get("data", [])):
+            return listing
+        problem = "it lists no rubric model"
+    except (KidsArtError, AttributeError, TypeError) as exc:
+        problem = f"{exc.__class__.__name__}: {exc}"
+    raise ConfigError(f"could not read {url}/v1/models ({problem}); pass --rubric NAME")
+
+
+def served_rubric(listing: dict) -> str:
+    """The rubric a router serves: the model without an adapter in its /v1/models listing."""
+    return next(m["id"] for m in listing["data"] if "adapter" not in m)
+
+
+def served_limits(listing: dict) -> InputLimits:
+    """The router's input limits from its /v1/models listing (the defaults for a router that names none)."""
+    limits = listing.get("limits")
+    return InputLimits(**limits) if isinstance(limits, dict) else DEFAULT_LIMITS
+
+
+def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info) -> JobResult:
+    """Resolve the router (or start the profile's stack), the rubric and the limits; run the job."""
+    from adapters.feedback import require_feedback_adapter
+
+    with contextlib.ExitStack() as stack_ctx:
+        runtime, limits, url = None, DEFAULT_LIMITS, target.url
+        if target.profile:
+            from adapters.manifest import load_profile_deployment
+            from adapters.profiles import load_profile
+
+            loaded = load_profile(target.profile, target.deployment)
+            served = load_profile_deployment(loaded)
+            config.rubric = target.rubric or served.rubric.name
+            limits = loaded.limits
+            if config.feedback:
+                require_feedback_adapter(served.feedback is not None, f"deployment {served.name!r} ({served.source})")
+            if config.engine_urls:
+                from serve.stack import router_runtime
+                from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV
+
+                # engines started elsewhere: their operator hands over the key in the environment
+                runtime = router_runtime(loaded, served, config.engine_urls[0], os.environ.get(ENGINE_KEY_ENV)).model_dump()
+            elif not url:
+                url = _start_stack(stack_ctx, loaded, config, target, announce)
+        else:
+            config.rubric, limits = _from_router(url, target.rubric or previous_rubric(Path(config.out)), config.feedback)
+        return run_job(config, url=url, runtime=runtime, limits=limits)
+
+
+def _from_router(url: str, rubric: str | None, feedback: bool) -> tuple[str, InputLimits]:
+    """(rubric, limits) of the router at `url`. A router that cannot be read now is fine when the rubric is
+    known (a resumed run, --rubric): the job's client waits for it, and its own limits still apply per image."""
+    from adapters.feedback import require_feedback_adapter
+
+    try:
+        listing = served_models(url)
+    except ConfigError:
+        if rubric is None or feedback:
+            raise
+        log.warning("could not read %s/v1/models: default input limits for discovery, rubric %s", url, rubric)
+        return rubric, DEFAULT_LIMITS
+    if feedback:
+        require_feedback_adapter(bool(listing.get("feedback_adapter")), f"the router at {url}")
+    return rubric or served_rubric(listing), served_limits(listing)
+
+
+def _start_stack(stack_ctx: contextlib.ExitStack, loaded, config: DistrictJobConfig, target: Target, announce) -> str:
+    from serve.district.stackfile import forget_stack, reap_orphaned_engine, remember_stack
+    from serve.stack import Stack
+
+    out = Path(config.out)
+    reap_orphaned_engine(out)
+    announce(f"starting the {loaded.name!r} stack (engine + router) for this run ...")
+    stack = stack_ctx.enter_context(
+        Stack(loaded, router_port=target.router_port, engine_port=target.engine_port, log_dir=out / "logs"))
+    remember_stack(out, stack)
+    stack_ctx.callback(forget_stack, out)
+    return stack.url
