@@ -157,10 +157,8 @@ def run_bench(
     deployment: str | None = None,
 ) -> dict:
     """Run the interleaved benchmark and return (and write to `out`) its summary."""
-    from adapters.machine import cpu_model_and_flags
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
-    from serve.engine import allocator_env, engine_env
 
     unknown = [p for p in phases if p not in PHASES]
     if unknown or not phases:
@@ -175,7 +173,8 @@ def run_bench(
     concurrency = concurrency or [1, 2, 4, 8, 16]
     workdir = Path(tempfile.mkdtemp(prefix="kidsart-bench-"))
     if images_dir is not None:
-        bench_imgs = copy_images_dir(Path(images_dir), workdir / "images", loaded.router.max_image_bytes, loaded.router.max_image_pixels)
+        bench_imgs = copy_images_dir(Path(images_dir), workdir / "images", loaded.limits.max_image_bytes,
+                                     loaded.limits.max_image_pixels)
     else:
         bench_imgs = write_images(workdir / "images", images, seed=1, prefix="img")
     sweep_imgs = write_images(workdir / "sweep", len(concurrency) * max(8, len(bench_imgs) // 2), seed=2, prefix="sweep")
@@ -183,44 +182,16 @@ def run_bench(
     spec = {"profile": profile, "deployment": deployment_path, "images": [str(p) for p in bench_imgs],
             "warm": [str(p) for p in warm_imgs]}
 
-    cpu_model, cpu_flags = cpu_model_and_flags()
-    conditions = {
-        "profile": profile, "deployment": deployment_path, "prompt_format": deployment.prompt_format.name,
-        "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": len(bench_imgs),
-        "images_source": str(images_dir) if images_dir else "synthetic (seed 1)",
-        "dimensions": len(deployment.dimensions), "repeats": repeats, "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model, "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],
-        "cpu_native_bf16": any(f in cpu_flags for f in ("avx512_bf16", "amx_bf16")),
-        "engine_block_size": loaded.engine.block_size, "engine_reserved_cpus": loaded.engine.reserved_cpus,
-        "load_before": load_avg(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    conditions = _conditions(profile, loaded, deployment, deployment_path, len(bench_imgs), images_dir, repeats)
     config = json.loads((loaded.base.resolved_path / "config.json").read_text(encoding="utf-8"))
     layout = _prompt_layout(loaded, deployment, config)
     workers: dict[str, PhaseProcess] = {}
     jobs: list[tuple[str, str, dict]] = []  # (result key, worker, command)
     try:
-        if "reference" in phases:
-            env = dict(os.environ, **allocator_env(loaded))  # the same allocator as the engine
-            workers["reference"] = PhaseProcess("reference", "reference", spec, env, workdir)
-            jobs.append(("reference", "reference", {"op": "run"}))
-        if "engine" in phases:
-            workers["engine"] = _engine_process("engine", loaded, spec, workdir, engine_env(loaded))
-            jobs += [("engine", "engine", {"op": "run", "lora": True}), ("engine_base", "engine", {"op": "run", "lora": False})]
-            if stock_ops:
-                stock_env = dict(engine_env(loaded), KIDSART_FAST_LORA_OPS="0")
-                workers["engine_stock"] = _engine_process("engine_stock", loaded, spec, workdir, stock_env)
-                jobs.append(("engine_stock", "engine_stock", {"op": "run", "lora": True}))
-        if "router" in phases:
-            stats = workdir / "mm-router"
-            stats.mkdir()
-            router_spec = dict(
-                spec, sweep=[str(p) for p in sweep_imgs], concurrency=concurrency, stats_dir=str(stats),
-                router_url=router_url, engine_url=engine_url, router_port=router_port, engine_port=engine_port,
-            )
-            workers["router"] = PhaseProcess("router", "router", router_spec, None, workdir)
-            jobs.append(("router", "router", {"op": "run"}))
-            if engine_http and workers["router"].info.get("engine_url"):
-                jobs.append(("engine_http", "router", {"op": "engine_http"}))
+        _start_phases(phases, loaded, spec, workdir, workers, jobs, stock_ops=stock_ops, engine_http=engine_http,
+                      router_spec=dict(spec, sweep=[str(p) for p in sweep_imgs], concurrency=concurrency,
+                                       router_url=router_url, engine_url=engine_url, router_port=router_port,
+                                       engine_port=engine_port))
         runs = _interleave(jobs, workers, repeats)
     finally:
         for worker in workers.values():
@@ -245,6 +216,48 @@ def _engine_process(name: str, profile, spec: dict, workdir: Path, env: dict[str
     stats.mkdir()
     env = dict(env, KIDSART_MM_STATS=str(stats))
     return PhaseProcess(name, "engine", dict(spec, stats_dir=str(stats)), env, workdir)
+
+
+def _conditions(profile: str, loaded, deployment, deployment_path: str, images: int, images_dir, repeats: int) -> dict:
+    """The bench's conditions: what ran, on which CPU, under which load (bench.json's `conditions`)."""
+    from adapters.machine import cpu_model_and_flags
+
+    cpu_model, cpu_flags = cpu_model_and_flags()
+    return {
+        "profile": profile, "deployment": deployment_path, "prompt_format": deployment.prompt_format.name,
+        "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": images,
+        "images_source": str(images_dir) if images_dir else "synthetic (seed 1)",
+        "dimensions": len(deployment.dimensions), "repeats": repeats, "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model, "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],
+        "cpu_native_bf16": any(f in cpu_flags for f in ("avx512_bf16", "amx_bf16")),
+        "engine_block_size": loaded.engine.block_size, "engine_reserved_cpus": loaded.engine.reserved_cpus,
+        "load_before": load_avg(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs: list, *, stock_ops: bool,
+                  engine_http: bool, router_spec: dict) -> None:
+    """Start one worker process per chosen phase (into `workers`) and list its measured jobs (into `jobs`)."""
+    from serve.engine import allocator_env, engine_env
+
+    if "reference" in phases:
+        env = dict(os.environ, **allocator_env(loaded))  # the same allocator as the engine
+        workers["reference"] = PhaseProcess("reference", "reference", spec, env, workdir)
+        jobs.append(("reference", "reference", {"op": "run"}))
+    if "engine" in phases:
+        workers["engine"] = _engine_process("engine", loaded, spec, workdir, engine_env(loaded))
+        jobs += [("engine", "engine", {"op": "run", "lora": True}), ("engine_base", "engine", {"op": "run", "lora": False})]
+        if stock_ops:
+            stock_env = dict(engine_env(loaded), KIDSART_FAST_LORA_OPS="0")
+            workers["engine_stock"] = _engine_process("engine_stock", loaded, spec, workdir, stock_env)
+            jobs.append(("engine_stock", "engine_stock", {"op": "run", "lora": True}))
+    if "router" in phases:
+        stats = workdir / "mm-router"
+        stats.mkdir()
+        workers["router"] = PhaseProcess("router", "router", dict(router_spec, stats_dir=str(stats)), None, workdir)
+        jobs.append(("router", "router", {"op": "run"}))
+        if engine_http and workers["router"].info.get("engine_url"):
+            jobs.append(("engine_http", "router", {"op": "engine_http"}))
 
 
 def _interleave(jobs: list[tuple[str, str, dict]], workers: dict[str, PhaseProcess], repeats: int) -> dict[str, list]:

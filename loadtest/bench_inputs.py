@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 from pathlib import Path
 
 log = logging.getLogger("kidsart.bench")
@@ -24,27 +23,11 @@ class BenchInputError(ValueError):
 
 
 def synthetic_artwork(seed: int, size: tuple[int, int]) -> bytes:
-    """A deterministic child-like drawing (shapes and strokes on paper) as PNG or JPEG bytes."""
-    from PIL import Image, ImageDraw
+    """The project's synthetic drawing (train.synth) for `seed` at `size`, as PNG (even seeds) or JPEG bytes:
+    the benchmark and the load test upload both formats."""
+    from train.synth import render_artwork
 
-    rng = random.Random(seed)
-    width, height = size
-    paper = tuple(rng.randint(225, 255) for _ in range(3))
-    image = Image.new("RGB", size, paper)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(6, 18)):
-        color = tuple(rng.randint(0, 255) for _ in range(3))
-        x0, y0 = rng.randint(0, width - 1), rng.randint(0, height - 1)
-        x1, y1 = min(width - 1, x0 + rng.randint(10, width // 2)), min(height - 1, y0 + rng.randint(10, height // 2))
-        kind = rng.choice(["rect", "ellipse", "line", "poly"])
-        if kind == "rect":
-            draw.rectangle([x0, y0, x1, y1], fill=color)
-        elif kind == "ellipse":
-            draw.ellipse([x0, y0, x1, y1], outline=color, width=rng.randint(2, 8))
-        elif kind == "line":
-            draw.line([(x0, y0), (x1, y1), (rng.randint(0, width), rng.randint(0, height))], fill=color, width=rng.randint(2, 10))
-        else:
-            draw.polygon([(rng.randint(0, width), rng.randint(0, height)) for _ in range(rng.randint(3, 6))], fill=color)
+    image, _ = render_artwork(seed, width=size[0], height=size[1])
     buffer = io.BytesIO()
     if seed % 2:
         image.save(buffer, format="JPEG", quality=90)

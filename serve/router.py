@@ -171,7 +171,7 @@ class ScoringRouter:
         self.scorer = EngineScorer(self.runtime)
         self.rubric = self.scorer.rubric
         self.admission = Admission(
-            self.runtime.max_inflight_images, self.runtime.max_queued_images, self.runtime.retry_after_s
+            self.runtime.settings.max_inflight_images, self.runtime.settings.max_queued_images, self.runtime.settings.retry_after_s
         )
 
     # ---- helpers -------------------------------------------------------------------------
@@ -182,10 +182,10 @@ class ScoringRouter:
         def work() -> str:
             image = normalize_bytes(
                 data,
-                self.runtime.image_size,
+                self.runtime.limits.image_size,
                 recipe=self.runtime.prompt_format.image_recipe,
-                max_bytes=self.runtime.max_image_bytes,
-                max_pixels=self.runtime.max_image_pixels,
+                max_bytes=self.runtime.limits.max_image_bytes,
+                max_pixels=self.runtime.limits.max_image_pixels,
             )
             return png_data_url(encode_png(image))
 
@@ -213,15 +213,15 @@ class ScoringRouter:
         try:
             response = await handler()
         except Exception as exc:  # every error becomes a typed JSON answer
-            response = _error_response(exc, route, self.runtime.retry_after_s)
+            response = _error_response(exc, route, self.runtime.settings.retry_after_s)
         metrics.REQUESTS.labels(route, str(response.status_code)).inc()
         metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
         return response
 
     async def _read_body(self, request: Request) -> bytes:
         """The body within the limits (serve.body; Ray Serve's proxy has already applied the same ones)."""
-        body = await read_limited_body(request.receive, body_limit(self.runtime.max_image_bytes),
-                                       self.runtime.body_timeout_s, request.headers.get("content-length"))
+        body = await read_limited_body(request.receive, body_limit(self.runtime.limits.max_image_bytes),
+                                       self.runtime.settings.body_timeout_s, request.headers.get("content-length"))
         request._body = body  # starlette replays a read body to request.form()
         return body
 
@@ -304,9 +304,8 @@ class ScoringRouter:
                 data.append({"id": dim.name, "object": "model", "created": created, "owned_by": "kidsart",
                              "adapter": self.runtime.adapters[dim.name], "description": dim.description})
         # beside OpenAI's fields: what a client without a profile needs (the district job checks files locally)
-        limits = {"image_size": self.runtime.image_size, "max_image_bytes": self.runtime.max_image_bytes,
-                  "max_image_pixels": self.runtime.max_image_pixels}
-        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter, "limits": limits}
+        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter,
+                "limits": self.runtime.limits.model_dump()}
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -370,7 +369,7 @@ class ScoringRouter:
     @api.get("/metrics")
     async def prometheus_metrics(self, request: Request):
         async def handle():
-            if self.runtime.metrics_need_key:
+            if self.runtime.settings.metrics_require_key:
                 self._authorize(request)
             return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -388,7 +387,7 @@ class ScoringRouter:
 
 def build_app(runtime: RouterRuntime, num_replicas: int = 1):
     """The Ray Serve application for this runtime."""
-    capacity = runtime.max_inflight_images + runtime.max_queued_images
+    capacity = runtime.settings.max_inflight_images + runtime.settings.max_queued_images
     return ScoringRouter.options(
         num_replicas=num_replicas,
         # Ray's own limit sits above ours, so the router's admission answers 429 itself.

@@ -25,6 +25,8 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, feedback_messages, require_feedback_adapter
+from adapters.limits import InputLimits
+from adapters.profiles import RouterSettings
 from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
@@ -56,14 +58,8 @@ class RouterRuntime(BaseModel):
     engine_modules: dict[str, str] = Field(description="Served dimension (and 'feedback') -> the engine's "
                                            "content-addressed LoRA module name (dimension@<weights hash>).")
     score_token_ids: list[int] = Field(description="Token ids of the score tokens, in level order.")
-    image_size: int = Field(description="Side of the letter-boxed image.")
-    max_image_bytes: int = Field(description="Largest accepted image in bytes.")
-    max_image_pixels: int = Field(description="Largest accepted width*height.")
-    max_inflight_images: int = Field(description="Images scored at once per replica.")
-    max_queued_images: int = Field(description="Images waiting per replica before 429.")
-    retry_after_s: int = Field(description="Retry-After seconds for 429/503.")
-    engine_timeout_s: float = Field(description="Timeout of one engine request.")
-    engine_connections: int = Field(description="Pooled connections to the engine.")
+    settings: RouterSettings = Field(description="The profile's router settings (admission, timeouts, keys on /metrics).")
+    limits: InputLimits = Field(description="The profile's image size and input limits.")
     base_model_id: str = Field(description="The base model's served name (for readiness checks).")
     prompt_format: PromptFormat = Field(description="The deployment's prompt format: messages and image recipe.")
     feedback_adapter: str | None = Field(
@@ -74,8 +70,6 @@ class RouterRuntime(BaseModel):
     deployment_name: str = Field(default="", description="The deployment set's name (named in errors).")
     api_key_digests: list[str] = Field(default_factory=list, description="SHA-256 hex digests of the router's API "
                                        "keys; empty: no key is asked (loopback only, or --insecure-no-auth).")
-    metrics_need_key: bool = Field(default=False, description="Whether /metrics needs a key too.")
-    body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time a request body may take to arrive (408 after).")
     engine_status_path: str | None = Field(default=None, description="The engine supervisor's status file "
                                            "(serve.supervisor): /readyz names a restart in progress or given up.")
     engine_api_key: str | None = Field(default=None, repr=False, description="The engine's key (made at each engine "
@@ -97,9 +91,9 @@ class EngineScorer:
         """The pooled session, made on first use inside the event loop that will use it."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.runtime.engine_connections,
+                connector=aiohttp.TCPConnector(limit=self.runtime.settings.engine_connections,
                                                keepalive_timeout=ENGINE_CONNECTION_IDLE_S),
-                timeout=aiohttp.ClientTimeout(total=self.runtime.engine_timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self.runtime.settings.engine_timeout_s),
                 headers=engine_headers(self.runtime.engine_api_key),
             )
         return self._session
@@ -162,7 +156,7 @@ class EngineScorer:
 
     async def _post(self, body: dict, what: str, timeout_s: float | None = None) -> tuple[int, str]:
         """POST a chat request to the engine; transport failures and 5xx are 503s, other non-200s 502s."""
-        timeout_s = timeout_s or self.runtime.engine_timeout_s
+        timeout_s = timeout_s or self.runtime.settings.engine_timeout_s
         started = time.perf_counter()
         try:
             async with self._client().post(

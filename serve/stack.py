@@ -37,7 +37,6 @@ class StackStartError(KidsArtError):
 
 def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, engine_api_key: str | None = None,
                    api_keys: tuple[str, ...] | list[str] = ()) -> RouterRuntime:
-    router = profile.router
     return RouterRuntime(
         engine_url=engine_url,
         engine_api_key=engine_api_key,
@@ -45,17 +44,9 @@ def router_runtime(profile: Profile, deployment: Deployment, engine_url: str, en
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
         engine_modules=deployment.module_names,
         score_token_ids=base_score_token_ids(profile.base.resolved_path, deployment.rubric.score_tokens),
-        image_size=profile.image_size,
-        max_image_bytes=router.max_image_bytes,
-        max_image_pixels=router.max_image_pixels,
-        max_inflight_images=router.max_inflight_images,
-        max_queued_images=router.max_queued_images,
-        retry_after_s=router.retry_after_s,
-        body_timeout_s=router.body_timeout_s,
-        metrics_need_key=router.metrics_require_key,
+        settings=profile.router,
+        limits=profile.limits,
         api_key_digests=[digest(key) for key in api_keys],
-        engine_timeout_s=router.engine_timeout_s,
-        engine_connections=router.engine_connections,
         base_model_id=profile.base.model_id,
         prompt_format=deployment.prompt_format,
         feedback_adapter=deployment.feedback.manifest.label if deployment.feedback else None,

@@ -8,6 +8,8 @@ import pytest
 from aiohttp import web
 
 from adapters.errors import UnknownDimensionError
+from adapters.limits import InputLimits
+from adapters.profiles import RouterSettings
 from adapters.prompts import load_prompt_format
 from serve.errors import EngineResponseError, EngineUnavailableError
 from serve.scoring import EngineScorer, RouterRuntime
@@ -19,8 +21,9 @@ def _runtime(**overrides):
     values = dict(
         engine_url="http://engine", rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
         engine_modules={**{d: f"{d}@0123456789ab" for d in DIMS}, "feedback": "feedback@ba9876543210"},
-        score_token_ids=[11, 12, 13, 14, 15], image_size=224, max_image_bytes=1000, max_image_pixels=1000,
-        max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5, engine_connections=4,
+        score_token_ids=[11, 12, 13, 14, 15], limits=InputLimits(image_size=224, max_image_bytes=1024, max_image_pixels=1000),
+        settings=RouterSettings(max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5,
+                                engine_connections=4),
         base_model_id="base", prompt_format=load_prompt_format("kidsart"),
     )
     values.update(overrides)
@@ -104,7 +107,8 @@ def test_slow_engine_is_503_kind_after_the_timeout():
         return 200, _completion({"3": 0.0})
 
     async def call(scorer):
-        scorer.runtime = scorer.runtime.model_copy(update={"engine_timeout_s": 0.1})
+        settings = scorer.runtime.settings.model_copy(update={"engine_timeout_s": 0.1})
+        scorer.runtime = scorer.runtime.model_copy(update={"settings": settings})
         return await scorer.score("data:x", ["realism"])
 
     with pytest.raises(EngineUnavailableError, match="did not answer within 0.1 s"):

@@ -5,6 +5,7 @@ and its adapters)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,8 +27,12 @@ def _run(command: list[str], cwd: Path, env: dict | None = None, timeout: float 
 def installed(tmp_path_factory):
     """(the new environment's bin folder, a working directory outside the checkout, its environment)."""
     root = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools builds in the source tree (build/, *.egg-info), which stays untouched
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "artifacts", "build", "out", "*.egg-info", "__pycache__", ".pytest_cache"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
-          str(REPO)], cwd=root)
+          str(source)], cwd=root)
     (wheel,) = (root / "dist").glob("kidsart-*.whl")
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root)
@@ -49,7 +54,8 @@ def test_the_wheel_ships_the_data_a_profile_needs(installed):
     for expected in ("adapters/rubrics/kidsartbench.yaml", "adapters/prompt_formats/kidsart.yaml",
                      "adapters/profiles/tiny.yaml", "adapters/deployments/tiny.yaml", "train/configs/tiny.yaml",
                      "adapters/bases/tiny/config.json", "adapters/trained/tiny/realism/adapter_config.json",
-                     "adapters/trained/tiny/feedback/manifest.yaml", "loadtest/locustfile.py"):
+                     "adapters/trained/tiny/feedback/manifest.yaml", "loadtest/locustfile.py",
+                     "serve/district/templates/report.html.j2"):
         assert expected in names, expected
     assert not any(name.startswith("tests/") for name in names)
 

@@ -45,21 +45,9 @@ def _save(image, path: Path, fmt: str) -> None:
 
 
 def _render(seed: int, width: int, height: int):
-    try:
-        from train.synth import render_artwork
-    except ImportError:  # pragma: no cover - fallback while train.synth is unavailable
-        render_artwork = None
-    if render_artwork is not None:
-        image, _ = render_artwork(seed, width=width, height=height)
-        return image
-    from PIL import Image, ImageDraw
+    from train.synth import render_artwork
 
-    rng = random.Random(seed)
-    image = Image.new("RGB", (width, height), (250, 248, 240))
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(3, 12)):
-        box = sorted(rng.sample(range(width), 2)), sorted(rng.sample(range(height), 2))
-        draw.ellipse((box[0][0], box[1][0], box[0][1], box[1][1]), fill=tuple(rng.randrange(256) for _ in range(3)))
+    image, _ = render_artwork(seed, width=width, height=height)
     return image
 
 

@@ -83,14 +83,13 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
     """Run (or resume) a district job against a router at `url` (or engines, for the Ray pipeline); files above
     `limits.max_image_bytes` are rows with an error at once, never sent."""
     from adapters.rubric import load_rubric
-    from serve.district.export import build_table, write_tables
+    from serve.district.export import build_table
     from serve.district.inputs import discover
-    from serve.district.runner import plan_work, score_units
+    from serve.district.runner import plan_work
 
     rubric = load_rubric(config.rubric)
     dims = [d.name for d in rubric.select(config.dimensions or None)]
     discovery = discover(config.input, levels=tuple(config.levels), max_bytes=limits.max_image_bytes)
-    policy = RetryPolicy(max_outage_s=config.max_outage_s)
     out = Path(config.out)
     started = time.monotonic()
     with Journal(out) as journal:
@@ -103,45 +102,66 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
         plan = plan_work(discovery.items, journal)
         if config.resume:
             log.info("resuming: %d of %d inputs already done", plan.already_done, len(discovery.items))
-        progress = None
-        if config.progress:
-            from tqdm import tqdm
-
-            progress = tqdm(total=len(discovery.items), initial=plan.already_done, unit="img", desc="scoring",
-                            dynamic_ncols=True, smoothing=0.1)
-        try:
-            if config.pipeline == "ray":
-                from serve.district.ray_pipeline import score_with_ray
-
-                mode = "engine" if config.engine_urls else "router"
-                stats = score_with_ray(
-                    plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
-                    policy=policy, runtime=runtime, actors=config.ray_actors,
-                    batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
-                    feedback=config.feedback,
-                )
-            else:
-                stats = score_units(plan, journal, url, concurrency=config.concurrency,
-                                    dimensions=config.dimensions or None, policy=policy, progress=progress,
-                                    feedback=config.feedback)
-        finally:
-            if progress is not None:
-                progress.close()
+        stats = _score(config, plan, journal, url, runtime, total=len(discovery.items))
         records = dict(journal.records)
     frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback)
-    files = list(write_tables(frame, out))
+    files = _write_outputs(config, frame, dims, rubric, discovery)
+    summary = _summary(config, frame, discovery, plan, stats, elapsed=time.monotonic() - started)
+    code = EXIT_INCOMPLETE if summary["pending"] else EXIT_ROW_ERRORS if summary["errors"] else EXIT_OK
+    return JobResult(exit_code=code, summary=summary, files=files)
+
+
+def _score(config: DistrictJobConfig, plan, journal: Journal, url: str | None, runtime: dict | None, total: int):
+    """Score the plan's units with the configured pipeline, journaling every result; its RunStats."""
+    from serve.district.runner import score_units
+
+    policy = RetryPolicy(max_outage_s=config.max_outage_s)
+    progress = None
+    if config.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, initial=plan.already_done, unit="img", desc="scoring",
+                        dynamic_ncols=True, smoothing=0.1)
+    try:
+        if config.pipeline == "ray":
+            from serve.district.ray_pipeline import score_with_ray
+
+            mode = "engine" if config.engine_urls else "router"
+            return score_with_ray(
+                plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
+                policy=policy, runtime=runtime, actors=config.ray_actors,
+                batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
+                feedback=config.feedback,
+            )
+        return score_units(plan, journal, url, concurrency=config.concurrency,
+                           dimensions=config.dimensions or None, policy=policy, progress=progress,
+                           feedback=config.feedback)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _write_outputs(config: DistrictJobConfig, frame, dims: list[str], rubric, discovery) -> list[Path]:
+    """scores.csv and scores.parquet, and report.html unless --no-report."""
+    from serve.district.export import write_tables
+
+    files = list(write_tables(frame, Path(config.out)))
     if config.report:
         from serve.district.report import write_report
 
         paths = {item.key: item.path for item in discovery.items}
         meta = {"input": discovery.source, "rubric": rubric.title}
-        files.append(write_report(frame, dims, out / "report.html", paths=paths, skipped=discovery.skipped,
-                                  meta=meta, max_thumbnails=config.max_thumbnails, rubric=rubric,
-                                  title=f"District scores: {Path(discovery.source).name}"))
+        files.append(write_report(frame, dims, Path(config.out) / "report.html", paths=paths,
+                                  skipped=discovery.skipped, meta=meta, max_thumbnails=config.max_thumbnails,
+                                  rubric=rubric, title=f"District scores: {Path(discovery.source).name}"))
+    return files
+
+
+def _summary(config: DistrictJobConfig, frame, discovery, plan, stats, elapsed: float) -> dict:
+    """The run's figures (summary.json and the CLI's closing lines)."""
     status = Counter(frame["status"])
     error_types = Counter(frame.loc[frame["status"] == "error", "error_type"])
-    elapsed = time.monotonic() - started
-    summary = {
+    return {
         "inputs": len(frame),
         "ok": status.get("ok", 0),
         "errors": status.get("error", 0),
@@ -159,5 +179,3 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
         "elapsed_s": round(elapsed, 2),
         "pipeline": config.pipeline,
     }
-    code = EXIT_INCOMPLETE if summary["pending"] else EXIT_ROW_ERRORS if summary["errors"] else EXIT_OK
-    return JobResult(exit_code=code, summary=summary, files=files)

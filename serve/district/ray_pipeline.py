@@ -171,7 +171,8 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
         if mode == "engine":
             # The engine is asked in the deployment's prompt format (its image recipe), at the profile's size
             # and limits, as the router would
-            prepare_args = (mode, runtime["image_size"], runtime["max_image_bytes"], runtime["max_image_pixels"],
+            limits = runtime["limits"]
+            prepare_args = (mode, limits["image_size"], limits["max_image_bytes"], limits["max_image_pixels"],
                             runtime["prompt_format"]["image_recipe"])
             dataset = dataset.map_batches(
                 _Prepare, fn_constructor_args=prepare_args, batch_size=batch_size,

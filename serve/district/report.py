@@ -10,7 +10,6 @@ their nine scores; failed files, duplicates and skipped files.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import re
@@ -37,10 +36,6 @@ def _figure_data_url(fig) -> str:
         fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _img(url: str, alt: str, css: str = "plot") -> str:
-    return f'<img class="{css}" src="{url}" alt="{html.escape(alt)}">'
 
 
 def _thumbnail(path: str) -> str | None:
@@ -160,63 +155,47 @@ def _radars(ok, dims):
     return figures
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{margin-bottom:4px} h2{border-bottom:2px solid #4c78a8;padding-bottom:4px;margin-top:36px}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef3f8} .num{text-align:right;font-variant-numeric:tabular-nums}
-img.plot{max-width:100%;display:block;margin:8px 0}
-.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{width:220px;border:1px solid #ddd;border-radius:6px;padding:6px;font-size:11px;background:#fafafa}
-.card img{width:120px;height:auto;display:block;margin:0 auto 4px} .card .name{font-weight:600;word-break:break-all}
-.card table{width:100%;font-size:10px} .card td{padding:1px 3px;border:none}
-.bar{display:inline-block;height:8px;background:#4c78a8;vertical-align:middle}
-.error{color:#b00020} .muted{color:#666}
-.feedback{margin-top:4px;padding:4px;border-left:3px solid #2a9d8f;background:#fff;font-size:10.5px;line-height:1.35}
-"""
+TEMPLATE = "report.html.j2"  # in serve/district/templates/
 
 
-def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{html.escape(str(c))}</td>' if i in numeric else f"<td>{html.escape(str(c))}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _thumbnail_cards(frame, dims, paths: dict[str, str], max_thumbnails: int, rubric=None) -> tuple[str, str]:
+def _cards(frame, dims, paths: dict[str, str], max_thumbnails: int, per_dim, total_name) -> tuple[list[dict], int]:
+    """The artwork cards (at most max_thumbnails, evenly spread over the key order) and how many were scored."""
     ok = frame[frame["status"] == "ok"].sort_values("key")
-    note = ""
-    if len(ok) > max_thumbnails:
-        step = len(ok) / max_thumbnails
+    total = len(ok)
+    if total > max_thumbnails:
+        step = total / max_thumbnails
         ok = ok.iloc[[int(i * step) for i in range(max_thumbnails)]]
-        note = f"<p class='muted'>Showing {max_thumbnails} of the scored artworks, evenly spread over the key order.</p>"
     with ThreadPoolExecutor(max_workers=4) as pool:
         thumbs = list(pool.map(_thumbnail, [paths.get(k, "") for k in ok["key"]]))
+    has_feedback = "feedback" in frame.columns
     cards = []
-    per_dim = rubric.points_per_dimension if rubric is not None else None
-    total_name = rubric.total_name if rubric is not None and rubric.total_name in frame.columns else None
     for (_, row), thumb in zip(ok.iterrows(), thumbs):
-        lines = "".join(
-            f"<tr><td>{html.escape(d.replace('_', ' '))}</td><td class='num'>{row[d]:.2f}</td>"
-            + (f"<td class='num'>{row[f'{d}_points']:.1f}/{per_dim}</td>" if per_dim else "")
-            + f"<td><span class='bar' style='width:{max(0.0, (row[d] - 1) / 4) * 60:.0f}px'></span></td></tr>"
-            for d in dims
-        )
-        summary_row = (f"<tr><td><b>total</b></td><td></td><td class='num'><b>{row[total_name]:.1f}/{total_name.split('_')[-1]}</b></td><td></td></tr>"
-                       if total_name else
-                       f"<tr><td><b>mean</b></td><td class='num'><b>{row['mean_score']:.2f}</b></td><td></td></tr>")
-        comment = row.get("feedback", "") if "feedback" in frame.columns else ""
-        comment_html = f"<div class='feedback'>{html.escape(str(comment))}</div>" if comment else ""
-        image = f'<img src="{thumb}" alt="{html.escape(row["key"])}">' if thumb else "<p class='muted'>(no preview)</p>"
-        where = " / ".join(x for x in (row["school"], row["grade"], row["class"]) if x)
-        cards.append(
-            f"<div class='card'>{image}<div class='name'>{html.escape(row['file'])}</div>"
-            f"<div class='muted'>{html.escape(where)}</div><table>{lines}{summary_row}</table>{comment_html}</div>"
-        )
-    return note + "<div class='cards'>" + "".join(cards) + "</div>", str(len(cards))
+        cards.append({
+            "thumb": thumb, "key": row["key"], "file": row["file"],
+            "where": " / ".join(x for x in (row["school"], row["grade"], row["class"]) if x),
+            "lines": [{"name": d.replace("_", " "), "score": row[d], "points": row[f"{d}_points"] if per_dim else None,
+                       "bar_px": max(0.0, (row[d] - 1) / 4) * 60} for d in dims],
+            "total": row[total_name] if total_name else None, "mean": row["mean_score"],
+            "comment": str(row.get("feedback", "")) if has_feedback else "",
+        })
+    return cards, total
+
+
+def _summary_rows(ok, dims, total_name) -> list[list[str]]:
+    rows = [[d.replace("_", " "), f"{ok[d].mean():.3f}", f"{ok[d].std():.3f}", f"{ok[d].min():.2f}", f"{ok[d].max():.2f}"]
+            for d in dims]
+    if total_name:
+        column = ok[total_name]
+        rows.append([f"total (0-{total_name.split('_')[-1]} points)", f"{column.mean():.2f}", f"{column.std():.2f}",
+                     f"{column.min():.1f}", f"{column.max():.1f}"])
+    return rows
+
+
+def _figures(ok, dims) -> dict:
+    return {"histograms": _histograms(ok, dims),
+            "school_heatmap": _heatmap(ok, dims, "school"), "school_boxplots": _boxplots(ok, dims, "school"),
+            "grade_heatmap": _heatmap(ok, dims, "grade"), "grade_boxplots": _boxplots(ok, dims, "grade"),
+            "radars": _radars(ok, dims)}
 
 
 def write_report(frame, dims: list[str], out_path: Path, *, paths: dict[str, str], title: str = "District scores",
@@ -228,78 +207,44 @@ def write_report(frame, dims: list[str], out_path: Path, *, paths: dict[str, str
     beside the RAIL scores; a `feedback` column (a run with --feedback) puts each comment on its card."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # e.g. CJK names: boxes in plots only
-        return _write_report(frame, dims, out_path, paths=paths, title=title, skipped=skipped, meta=meta,
-                             max_thumbnails=max_thumbnails, rubric=rubric)
-
-
-def _write_report(frame, dims, out_path, *, paths, title, skipped, meta, max_thumbnails, rubric=None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 9, "figure.max_open_warning": 0})
-    skipped = skipped or []
-    meta = meta or {}
-    ok = frame[frame["status"] == "ok"]
-    failed = frame[frame["status"] != "ok"]
-    duplicates = frame[frame["duplicate_of"] != ""]
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    facts = [
-        ["inputs", len(frame)], ["scored", len(ok)], ["failed", len(failed)],
-        ["duplicate files (same content as an earlier one)", len(duplicates)],
-        ["files skipped (hidden, links outside the root, not images)", len(skipped)],
-        ["schools", frame["school"].nunique()], ["grades", frame["grade"].nunique()],
-    ] + [[k, v] for k, v in meta.items()]
-    parts.append(_table(["", "value"], facts, numeric={1}))
-    nav = ["summary", "histograms", "schools", "grades", "radar", "thumbnails", "failed"]
-    parts.insert(1, "<p>" + " &middot; ".join(f"<a href='#{n}'>{n}</a>" for n in nav) + "</p>")
-    parts.append("<h2 id='summary'>Mean scores</h2>")
-    if len(ok):
-        rows = [[d.replace("_", " "), f"{ok[d].mean():.3f}", f"{ok[d].std():.3f}", f"{ok[d].min():.2f}", f"{ok[d].max():.2f}"]
-                for d in dims]
-        total_name = rubric.total_name if rubric is not None and rubric.total_name in ok.columns else None
-        if total_name:
-            column = ok[total_name]
-            rows.append([f"total (0-{total_name.split('_')[-1]} points)", f"{column.mean():.2f}", f"{column.std():.2f}",
-                         f"{column.min():.1f}", f"{column.max():.1f}"])
-        parts.append(_table(["dimension", "mean", "sd", "min", "max"], rows, numeric={1, 2, 3, 4}))
-        parts.append("<h2 id='histograms'>Score distribution per dimension</h2>")
-        parts.append(_img(_histograms(ok, dims), "histograms of the scores per dimension"))
-        parts.append("<h2 id='schools'>Per school</h2>")
-        parts.append(_img(_heatmap(ok, dims, "school"), "mean score per school and dimension"))
-        parts.append(_img(_boxplots(ok, dims, "school"), "score distributions per school"))
-        parts.append("<h2 id='grades'>Per grade</h2>")
-        parts.append(_img(_heatmap(ok, dims, "grade"), "mean score per grade and dimension"))
-        parts.append(_img(_boxplots(ok, dims, "grade"), "score distributions per grade"))
-        parts.append("<h2 id='radar'>Top and bottom artwork of each school</h2>")
-        parts.append("<p class='muted'>By mean score over the dimensions; green: top, orange: bottom.</p>")
-        parts.extend(_img(url, "radar charts") for url in _radars(ok, dims))
-        parts.append("<h2 id='thumbnails'>Artworks and their scores</h2>")
-        cards, _ = _thumbnail_cards(frame, dims, paths, max_thumbnails, rubric)
-        parts.append(cards)
-    else:
-        parts.append("<p class='error'>No artwork was scored.</p>")
-    parts.append(f"<h2 id='failed'>Failed files ({len(failed)})</h2>")
-    if len(failed):
-        parts.append(_table(["file", "error type", "message"],
-                            [[r.key, r.error_type, r.error] for r in failed.itertuples()]))
-    else:
-        parts.append("<p>None.</p>")
-    parts.append(f"<h2>Duplicates ({len(duplicates)})</h2>")
-    if len(duplicates):
-        parts.append(_table(["file", "same content as"], [[r.key, r.duplicate_of] for r in duplicates.itertuples()]))
-    parts.append(f"<h2>Skipped files ({len(skipped)})</h2>")
-    if skipped:
-        parts.append(_table(["path", "reason"], [list(s) for s in skipped]))
-    document = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>"
-    )
+        document = render_report(frame, dims, paths=paths, title=title, skipped=skipped or [], meta=meta or {},
+                                 max_thumbnails=max_thumbnails, rubric=rubric)
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     tmp.write_text(document, encoding="utf-8")
     tmp.replace(out_path)
     log.info("report written to %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
+
+
+def render_report(frame, dims, *, paths, title, skipped, meta, max_thumbnails, rubric=None) -> str:
+    """The report's HTML: figures and cards computed here, laid out by the jinja2 template (autoescaped)."""
+    import jinja2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "figure.max_open_warning": 0})
+    ok = frame[frame["status"] == "ok"]
+    failed = frame[frame["status"] != "ok"]
+    duplicates = frame[frame["duplicate_of"] != ""]
+    total_name = rubric.total_name if rubric is not None and rubric.total_name in frame.columns else None
+    per_dim = rubric.points_per_dimension if rubric is not None else None
+    facts = [
+        ["inputs", len(frame)], ["scored", len(ok)], ["failed", len(failed)],
+        ["duplicate files (same content as an earlier one)", len(duplicates)],
+        ["files skipped (hidden, links outside the root, not images)", len(skipped)],
+        ["schools", frame["school"].nunique()], ["grades", frame["grade"].nunique()],
+    ] + [[k, v] for k, v in meta.items()]
+    cards, scored = _cards(frame, dims, paths, max_thumbnails, per_dim, total_name) if len(ok) else ([], 0)
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("serve.district", "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    return environment.get_template(TEMPLATE).render(
+        title=title, nav=["summary", "histograms", "schools", "grades", "radar", "thumbnails", "failed"], facts=facts,
+        summary_rows=_summary_rows(ok, dims, total_name) if len(ok) else [],
+        figures=_figures(ok, dims) if len(ok) else {}, cards=cards, cards_shown=len(cards), cards_total=scored,
+        points_per_dimension=per_dim, total_max=total_name.split("_")[-1] if total_name else None,
+        failed=[[r.key, r.error_type, r.error] for r in failed.itertuples()],
+        duplicates=[[r.key, r.duplicate_of] for r in duplicates.itertuples()], skipped=[list(x) for x in skipped],
+    )
