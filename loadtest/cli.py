@@ -7,6 +7,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add this package's commands to `app`. Long only because each command is a nested function whose typer
+    options are declared in its signature; each body is short and calls into the package."""
     @app.command("bench")
     def bench(
         profile: str = typer.Option("bench", help="Profile name or path (bench: the 21.6 M-parameter CPU test model; bench-auto: the same with dtype auto)."),

@@ -50,19 +50,13 @@ def tree_rss(pid: int | None) -> int:
         return 0
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return group_rss([root, *root.children(recursive=True)])
     except psutil.Error:
         return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
 
 
 def group_rss(processes: list[psutil.Process]) -> int:
+    """Summed RSS of the processes still alive, in bytes."""
     total = 0
     for process in processes:
         try:

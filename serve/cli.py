@@ -10,6 +10,8 @@ DEPLOYMENT_HELP = ("Deployment set YAML to serve on the profile's base instead o
 
 
 def register(app: typer.Typer) -> None:
+    """Add this package's commands to `app`. Long only because each command is a nested function whose typer
+    options are declared in its signature; each body is short and calls into the package."""
     from serve.district import cli as district_cli
 
     district_cli.register(app)
@@ -47,7 +49,9 @@ def register(app: typer.Typer) -> None:
         feedback: bool = typer.Option(False, "--feedback", help="Also write a teacher's comment beside the scores (needs a deployment with a feedback adapter)."),
         api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
-        """Score images; one JSON line per image on stdout. Exit 1 if any image failed."""
+        """Score images; one JSON line per image on stdout. Exit 1 if any image failed.
+
+        (Long by its typer options: the work is ScoringClient's and the reference backend's.)"""
         import json
         import sys
         from pathlib import Path

@@ -44,7 +44,8 @@ def test_one_dimension_learns_on_the_committed_base(tiny_profile, data, tmp_path
     from adapters.rubric import load_rubric
     from train.dataset import load_dataset
     from train.init_adapters import make_untrained_adapters
-    from train.trainer import load_train_config, train_adapters
+    from train.config import load_train_config
+    from train.trainer import train_adapters
 
     root, train_csv, test_csv = data
     rubric = load_rubric()

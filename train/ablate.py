@@ -74,7 +74,8 @@ def run_ablation(csv_path: Path, images_dir: Path, out_dir: Path, *, profile_nam
     from train.dataset import load_dataset
     from train.evaluate import evaluate
     from train.init_adapters import make_untrained_adapters
-    from train.trainer import load_train_config, train_adapters
+    from train.config import load_train_config
+    from train.trainer import train_adapters
 
     profile = load_profile(profile_name)
     rubric = load_rubric(profile.rubric)

@@ -11,6 +11,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add this package's commands to `app`. Long only because each command is a nested function whose typer
+    options are declared in its signature; each body is short and calls into the package."""
     @app.command("build-base")
     def build_base(
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
@@ -127,7 +129,8 @@ def register(app: typer.Typer) -> None:
 
         from adapters.profiles import load_profile
         from adapters.rubric import load_rubric
-        from train.trainer import dry_run as run_dry, load_train_config
+        from train.config import load_train_config
+        from train.trainer import dry_run as run_dry
 
         cfg = load_train_config(config)
         overrides = {}
@@ -181,7 +184,7 @@ def register(app: typer.Typer) -> None:
         from adapters.rubric import load_rubric
         from train.dataset import load_dataset
         from train.feedback_train import train_feedback
-        from train.trainer import load_train_config
+        from train.config import load_train_config
 
         cfg = load_train_config(config)
         if epochs is not None:

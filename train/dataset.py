@@ -82,6 +82,39 @@ def _fail(problem: str, rows: list[str]) -> None:
     raise DatasetError(f"{problem} in {len(rows)} row(s): " + "; ".join(listed) + more)
 
 
+def _row_scores(row, dims: list[str], levels: set[int], row_problems: list[str]) -> dict[str, int]:
+    """The row's label per dimension; each missing, non-numeric or off-scale one is added to `row_problems`."""
+    scores: dict[str, int] = {}
+    for dim in dims:
+        raw = str(row[dim]).strip()
+        if raw == "":
+            row_problems.append(f"{dim} is missing")
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            row_problems.append(f"{dim}={raw!r} is not a number")
+            continue
+        if not value.is_integer() or int(value) not in levels:
+            row_problems.append(f"{dim}={raw} is outside the rubric's levels {sorted(levels)}")
+            continue
+        scores[dim] = int(value)
+    return scores
+
+
+def _check_image(path: Path, row_problems: list[str]) -> None:
+    from PIL import Image
+
+    if not path.is_file():
+        row_problems.append(f"image {path} is missing")
+        return
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
+        row_problems.append(f"image {path} is unreadable ({type(exc).__name__})")
+
+
 def load_dataset(
     csv_path: str | Path,
     images_dir: str | Path,
@@ -96,7 +129,6 @@ def load_dataset(
     `require_comment` (feedback training and evaluation): the CSV must have a non-empty `comment` per row.
     """
     import pandas as pd
-    from PIL import Image
 
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     if not csv_path.is_file():
@@ -128,21 +160,7 @@ def load_dataset(
             row_problems.append(f"duplicate name (also row {seen[name]})")
         else:
             seen[name] = rownum
-        scores: dict[str, int] = {}
-        for dim in dims:
-            raw = str(row[dim]).strip()
-            if raw == "":
-                row_problems.append(f"{dim} is missing")
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                row_problems.append(f"{dim}={raw!r} is not a number")
-                continue
-            if not value.is_integer() or int(value) not in levels:
-                row_problems.append(f"{dim}={raw} is outside the rubric's levels {sorted(levels)}")
-                continue
-            scores[dim] = int(value)
+        scores = _row_scores(row, dims, levels, row_problems)
         grade = None
         if "grade" in frame.columns and str(row["grade"]).strip() != "":
             try:
@@ -155,14 +173,7 @@ def load_dataset(
             row_problems.append("comment is empty")
         path = images_dir / name
         if name and check_images:
-            if not path.is_file():
-                row_problems.append(f"image {path} is missing")
-            else:
-                try:
-                    with Image.open(path) as img:
-                        img.verify()
-                except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-                    row_problems.append(f"image {path} is unreadable ({type(exc).__name__})")
+            _check_image(path, row_problems)
         if row_problems:
             problems.append(f"row {rownum} ({name or '?'}): " + ", ".join(row_problems))
             continue

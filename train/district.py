@@ -54,8 +54,38 @@ def _render(seed: int, width: int, height: int):
 def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3, classes: int = 2, images: int = 300,
                   broken: int = 8, duplicates: int = 6, width: int = 320, height: int = 240) -> dict:
     """Write the district tree; return a description of what was written (also saved as district.json)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # one generator, drawn from in this order: names, broken files, duplicates
     out = Path(out)
+    _fresh_folder(out)
+    folders = _class_folders(out, schools, grades, classes)
+    written: list[str] = []
+    for i in range(images - broken):
+        folder = folders[i % len(folders)]
+        ext, fmt = FORMATS[i % len(FORMATS)]
+        path = folder / f"{FIRST_NAMES[rng.randrange(len(FIRST_NAMES))]} {i:04d}.{ext}"
+        _save(_render(seed * 1_000_003 + i, width, height), path, fmt)
+        written.append(path.relative_to(out).as_posix())
+    broken_files = _broken_files(out, folders, written, broken, rng)
+    duplicate_files: list[str] = []
+    for d in range(duplicates):
+        source = out / written[rng.randrange(len(written))]
+        folder = folders[rng.randrange(len(folders))]
+        path = folder / f"copy of {d} {source.name}"
+        shutil.copyfile(source, path)
+        duplicate_files.append(path.relative_to(out).as_posix())
+    hidden, links = _files_to_skip(out, folders, written)
+    description = {
+        "seed": seed, "images": written, "broken": broken_files, "duplicates": duplicate_files,
+        "hidden": [p.relative_to(out).as_posix() for p in hidden], "links": links,
+        "expected_inputs": len(written) + len(broken_files) + len(duplicate_files) + (1 if "inside" in links else 0),
+    }
+    (out / "district.json").write_text(json.dumps(description, ensure_ascii=False, indent=1), encoding="utf-8")
+    log.info("wrote a district of %d inputs to %s", description["expected_inputs"], out)
+    return description
+
+
+def _fresh_folder(out: Path) -> None:
+    """An empty `out`; an earlier synthetic district there is replaced, anything else refused."""
     if out.exists():
         if any(out.iterdir()) and not (out / "district.json").exists():
             from adapters.errors import ConfigError
@@ -63,6 +93,10 @@ def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3
             raise ConfigError(f"{out} exists and is not a synthetic district (no district.json): refusing to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+
+
+def _class_folders(out: Path, schools: int, grades: int, classes: int) -> list[Path]:
+    """school/grade/class folders, made; some schools have no class level, one a level deeper."""
     folders: list[Path] = []
     for s in range(schools):
         school = SCHOOLS[s % len(SCHOOLS)] + ("" if s < len(SCHOOLS) else f" {s // len(SCHOOLS) + 1}")
@@ -76,17 +110,12 @@ def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3
                 folders.extend(grade / f"Class {chr(65 + c)}" for c in range(classes))
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    names_used: set[Path] = set()
-    for i in range(images - broken):
-        folder = folders[i % len(folders)]
-        ext, fmt = FORMATS[i % len(FORMATS)]
-        path = folder / f"{FIRST_NAMES[rng.randrange(len(FIRST_NAMES))]} {i:04d}.{ext}"
-        names_used.add(path)
-        _save(_render(seed * 1_000_003 + i, width, height), path, fmt)
-        written.append(path.relative_to(out).as_posix())
+    return folders
+
+
+def _broken_files(out: Path, folders: list[Path], written: list[str], broken: int, rng: random.Random) -> list[str]:
+    """Empty, truncated, text-as-image and random-byte files: each must become an error row."""
     broken_files: list[str] = []
-    good_png = (out / written[0]).read_bytes() if written[0].endswith("png") else None
     for b in range(broken):
         folder = folders[rng.randrange(len(folders))]
         kind = b % 4
@@ -104,14 +133,12 @@ def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3
             path = folder / f"garbage {b}.webp"
             path.write_bytes(bytes(rng.randrange(256) for _ in range(2048)))
         broken_files.append(path.relative_to(out).as_posix())
-    duplicate_files: list[str] = []
-    for d in range(duplicates):
-        source = out / written[rng.randrange(len(written))]
-        folder = folders[rng.randrange(len(folders))]
-        path = folder / f"copy of {d} {source.name}"
-        shutil.copyfile(source, path)
-        duplicate_files.append(path.relative_to(out).as_posix())
-    # Hidden files and folders, non-images, links: all must be skipped (except the inside link).
+    return broken_files
+
+
+def _files_to_skip(out: Path, folders: list[Path], written: list[str]) -> tuple[list[Path], dict[str, str]]:
+    """Hidden files and folders, non-images, links: all must be skipped (except the inside link)."""
+    good_png = (out / written[0]).read_bytes() if written[0].endswith("png") else None
     hidden = [folders[0] / ".DS_Store", folders[0] / f"._{Path(written[0]).name}", out / ".thumbnails" / "cache.png"]
     hidden[2].parent.mkdir()
     for path in hidden:
@@ -131,14 +158,7 @@ def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3
         links["loop"] = loop.relative_to(out).as_posix()
     except OSError as exc:  # pragma: no cover - file systems without symbolic links
         log.warning("symbolic links not created: %s", exc)
-    description = {
-        "seed": seed, "images": written, "broken": broken_files, "duplicates": duplicate_files,
-        "hidden": [p.relative_to(out).as_posix() for p in hidden], "links": links,
-        "expected_inputs": len(written) + len(broken_files) + len(duplicate_files) + (1 if "inside" in links else 0),
-    }
-    (out / "district.json").write_text(json.dumps(description, ensure_ascii=False, indent=1), encoding="utf-8")
-    log.info("wrote a district of %d inputs to %s", description["expected_inputs"], out)
-    return description
+    return hidden, links
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,8 @@ import numpy as np
 
 from adapters.feedback import FEEDBACK_MODULE, FEEDBACK_TASK, named_spans, ranked_scores
 from train.encoded import IGNORE, EncodedData, answer_only_inputs, expand_image_tokens
-from train.trainer import TrainConfig, _load_base, _save, _set_threads, optimizer_step
+from train.config import TrainConfig
+from train.trainer import _load_base, _save, _set_threads, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,35 @@ def _validate(model, batches: FeedbackBatches, val_idx: list[int], samples, batc
     return {"val_loss": round(sum(losses) / len(val_idx), 5), "val_name_accuracy": round(hits / names, 4) if names else None}
 
 
+def _feedback_manifest(config: TrainConfig, dataset, base_ref, prompt_format: str, n_train: int, n_val: int,
+                       history: list[dict], seconds: float, command: str):
+    from adapters.manifest import AdapterManifest, LoraShape, Provenance
+
+    rubric = dataset.rubric
+    return AdapterManifest(
+        name=FEEDBACK_MODULE,
+        version=config.version,
+        dimension=FEEDBACK_MODULE,
+        task=FEEDBACK_TASK,
+        rubric=rubric.name,
+        base=base_ref,
+        lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
+        provenance=Provenance(
+            method="sft_cross_entropy",
+            created_by=command,
+            seed=config.seed,
+            training_config={**config.model_dump(mode="json", exclude={"dimension_overrides"}), "fingerprint": config.fingerprint(),
+                             "rubric": rubric.name, "n_train": n_train, "n_val": n_val,
+                             "score_jitter": SCORE_JITTER, "description_dropout": DESCRIPTION_DROPOUT, "data": str(dataset.csv_path)},
+            data_hash=dataset.content_hash(),
+            notes=NOTES,
+        ),
+        prompt_format=prompt_format,
+        metrics={"val_loss": history[-1]["val_loss"], "val_name_accuracy": history[-1]["val_name_accuracy"], "val_n": n_val,
+                 "train_seconds": round(seconds, 1), "history": history},
+    )
+
+
 def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, *, command: str = "kidsart train-feedback") -> Path:
     """Train the feedback adapter on `dataset` (rows with comments) into `out_dir`; return the folder."""
     import torch
@@ -123,7 +153,7 @@ def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, 
     from tqdm import tqdm
 
     from adapters.hf_scoring import ScoringProcessor
-    from adapters.manifest import AdapterManifest, LoraShape, Provenance, read_base_ref
+    from adapters.manifest import read_base_ref
     from adapters.prompts import load_prompt_format
     from train.init_adapters import lora_config
 
@@ -167,27 +197,8 @@ def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, 
         history.append(record)
         log.info("feedback epoch %d: %s", epoch + 1, record)
     seconds = time.perf_counter() - started
-    manifest = AdapterManifest(
-        name=FEEDBACK_MODULE,
-        version=config.version,
-        dimension=FEEDBACK_MODULE,
-        task=FEEDBACK_TASK,
-        rubric=rubric.name,
-        base=base_ref,
-        lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
-        provenance=Provenance(
-            method="sft_cross_entropy",
-            created_by=command,
-            seed=config.seed,
-            training_config={**config.model_dump(mode="json", exclude={"dimension_overrides"}), "fingerprint": config.fingerprint(),
-                             "rubric": rubric.name, "n_train": len(train_idx), "n_val": len(val_idx),
-                             "score_jitter": SCORE_JITTER, "description_dropout": DESCRIPTION_DROPOUT, "data": str(dataset.csv_path)},
-            data_hash=dataset.content_hash(),
-            notes=NOTES,
-        ),
-        prompt_format=prompt_format.name,
-        metrics={"val_loss": history[-1]["val_loss"], "val_name_accuracy": history[-1]["val_name_accuracy"], "val_n": len(val_idx), "train_seconds": round(seconds, 1), "history": history},
-    )
+    manifest = _feedback_manifest(config, dataset, base_ref, prompt_format.name, len(train_idx), len(val_idx),
+                                  history, seconds, command)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _save(model, out_dir, manifest)

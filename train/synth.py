@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from train.synth_marks import HEAD_SCALE, draw_figure, draw_motif, draw_stroke, hatch
+
 log = logging.getLogger(__name__)
 
 DIMENSIONS = (
@@ -93,11 +95,9 @@ _HUE_COUNTS = {1: (1, 1), 2: (2, 2), 3: (3, 4), 4: (5, 6), 5: (7, 8)}
 _CONTRAST = {1: 0.22, 2: 0.4, 3: 0.6, 4: 0.8, 5: 1.0}
 _STROKE_STYLES = ("solid", "dashed", "zigzag", "wavy", "dotted")
 _SPREAD = {1: 0.32, 2: 0.45, 3: 0.6, 4: 0.8, 5: 1.0}
-_HEAD_SCALE = {1: 1.0, 2: 1.4, 3: 1.9, 4: 2.5, 5: 3.2}
 _MOTIFS = {1: 0, 2: 1, 3: 2, 4: 4, 5: 6}
 _SEGMENTS = {1: 1, 2: 3, 3: 6, 4: 10, 5: 15}
 _TRANSFORMED = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
-INK = (35, 30, 40)
 FIGURE_SCALE = 2.0  # the stick figure's unit, relative to the coloured shapes' unit
 PENCIL = (70, 90, 150)  # the joined line web (line_combination) is drawn in blue pencil, apart from the ink strokes
 
@@ -137,109 +137,6 @@ def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tupl
     return colours, hues
 
 
-def _stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str, start, end, width: int) -> None:
-    (x0, y0), (x1, y1) = start, end
-    length = max(1.0, math.hypot(x1 - x0, y1 - y0))
-    ux, uy = (x1 - x0) / length, (y1 - y0) / length
-    nx, ny = -uy, ux
-    # Pattern periods of ~10 px (400 px page) stay ~6 px after the 224 px letter-box, so the
-    # kinds remain distinguishable to a 14 px-patch vision encoder (at 6 px they blurred together).
-    steps = max(2, int(length / 10))
-    if style == "solid":
-        draw.line([start, end], fill=INK, width=width)
-    elif style == "dashed":
-        for i in range(0, steps, 2):
-            a, b = i / steps, min(1.0, (i + 1) / steps)
-            draw.line([(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)], fill=INK, width=width + 1)
-    elif style == "zigzag":
-        pts = [(x0 + ux * length * i / steps + nx * (9 if i % 2 else -9), y0 + uy * length * i / steps + ny * (9 if i % 2 else -9)) for i in range(steps + 1)]
-        draw.line(pts, fill=INK, width=width)
-    elif style == "wavy":
-        pts = [(x0 + ux * length * i / (steps * 3) + nx * 9 * math.sin(i / 1.5), y0 + uy * length * i / (steps * 3) + ny * 9 * math.sin(i / 1.5)) for i in range(steps * 3 + 1)]
-        draw.line(pts, fill=INK, width=width + 3)
-    elif style == "dotted":
-        for i in range(steps + 1):
-            cx, cy = x0 + ux * length * i / steps, y0 + uy * length * i / steps
-            r = width + 2
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=INK)
-
-
-def _hatch(image: Image.Image, polygon: list[tuple[float, float]]) -> None:
-    """Ink hatching (diagonal, period 10 px) clipped to a polygon: the twisted shapes' texture.
-
-    A spiky silhouette alone was read at 0.50 held-out Spearman: at ~18 px after
-    letter-boxing a burst is about one 14 px patch, and its outline is a weak cue. A
-    texture inside the shape is visible in every patch it covers.
-    """
-    xs, ys = [int(p[0]) for p in polygon], [int(p[1]) for p in polygon]
-    box = (max(0, min(xs)), max(0, min(ys)), min(image.width, max(xs) + 1), min(image.height, max(ys) + 1))
-    if box[2] <= box[0] or box[3] <= box[1]:
-        return
-    mask = Image.new("L", image.size, 0)
-    ImageDraw.Draw(mask).polygon(polygon, fill=255)
-    lines = Image.new("L", image.size, 0)
-    pen = ImageDraw.Draw(lines)
-    span = (box[2] - box[0]) + (box[3] - box[1])
-    for offset in range(-span, span, 10):
-        pen.line([(box[0] + offset, box[1]), (box[0] + offset + span, box[1] + span)], fill=255, width=3)
-    clip = Image.fromarray(np.minimum(np.asarray(mask), np.asarray(lines)))
-    image.paste(INK, (0, 0, image.width, image.height), clip)
-
-
-def _figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, cy: float, unit: float, realism: int, deformation: int, width: int) -> None:
-    """A stick figure: realism adds parts, deformation distorts proportions."""
-    head_r = unit * 0.35 * _HEAD_SCALE[deformation]
-    stretch = 1.0 + 0.35 * (deformation - 1) * rng.choice([-1, 1]) * 0.5
-    body = unit * 1.1 * stretch
-    skin = (236, 196, 160)
-    draw.ellipse([cx - head_r, cy - head_r, cx + head_r, cy + head_r], fill=skin, outline=INK, width=width)
-    if realism >= 2:
-        draw.line([(cx, cy + head_r), (cx, cy + head_r + body)], fill=INK, width=width)
-    if realism >= 3:
-        arm_y = cy + head_r + body * 0.3
-        arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
-        draw.line([(cx - arm, arm_y + arm * 0.3), (cx, arm_y), (cx + arm, arm_y + arm * 0.3)], fill=INK, width=width)
-        hip = cy + head_r + body
-        leg = unit * 0.8 * stretch
-        draw.line([(cx - leg * 0.5, hip + leg), (cx, hip), (cx + leg * 0.5, hip + leg)], fill=INK, width=width)
-    if realism >= 4:
-        e = head_r * 0.3
-        eye = max(2.0, unit * 0.08)
-        for sx in (-1, 1):
-            draw.ellipse([cx + sx * e - eye, cy - e * 0.5 - eye, cx + sx * e + eye, cy - e * 0.5 + eye], fill=INK)
-        draw.arc([cx - e, cy - e * 0.2, cx + e, cy + e], 20, 160, fill=INK, width=max(1, width - 1))
-        arm_y = cy + head_r + body * 0.3
-        arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
-        hip = cy + head_r + body
-        leg = unit * 0.8 * stretch
-        for px, py in ((cx - arm, arm_y + arm * 0.3), (cx + arm, arm_y + arm * 0.3), (cx - leg * 0.5, hip + leg), (cx + leg * 0.5, hip + leg)):
-            hand = unit * 0.15
-            draw.ellipse([px - hand, py - hand, px + hand, py + hand], fill=INK)
-    if realism >= 5:
-        hip = cy + head_r + body
-        shirt = [(cx - unit * 0.3, cy + head_r + 2), (cx + unit * 0.3, cy + head_r + 2), (cx + unit * 0.35, hip), (cx - unit * 0.35, hip)]
-        draw.polygon(shirt, fill=(120, 120, 130), outline=INK)
-        ground = hip + unit * 0.8 * stretch + 4
-        draw.line([(cx - unit * 1.6, ground), (cx + unit * 1.6, ground)], fill=(90, 70, 50), width=width + 2)
-
-
-def _motif(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x: float, y: float, size: float, kind: int) -> None:
-    colour = (70, 40, 110)
-    if kind == 0:  # spiral
-        pts = [(x + size * t / 12 * math.cos(t), y + size * t / 12 * math.sin(t)) for t in np.linspace(0, 12, 60)]
-        draw.line(pts, fill=colour, width=5)
-    elif kind == 1:  # star
-        pts = []
-        for i in range(10):
-            r = size if i % 2 == 0 else size * 0.4
-            a = i * math.pi / 5 - math.pi / 2
-            pts.append((x + r * math.cos(a), y + r * math.sin(a)))
-        draw.polygon(pts, outline=colour, fill=(250, 220, 60), width=3)
-    else:  # floating eye
-        draw.ellipse([x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=4)
-        draw.ellipse([x - size * 0.35, y - size * 0.35, x + size * 0.35, y + size * 0.35], fill=colour)
-
-
 def render_artwork(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int]]:
     """Draw one synthetic artwork from `seed`; return (RGB image, labels for the nine KidsArtBench dimensions)."""
     image, labels, _, _ = render_record(seed, width, height, distribution)
@@ -247,14 +144,41 @@ def render_artwork(seed: int, width: int = 400, height: int = 300, distribution:
 
 
 def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int) -> tuple[Image.Image, dict]:
+    """The drawing for `labels`, one element per rubric dimension, in a fixed order of random draws (the
+    committed adapters were trained on exactly these images: reorder nothing)."""
     image = _paper(rng, width, height)
     paper_tone = tuple(float(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0))
     draw = ImageDraw.Draw(image)
     unit = min(width, height) / 10
     line_w = max(2, int(round(3 + rng.uniform(-1, 1) * (7 - grade) / 6)))
+    details = _shapes(image, draw, rng, labels, width, height, unit, paper_tone)
 
-    # Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
-    # transformed share (transformation).
+    # Figure: realism (completeness) and deformation (proportions). Drawn at twice the shapes' unit with
+    # thick lines: at the first size its head was ~12 px and its lines ~2 px after the 224 px letter-box,
+    # finer than the vision encoder's 14 px patches, and no trained base could read its parts.
+    fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.18, 0.3) * height
+    draw_figure(draw, rng, fx, fy, unit * FIGURE_SCALE, labels["realism"], labels["deformation"], line_w + 3)
+    details.update(_strokes(draw, rng, labels["line_texture"], width, height, line_w))
+    details["n_segments"] = _line_web(draw, rng, labels["line_combination"], width, height, line_w)
+
+    # Fantastic motifs: imagination.
+    n_motifs = _MOTIFS[labels["imagination"]]
+    for m in range(n_motifs):
+        # ~20-27 px across after letter-boxing (was ~8-12 px, under one 14 px patch).
+        draw_motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.65, 0.85), m % 3)
+
+    image = image.filter(ImageFilter.SMOOTH)
+    details.update({
+        "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs,
+        "motif_kinds": [m % 3 for m in range(n_motifs)], "grid": labels["picture_organization"] >= 4,
+        "figure_parts": labels["realism"], "head_scale": HEAD_SCALE[labels["deformation"]], "grade": grade,
+    })
+    return image, details
+
+
+def _shapes(image, draw, rng, labels: dict[str, int], width: int, height: int, unit: float, paper_tone) -> dict:
+    """Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
+    transformed share (transformation). Their details for the description."""
     n_hues = int(rng.integers(_HUE_COUNTS[labels["color_richness"]][0], _HUE_COUNTS[labels["color_richness"]][1] + 1))
     palette, hues = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
     n_shapes = 2 + 3 * n_hues  # each hue gets its own shapes: a richer palette also colours more of the page
@@ -282,19 +206,7 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         size = unit * rng.uniform(0.9, 1.4) * (0.75 + 0.25 * spread)
         colour = palette[i % n_hues]
         if i in transformed:
-            # Twisted into a spiky, sheared burst (points alternating long and short): a silhouette a
-            # 14 px-patch encoder tells from a rectangle or circle. The first rule (3-6 random corners)
-            # often made convex blobs that looked like the untransformed shapes at 224 px.
-            k = int(rng.integers(5, 8))
-            angle0, shear = rng.uniform(0, 2 * math.pi), rng.uniform(-0.5, 0.5)
-            pts = []
-            for j in range(2 * k):
-                a = angle0 + math.pi * j / k
-                r = size * (rng.uniform(1.2, 1.5) if j % 2 == 0 else rng.uniform(0.35, 0.5))
-                px, py = r * math.cos(a), r * math.sin(a)
-                pts.append((cx + px + shear * py, cy + py))
-            draw.polygon(pts, fill=colour, outline=colour)
-            _hatch(image, pts)
+            _burst(image, draw, rng, cx, cy, size, colour)
             shape_kinds["irregular"] += 1
         elif i % 2 == 0:
             draw.rectangle([cx - size, cy - size * 0.7, cx + size, cy + size * 0.7], fill=colour)
@@ -302,16 +214,30 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         else:
             draw.ellipse([cx - size, cy - size, cx + size, cy + size], fill=colour)
             shape_kinds["circle"] += 1
+    return {"n_hues": n_hues, "hues": hues, "spread": spread, "corner": corner, "n_shapes": n_shapes,
+            "shape_kinds": shape_kinds, "transformed_share": n_transformed / n_shapes}
 
-    # Figure: realism (completeness) and deformation (proportions). Drawn at twice the shapes' unit with
-    # thick lines: at the first size its head was ~12 px and its lines ~2 px after the 224 px letter-box,
-    # finer than the vision encoder's 14 px patches, and no trained base could read its parts.
-    fx, fy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.18, 0.3) * height
-    _figure(draw, rng, fx, fy, unit * FIGURE_SCALE, labels["realism"], labels["deformation"], line_w + 3)
 
-    # Ink strokes: line_texture (variety of styles).
-    styles = list(_STROKE_STYLES[: labels["line_texture"]])
-    n_strokes = 3 + labels["line_texture"]  # each added stroke kind also adds a stroke
+def _burst(image, draw, rng, cx: float, cy: float, size: float, colour) -> None:
+    """A shape twisted into a spiky, sheared burst (points alternating long and short): a silhouette a
+    14 px-patch encoder tells from a rectangle or circle. The first rule (3-6 random corners) often made
+    convex blobs that looked like the untransformed shapes at 224 px."""
+    k = int(rng.integers(5, 8))
+    angle0, shear = rng.uniform(0, 2 * math.pi), rng.uniform(-0.5, 0.5)
+    pts = []
+    for j in range(2 * k):
+        a = angle0 + math.pi * j / k
+        r = size * (rng.uniform(1.2, 1.5) if j % 2 == 0 else rng.uniform(0.35, 0.5))
+        px, py = r * math.cos(a), r * math.sin(a)
+        pts.append((cx + px + shear * py, cy + py))
+    draw.polygon(pts, fill=colour, outline=colour)
+    hatch(image, pts)
+
+
+def _strokes(draw, rng, line_texture: int, width: int, height: int, line_w: int) -> dict:
+    """Ink strokes: line_texture (variety of styles)."""
+    styles = list(_STROKE_STYLES[:line_texture])
+    n_strokes = 3 + line_texture  # each added stroke kind also adds a stroke
     stroke_styles = styles + [styles[int(rng.integers(0, len(styles)))] for _ in range(n_strokes - len(styles))]
     rng.shuffle(stroke_styles)
     for style in stroke_styles:
@@ -319,10 +245,13 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         angle, length = rng.uniform(0, math.pi), rng.uniform(0.2, 0.35) * width
         x1 = float(np.clip(x0 + length * math.cos(angle), 5, width - 5))
         y1 = float(np.clip(y0 + length * math.sin(angle), 5, height - 5))
-        _stroke(draw, rng, style, (x0, y0), (x1, y1), line_w)
+        draw_stroke(draw, rng, style, (x0, y0), (x1, y1), line_w)
+    return {"styles": styles, "n_strokes": n_strokes}
 
-    # Connected line web: line_combination (number of joined segments).
-    n_segments = _SEGMENTS[labels["line_combination"]]
+
+def _line_web(draw, rng, line_combination: int, width: int, height: int, line_w: int) -> int:
+    """Connected line web: line_combination (number of joined segments); the segment count."""
+    n_segments = _SEGMENTS[line_combination]
     vertices = [(rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height)]
     for _ in range(n_segments):
         ax, ay = vertices[int(rng.integers(0, len(vertices)))]
@@ -330,22 +259,7 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
         bx, by = float(np.clip(ax + r * math.cos(a), 4, width - 4)), float(np.clip(ay + r * math.sin(a), 4, height - 4))
         draw.line([(ax, ay), (bx, by)], fill=PENCIL, width=line_w + 7)  # ~5-6 px after letter-boxing (was ~2)
         vertices.append((bx, by))
-
-    # Fantastic motifs: imagination.
-    n_motifs = _MOTIFS[labels["imagination"]]
-    for m in range(n_motifs):
-        # ~20-27 px across after letter-boxing (was ~8-12 px, under one 14 px patch).
-        _motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.65, 0.85), m % 3)
-
-    image = image.filter(ImageFilter.SMOOTH)
-    details = {
-        "n_hues": n_hues, "hues": hues, "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs,
-        "motif_kinds": [m % 3 for m in range(n_motifs)], "n_segments": n_segments, "styles": styles,
-        "n_strokes": n_strokes, "spread": spread, "corner": corner, "grid": labels["picture_organization"] >= 4,
-        "figure_parts": labels["realism"], "head_scale": _HEAD_SCALE[labels["deformation"]], "n_shapes": n_shapes,
-        "shape_kinds": shape_kinds, "transformed_share": n_transformed / n_shapes, "grade": grade,
-    }
-    return image, details
+    return n_segments
 
 
 def describe(labels: dict[str, int], details: dict) -> str:

@@ -17,123 +17,19 @@ so an interrupted run resumes per dimension.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from adapters.errors import ConfigError
+from train.config import TrainConfig
 from train.encoded import EncodedData
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class DimensionOverride(BaseModel):
-    """Settings one dimension trains with instead of the recipe's (a weak signal needs a gentler, longer run)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    learning_rate: float | None = Field(default=None, gt=0, description="AdamW peak learning rate for this dimension.")
-    epochs: int | None = Field(default=None, ge=1, description="Passes over the training split for this dimension.")
-
-
-class TrainConfig(BaseModel):
-    """A training recipe. Defaults are the KidsArtBench paper's (rank 8, alpha 16, q/k/v/o, batch 16, 224 px)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="paper", description="Name of this recipe (recorded in manifests).")
-    version: str = Field(default="raft-1", description="Adapter version written to manifests (name@version in scores).")
-    seed: int = Field(default=0, description="Seed for LoRA init, shuffling and the train/validation split.")
-    rank: int = Field(default=8, ge=1, description="LoRA rank r.")
-    alpha: float = Field(default=16, description="LoRA alpha.")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    target_modules: str | list[str] = Field(
-        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
-        description="PEFT target modules: the language model's q/k/v/o projections.",
-    )
-    learning_rate: float = Field(default=2e-5, gt=0, description="AdamW peak learning rate (paper: 1e-5 to 2e-5 on 7B).")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
-    lr_schedule: Literal["constant", "cosine"] = Field(default="cosine", description="Learning-rate schedule over all steps.")
-    warmup_fraction: float = Field(default=0.05, ge=0, lt=1, description="Share of steps with linear warm-up.")
-    batch_size: int = Field(default=16, ge=1, description="Micro-batch size.")
-    grad_accum_steps: int = Field(default=1, ge=1, description="Micro-batches per optimiser step (effective batch = batch_size * grad_accum_steps).")
-    epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
-    max_grad_norm: float | None = Field(default=1.0, description="Gradient clipping norm (None: off).")
-    image_size: int = Field(default=224, description="Side of the square input image.")
-    prompt_format: str = Field(
-        default="kidsart",
-        description="Prompt format the adapters are trained in (adapters/prompt_formats; its image recipe too); "
-        "recorded in each manifest, and a deployment set must name the same.",
-    )
-    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of artworks held out for the per-epoch validation metric.")
-    loss: Literal["raft", "cross_entropy"] = Field(default="raft", description="raft: MSE on the expected score; cross_entropy: CE on the label's score token.")
-    ce_weight: float = Field(default=0.0, ge=0, description="Weight of an extra cross-entropy term added to the RAFT loss.")
-    name_weight: float = Field(
-        default=1.0, ge=1.0, le=100.0,
-        description="Feedback SFT only: loss weight of the comment tokens that name its strength and weakness "
-        "(the words that must agree with the scores in the prompt); 1 is plain cross-entropy.",
-    )
-    adapter_mode: Literal["per_dimension", "shared"] = Field(
-        default="per_dimension", description="per_dimension: one LoRA per dimension; shared: one LoRA for all (ablation)."
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="Training dtype (bf16 on GPU).")
-    device: Literal["cpu", "cuda"] = Field(default="cpu", description="Training device.")
-    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass (large bases).")
-    num_threads: int | None = Field(default=2, description="torch CPU threads (None: torch default).")
-    eval_batch_size: int = Field(default=32, ge=1, description="Batch size of the validation pass.")
-    meta_base_config: dict[str, Any] | None = Field(
-        default=None,
-        description="Qwen2_5_VLConfig keyword arguments for the meta-device dry run when the checkpoint is not on disk.",
-    )
-    dimension_overrides: dict[str, DimensionOverride] = Field(
-        default_factory=dict,
-        description="Per-dimension learning rate / epochs (per_dimension mode only); every other setting is shared.",
-    )
-
-    @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.grad_accum_steps
-
-    def for_dimension(self, name: str) -> "TrainConfig":
-        """The recipe one dimension's adapter is trained with: its override applied, no overrides left."""
-        override = self.dimension_overrides.get(name)
-        changes = {k: v for k, v in (override.model_dump().items() if override else ()) if v is not None}
-        return self.model_copy(update={**changes, "dimension_overrides": {}})
-
-    def fingerprint(self) -> str:
-        """Hash of the settings. An empty override table and a default name_weight are left out, so a recipe
-        hashes the same as one written before those settings existed (adapters trained then still match)."""
-        left_out = ({"dimension_overrides"} if not self.dimension_overrides else set()) | ({"name_weight"} if self.name_weight == 1.0 else set())
-        settings = self.model_dump(mode="json", exclude=left_out or None)
-        return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def load_train_config(name_or_path: str | Path = "tiny") -> TrainConfig:
-    """Load a training config by name (train/configs/NAME.yaml) or path."""
-    path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"training config {path} does not exist (shipped: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})")
-    try:
-        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"training config {path} is invalid: {exc}") from exc
-
-
-# ---------------------------------------------------------------- loss
 
 def raft_loss(score_logits, labels, levels, *, loss: str = "raft", ce_weight: float = 0.0):
     """(loss, expected scores). RAFT = MSE(label, expected_score(logits)) via adapters.rail.expected_score."""
@@ -311,6 +207,77 @@ NOTES = (
 )
 
 
+@dataclass
+class _RunRecord:
+    """What every adapter's manifest of one training run records (each with its own resolved recipe)."""
+
+    config: TrainConfig
+    recipes: dict[str, TrainConfig]
+    fingerprints: dict[str, dict]
+    rubric: Any
+    dims: list
+    base_ref: Any
+    prompt_format: str
+    n_train: int
+    n_val: int
+    data: str
+    command: str
+    notes: str
+
+    def training_config(self, dim_name: str) -> dict:
+        recipe = self.recipes[dim_name]
+        return {
+            **recipe.model_dump(mode="json", exclude={"dimension_overrides"}),
+            "fingerprint": recipe.fingerprint(),
+            "rubric": self.rubric.name,
+            "dimensions": [d.name for d in self.dims],
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "data": self.data,
+        }
+
+    def manifest(self, dim_name: str, history: list, seconds: float, shared: bool):
+        from adapters.manifest import AdapterManifest, LoraShape, Provenance
+
+        config, final = self.config, (history[-1] if history else {})
+        return AdapterManifest(
+            name=dim_name,
+            version=config.version,
+            dimension=dim_name,
+            rubric=self.rubric.name,
+            base=self.base_ref,
+            lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
+            provenance=Provenance(
+                method=("raft" if config.loss == "raft" else "cross_entropy") + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
+                created_by=self.command,
+                seed=config.seed,
+                training_config=self.training_config(dim_name),
+                data_hash=self.fingerprints[dim_name]["data_hash"],
+                notes=self.notes + (" One LoRA shared by all dimensions (ablation)." if shared else ""),
+            ),
+            prompt_format=self.prompt_format,
+            metrics={
+                "val_srcc": final.get("val_srcc"),
+                "val_mae": final.get("val_mae"),
+                "val_n": final.get("val_n"),
+                "train_seconds": round(seconds, 1),
+                "history": history,
+            },
+        )
+
+
+def _checked_config(config: TrainConfig, rubric) -> TrainConfig:
+    """The config for this rubric: overrides must name its dimensions; a shared LoRA ignores them."""
+    unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
+    if unknown:
+        raise ConfigError(f"training config {config.name}: dimension_overrides names {', '.join(unknown)}, "
+                          f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})")
+    if config.adapter_mode == "shared" and config.dimension_overrides:
+        log.info("one shared LoRA: the per-dimension overrides (%s) do not apply", ", ".join(sorted(config.dimension_overrides)))
+        config = config.model_copy(update={"dimension_overrides": {}})
+    return config
+
+
 def train_adapters(
     config: TrainConfig,
     dataset,
@@ -325,17 +292,11 @@ def train_adapters(
     import torch
 
     from adapters.hf_scoring import ScoringProcessor
-    from adapters.manifest import AdapterManifest, LoraShape, Provenance, read_base_ref
+    from adapters.manifest import read_base_ref
     from adapters.prompts import load_prompt_format
 
     rubric = dataset.rubric
-    unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
-    if unknown:
-        raise ConfigError(f"training config {config.name}: dimension_overrides names {', '.join(unknown)}, "
-                          f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})")
-    if config.adapter_mode == "shared" and config.dimension_overrides:
-        log.info("one shared LoRA: the per-dimension overrides (%s) do not apply", ", ".join(sorted(config.dimension_overrides)))
-        config = config.model_copy(update={"dimension_overrides": {}})
+    config = _checked_config(config, rubric)
     _set_threads(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,63 +324,11 @@ def train_adapters(
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
     label_of = lambda item: dataset.samples[item[0]].scores[item[1].name]  # noqa: E731
-    def training_config(dim_name: str) -> dict:
-        recipe = recipes[dim_name]
-        return {
-            **recipe.model_dump(mode="json", exclude={"dimension_overrides"}),
-            "fingerprint": recipe.fingerprint(),
-            "rubric": rubric.name,
-            "dimensions": [d.name for d in dims],
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "data": str(dataset.csv_path),
-        }
+    record = _RunRecord(config, recipes, fingerprints, rubric, dims, base_ref, prompt_format.name, len(train_idx),
+                        len(val_idx), str(dataset.csv_path), command, notes)
 
-    def manifest_for(dim_name: str, history: list, seconds: float, shared: bool) -> AdapterManifest:
-        final = history[-1] if history else {}
-        return AdapterManifest(
-            name=dim_name,
-            version=config.version,
-            dimension=dim_name,
-            rubric=rubric.name,
-            base=base_ref,
-            lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
-            provenance=Provenance(
-                method=("raft" if config.loss == "raft" else "cross_entropy") + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
-                created_by=command,
-                seed=config.seed,
-                training_config=training_config(dim_name),
-                data_hash=fingerprints[dim_name]["data_hash"],
-                notes=notes + (" One LoRA shared by all dimensions (ablation)." if shared else ""),
-            ),
-            prompt_format=prompt_format.name,
-            metrics={
-                "val_srcc": final.get("val_srcc"),
-                "val_mae": final.get("val_mae"),
-                "val_n": final.get("val_n"),
-                "train_seconds": round(seconds, 1),
-                "history": history,
-            },
-        )
-
-    written = []
     if config.adapter_mode == "shared":
-        start = time.perf_counter()
-        train_items = [(i, d) for i in train_idx for d in dims]
-        val_items = [(i, d) for i in val_idx for d in dims]
-        model, history = _fit(config, base_dir, scoring, encoded, train_items, val_items, rubric.levels, config.seed, label_of, "shared")
-        seconds = time.perf_counter() - start
-        for d in dims:
-            dim_hist = history
-            if val_idx:
-                from train.evaluate import mae, spearman
-
-                items = [(i, d) for i in val_idx]
-                pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device)
-                true = [label_of(it) for it in items]
-                dim_hist = [*history[:-1], {**history[-1], "val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(items)}]
-            _save(model, targets[d.name], manifest_for(d.name, dim_hist, seconds, True))
-            written.append(targets[d.name])
+        _train_shared(record, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets)
         return [targets[d.name] for d in dims]
 
     for position, d in enumerate(dims):
@@ -432,12 +341,31 @@ def train_adapters(
             rubric.levels, seed, label_of, d.name,
         )
         seconds = time.perf_counter() - start
-        _save(model, targets[d.name], manifest_for(d.name, history, seconds, False))
+        _save(model, targets[d.name], record.manifest(d.name, history, seconds, False))
         log.info("trained %s in %.1f s (%d/%d): %s", d.name, seconds, position + 1, len(dims), history[-1])
-        written.append(targets[d.name])
         del model
         torch.manual_seed(0)
     return [targets[d.name] for d in dims]
+
+
+def _train_shared(record: _RunRecord, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets) -> None:
+    """The ablation's one LoRA for every dimension, saved once per dimension with that dimension's metrics."""
+    config, rubric, dims = record.config, record.rubric, record.dims
+    start = time.perf_counter()
+    train_items = [(i, d) for i in train_idx for d in dims]
+    val_items = [(i, d) for i in val_idx for d in dims]
+    model, history = _fit(config, base_dir, scoring, encoded, train_items, val_items, rubric.levels, config.seed, label_of, "shared")
+    seconds = time.perf_counter() - start
+    for d in dims:
+        dim_hist = history
+        if val_idx:
+            from train.evaluate import mae, spearman
+
+            items = [(i, d) for i in val_idx]
+            pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device)
+            true = [label_of(it) for it in items]
+            dim_hist = [*history[:-1], {**history[-1], "val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(items)}]
+        _save(model, targets[d.name], record.manifest(d.name, dim_hist, seconds, True))
 
 
 # ---------------------------------------------------------------- dry run

@@ -11,6 +11,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add this package's commands to `app`. Long only because each command is a nested function whose typer
+    options are declared in its signature; each body is short and calls into the package."""
     @app.command("score-district")
     def score_district(
         input: Path = typer.Argument(..., help="District folder (school/grade/class/... folders) or a CSV manifest with a 'path' column."),
@@ -40,6 +42,7 @@ def register(app: typer.Typer) -> None:
         """Score every artwork of a district on all dimensions: durable journal, --resume, CSV/Parquet, HTML report.
 
         Exit code: 0 all rows scored, 1 some rows are errors (bad files), 3 the run is incomplete (resume it).
+        (Long by its typer options: the run itself is serve.district.session.run_district.)
         """
         import json
 

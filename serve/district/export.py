@@ -26,7 +26,6 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
     total (e.g. `total_100`, only when every dimension of the rubric is in the table). With `feedback`
     (a run that asked for comments), a `feedback` column with each artwork's comment; the feedback
     adapter's label joins the `adapters` column."""
-    import numpy as np
     import pandas as pd
 
     points = rubric is not None and rubric.points_per_dimension is not None
@@ -35,39 +34,9 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
     for item in sorted(items, key=lambda i: i.key):
         record = records.get(item.key)
         if record is not None and record.get("sha256", "") != item.sha256:
-            record = None
-        row = {
-            "key": item.key, "file": Path(item.key.split("#")[0]).name, "student_id": item.student_id,
-            "school": item.school, "grade": item.grade, "class": item.class_name, "folder": item.folder,
-            "description": item.description, "sha256": item.sha256, "size": item.size,
-            "duplicate_of": item.duplicate_of,
-        }
-        if record is None:
-            row.update(status="pending", error_type="not_scored", error="no result in the journal yet; run with --resume")
-        elif record["status"] == "ok":
-            row.update(status="ok", error_type="", error="")
-        else:
-            row.update(status="error", error_type=record.get("error_type", "error"), error=record.get("error", ""))
-        scores = (record or {}).get("scores") or {}
-        values = []
-        adapters = []
-        for dim in dimensions:
-            value = scores.get(dim)
-            if value is None:
-                row[dim] = np.nan
-                row[f"{dim}_std"] = np.nan
-                for level in range(1, levels + 1):
-                    row[f"{dim}_p{level}"] = np.nan
-                continue
-            row[dim] = float(value["score"])
-            row[f"{dim}_std"] = float(value.get("std", np.nan))
-            probs = list(value.get("probs", []))
-            for level in range(1, levels + 1):
-                row[f"{dim}_p{level}"] = float(probs[level - 1]) if level <= len(probs) else np.nan
-            values.append(row[dim])
-            if value.get("adapter"):
-                adapters.append(f"{dim}={value['adapter']}")
-        row["mean_score"] = float(np.mean(values)) if values and row["status"] == "ok" else np.nan
+            record = None  # a result for other bytes under the same key: this input is pending again
+        row = _identity_and_status(item, record)
+        adapters = _score_columns(row, (record or {}).get("scores") or {}, dimensions, levels)
         comment = (record or {}).get("feedback") or {}
         if feedback:
             row["feedback"] = comment.get("text", "")
@@ -75,11 +44,7 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
                 adapters.append(f"feedback={comment['adapter']}")
         row["adapters"] = ";".join(adapters)
         if points:
-            for dim in dimensions:
-                row[f"{dim}_points"] = rubric.points(row[dim]) if not np.isnan(row[dim]) else np.nan
-            if total_name:
-                parts = [row[f"{dim}_points"] for dim in dimensions]
-                row[total_name] = float(sum(parts)) if not any(np.isnan(parts)) else np.nan
+            _points_columns(row, rubric, dimensions, total_name)
         rows.append(row)
     columns = ID_COLUMNS + [c for dim in dimensions for c in
                             (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])] + ["mean_score", "adapters"]
@@ -90,6 +55,58 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
     frame = pd.DataFrame(rows, columns=columns)
     frame["size"] = frame["size"].astype("int64")
     return frame
+
+
+def _identity_and_status(item: InputItem, record: dict | None) -> dict:
+    row = {
+        "key": item.key, "file": Path(item.key.split("#")[0]).name, "student_id": item.student_id,
+        "school": item.school, "grade": item.grade, "class": item.class_name, "folder": item.folder,
+        "description": item.description, "sha256": item.sha256, "size": item.size,
+        "duplicate_of": item.duplicate_of,
+    }
+    if record is None:
+        row.update(status="pending", error_type="not_scored", error="no result in the journal yet; run with --resume")
+    elif record["status"] == "ok":
+        row.update(status="ok", error_type="", error="")
+    else:
+        row.update(status="error", error_type=record.get("error_type", "error"), error=record.get("error", ""))
+    return row
+
+
+def _score_columns(row: dict, scores: dict, dimensions: list[str], levels: int) -> list[str]:
+    """Each dimension's score, std and level probabilities (NaN when absent) and the mean into `row`; the
+    adapters' labels as `dim=label`."""
+    import numpy as np
+
+    values, adapters = [], []
+    for dim in dimensions:
+        value = scores.get(dim)
+        if value is None:
+            row[dim] = np.nan
+            row[f"{dim}_std"] = np.nan
+            for level in range(1, levels + 1):
+                row[f"{dim}_p{level}"] = np.nan
+            continue
+        row[dim] = float(value["score"])
+        row[f"{dim}_std"] = float(value.get("std", np.nan))
+        probs = list(value.get("probs", []))
+        for level in range(1, levels + 1):
+            row[f"{dim}_p{level}"] = float(probs[level - 1]) if level <= len(probs) else np.nan
+        values.append(row[dim])
+        if value.get("adapter"):
+            adapters.append(f"{dim}={value['adapter']}")
+    row["mean_score"] = float(np.mean(values)) if values and row["status"] == "ok" else np.nan
+    return adapters
+
+
+def _points_columns(row: dict, rubric, dimensions: list[str], total_name: str | None) -> None:
+    import numpy as np
+
+    for dim in dimensions:
+        row[f"{dim}_points"] = rubric.points(row[dim]) if not np.isnan(row[dim]) else np.nan
+    if total_name:
+        parts = [row[f"{dim}_points"] for dim in dimensions]
+        row[total_name] = float(sum(parts)) if not any(np.isnan(parts)) else np.nan
 
 
 def _atomic(path: Path, write) -> None:
