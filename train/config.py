@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import ConfigError
+from adapters.limits import DEFAULT_IMAGE_SIZE, ImageSize
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -47,7 +48,7 @@ class TrainConfig(BaseModel):
     grad_accum_steps: int = Field(default=1, ge=1, description="Micro-batches per optimiser step (effective batch = batch_size * grad_accum_steps).")
     epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
     max_grad_norm: float | None = Field(default=1.0, description="Gradient clipping norm (None: off).")
-    image_size: int = Field(default=224, description="Side of the square input image.")
+    image_size: ImageSize = Field(default=DEFAULT_IMAGE_SIZE, description="Side of the square input image (as the profile's).")
     prompt_format: str = Field(
         default="kidsart",
         description="Prompt format the adapters are trained in (adapters/prompt_formats; its image recipe too); "
