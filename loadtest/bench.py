@@ -172,13 +172,7 @@ def run_bench(
     deployment = load_profile_deployment(loaded)
     concurrency = concurrency or [1, 2, 4, 8, 16]
     workdir = Path(tempfile.mkdtemp(prefix="kidsart-bench-"))
-    if images_dir is not None:
-        bench_imgs = copy_images_dir(Path(images_dir), workdir / "images", loaded.limits.max_image_bytes,
-                                     loaded.limits.max_image_pixels)
-    else:
-        bench_imgs = write_images(workdir / "images", images, seed=1, prefix="img")
-    sweep_imgs = write_images(workdir / "sweep", len(concurrency) * max(8, len(bench_imgs) // 2), seed=2, prefix="sweep")
-    warm_imgs = write_images(workdir / "warm", 2, seed=3, prefix="warm")
+    bench_imgs, sweep_imgs, warm_imgs = _inputs(workdir, images, images_dir, len(concurrency), loaded.limits)
     spec = {"profile": profile, "deployment": deployment_path, "images": [str(p) for p in bench_imgs],
             "warm": [str(p) for p in warm_imgs]}
 
@@ -216,6 +210,18 @@ def _engine_process(name: str, profile, spec: dict, workdir: Path, env: dict[str
     stats.mkdir()
     env = dict(env, KIDSART_MM_STATS=str(stats))
     return PhaseProcess(name, "engine", dict(spec, stats_dir=str(stats)), env, workdir)
+
+
+def _inputs(workdir: Path, images: int, images_dir, sweeps: int, limits) -> tuple[list[Path], list[Path], list[Path]]:
+    """The measured images (synthetic, seed 1, or the caller's folder within the limits), the router sweep's
+    (seed 2) and the warm-up's (seed 3): no measured run profits from a cache another filled."""
+    if images_dir is not None:
+        bench_imgs = copy_images_dir(Path(images_dir), workdir / "images", limits.max_image_bytes, limits.max_image_pixels)
+    else:
+        bench_imgs = write_images(workdir / "images", images, seed=1, prefix="img")
+    sweep_imgs = write_images(workdir / "sweep", sweeps * max(8, len(bench_imgs) // 2), seed=2, prefix="sweep")
+    warm_imgs = write_images(workdir / "warm", 2, seed=3, prefix="warm")
+    return bench_imgs, sweep_imgs, warm_imgs
 
 
 def _conditions(profile: str, loaded, deployment, deployment_path: str, images: int, images_dir, repeats: int) -> dict:

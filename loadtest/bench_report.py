@@ -114,17 +114,7 @@ def summarise(
     summary["token_accounting"] = tokens
     summary["prompt_layout"] = layout.as_dict()
 
-    reference_runs = runs.get("reference", [])
-    parity = {}
-    if reference_runs:
-        truth = reference_runs[0]["scores"]
-        for phase, phase_runs in runs.items():
-            if phase in ("gemm", "engine_base") or not phase_runs:  # the base model has other scores
-                continue
-            diffs = [_max_abs_diff(truth, r["scores"]) for r in phase_runs]
-            diffs = [d for d in diffs if d is not None]
-            if diffs:
-                parity["reference_runs" if phase == "reference" else phase] = max(diffs)
+    parity = _parity(runs)
     summary["max_abs_score_diff_vs_reference"] = parity
     summary["parity_tolerance"] = parity_tolerance(dtype)
     summary["parity_ok"] = all(v <= summary["parity_tolerance"] for v in parity.values()) if parity else None
@@ -141,6 +131,22 @@ def summarise(
         "floor_gflop_per_image": floor,
     }
     return summary
+
+
+def _parity(runs: dict) -> dict:
+    """Per phase, the largest |score - the first reference run's score| over its runs."""
+    reference_runs = runs.get("reference", [])
+    parity = {}
+    if reference_runs:
+        truth = reference_runs[0]["scores"]
+        for phase, phase_runs in runs.items():
+            if phase in ("gemm", "engine_base") or not phase_runs:  # the base model has other scores
+                continue
+            diffs = [_max_abs_diff(truth, r["scores"]) for r in phase_runs]
+            diffs = [d for d in diffs if d is not None]
+            if diffs:
+                parity["reference_runs" if phase == "reference" else phase] = max(diffs)
+    return parity
 
 
 def _worst_counts(counts: list[dict | None]) -> dict | None:

@@ -82,6 +82,26 @@ def _fail(problem: str, rows: list[str]) -> None:
     raise DatasetError(f"{problem} in {len(rows)} row(s): " + "; ".join(listed) + more)
 
 
+def _read_table(csv_path: Path, images_dir: Path, rubric: Rubric, dims: list[str], require_comment: bool):
+    """The CSV as strings, with the columns the rubric needs; DatasetError naming what is missing."""
+    import pandas as pd
+
+    if not csv_path.is_file():
+        raise DatasetError(f"dataset CSV {csv_path} does not exist")
+    if not images_dir.is_dir():
+        raise DatasetError(f"image folder {images_dir} does not exist")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"dataset CSV {csv_path} cannot be parsed: {exc}") from exc
+    missing_cols = [c for c in ["name", *dims, *(["comment"] if require_comment else [])] if c not in frame.columns]
+    if missing_cols:
+        raise DatasetError(f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})")
+    if frame.empty:
+        raise DatasetError(f"dataset CSV {csv_path} has no rows")
+    return frame
+
+
 def _row_scores(row, dims: list[str], levels: set[int], row_problems: list[str]) -> dict[str, int]:
     """The row's label per dimension; each missing, non-numeric or off-scale one is added to `row_problems`."""
     scores: dict[str, int] = {}
@@ -128,23 +148,9 @@ def load_dataset(
 
     `require_comment` (feedback training and evaluation): the CSV must have a non-empty `comment` per row.
     """
-    import pandas as pd
-
     csv_path, images_dir = Path(csv_path), Path(images_dir)
-    if not csv_path.is_file():
-        raise DatasetError(f"dataset CSV {csv_path} does not exist")
-    if not images_dir.is_dir():
-        raise DatasetError(f"image folder {images_dir} does not exist")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"dataset CSV {csv_path} cannot be parsed: {exc}") from exc
     dims = [d.name for d in rubric.select(dimensions)]
-    missing_cols = [c for c in ["name", *dims, *(["comment"] if require_comment else [])] if c not in frame.columns]
-    if missing_cols:
-        raise DatasetError(f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})")
-    if frame.empty:
-        raise DatasetError(f"dataset CSV {csv_path} has no rows")
+    frame = _read_table(csv_path, images_dir, rubric, dims, require_comment)
 
     levels = set(rubric.levels)
     problems: list[str] = []

@@ -69,12 +69,29 @@ def grounding(texts: list[str], predicted: list[dict[str, float]], rubric) -> di
             "names_both": float(np.mean(named))}
 
 
-def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", deployment_path: Path | None = None,
-                      batch_size: int = 8, seed: int = 0, examples: int = 3, use_descriptions: bool = True) -> dict:
-    """The eval-feedback report (see the module docstring)."""
+def _score_and_comment(backend, samples, batch_size: int) -> tuple[list[dict], list[str], list[str]]:
+    """Each sample's predicted scores, then the trained and the untrained adapter's comments on them."""
     from PIL import Image
     from tqdm import tqdm
 
+    prepared, predicted = [], []
+    for sample in tqdm(samples, desc="score", unit="img"):
+        with Image.open(sample.image_path) as img:
+            image = backend.scoring.prepare(img)
+        prepared.append(image)
+        predicted.append({d: e["score"] for d, e in backend.score_image(image, None, sample.description).items()})
+    generated, untrained = [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="feedback", unit="batch"):
+        chunk = slice(start, start + batch_size)
+        descriptions = [s.description for s in samples[chunk]]
+        generated += backend.feedback_texts(prepared[chunk], predicted[chunk], descriptions)
+        untrained += backend.feedback_texts(prepared[chunk], predicted[chunk], descriptions, untrained=True)
+    return predicted, generated, untrained
+
+
+def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", deployment_path: Path | None = None,
+                      batch_size: int = 8, seed: int = 0, examples: int = 3, use_descriptions: bool = True) -> dict:
+    """The eval-feedback report (see the module docstring)."""
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
     from serve.reference import ReferenceBackend
@@ -88,18 +105,7 @@ def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", d
     rubric = deployment.rubric
     dataset = load_dataset(data, images, rubric, deployment.dimensions, require_comment=True)
     samples = dataset.samples if use_descriptions else [replace(s, description=None) for s in dataset.samples]
-    prepared, predicted = [], []
-    for sample in tqdm(samples, desc="score", unit="img"):
-        with Image.open(sample.image_path) as img:
-            image = backend.scoring.prepare(img)
-        prepared.append(image)
-        predicted.append({d: e["score"] for d, e in backend.score_image(image, None, sample.description).items()})
-    generated, untrained = [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="feedback", unit="batch"):
-        chunk = slice(start, start + batch_size)
-        descriptions = [s.description for s in samples[chunk]]
-        generated += backend.feedback_texts(prepared[chunk], predicted[chunk], descriptions)
-        untrained += backend.feedback_texts(prepared[chunk], predicted[chunk], descriptions, untrained=True)
+    predicted, generated, untrained = _score_and_comment(backend, samples, batch_size)
     references = [s.comment for s in samples]
     partner = other_index(len(samples), seed)
     sbert = load_sbert()

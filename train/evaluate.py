@@ -259,6 +259,16 @@ def decode_scores(scores: list[dict], dimensions: list[str], levels, decode: str
     raise ValueError(f"unknown decoding {decode!r} ({' or '.join(DECODINGS)})")
 
 
+def _deployment(profile, deployment_path: Path | None):
+    """The deployment set named, on the profile's base; else the profile's own."""
+    from adapters.manifest import load_deployment, load_profile_deployment
+
+    if deployment_path is None:
+        return load_profile_deployment(profile)
+    return load_deployment(Path(deployment_path), max_lora_rank=profile.engine.max_lora_rank,
+                           base_dir=profile.base.resolved_path if profile.base.source == "local" else None)
+
+
 def evaluate(
     csv_path: Path,
     images_dir: Path,
@@ -276,19 +286,12 @@ def evaluate(
     """Score a dataset with a backend and build the report (plus a `meta` block with runtime and adapters)."""
     import torch
 
-    from adapters.manifest import load_deployment, load_profile_deployment
     from adapters.profiles import load_profile
     from adapters.rubric import load_rubric
     from train.dataset import load_dataset
 
     profile = load_profile(profile_name)
-    if deployment_path is not None:
-        deployment = load_deployment(
-            Path(deployment_path), max_lora_rank=profile.engine.max_lora_rank,
-            base_dir=profile.base.resolved_path if profile.base.source == "local" else None,
-        )
-    else:
-        deployment = load_profile_deployment(profile)
+    deployment = _deployment(profile, deployment_path)
     rubric = deployment.rubric if backend == "reference" else load_rubric(profile.rubric)
     dims = dimensions or (deployment.dimensions if backend == "reference" else rubric.dimension_names)
     dataset = load_dataset(csv_path, images_dir, rubric, dims)
@@ -326,6 +329,32 @@ def evaluate(
 
 # ---------------------------------------------------------------- reproduction check
 
+def _scores_of_both(base_dir, image_size: int, manifest, rubric, dim: str, drawings, reference: Path, candidate: Path) -> dict:
+    """RAIL expected scores of the drawings under the reference and the candidate adapter (same base, inputs)."""
+    import torch
+    from peft import PeftModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from adapters.hf_scoring import ScoringProcessor, score_token_logits
+    from adapters.prompts import load_prompt_format
+    from adapters.rail import expected_score
+
+    prompt_format = load_prompt_format(manifest.prompt_format)
+    scoring = ScoringProcessor.load(base_dir, rubric, image_size, prompt_format)
+    images = [scoring.prepare(drawing) for drawing in drawings]
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, reference, adapter_name="ref")
+    model.load_adapter(candidate, adapter_name="cand")
+    model.eval()
+    inputs = scoring.batch_inputs(rubric, rubric.dimension(dim), images)
+    scores = {}
+    with torch.no_grad():
+        for name in ("ref", "cand"):
+            model.set_adapter(name)
+            scores[name] = expected_score(score_token_logits(model, inputs, scoring.score_token_ids).double(), rubric.levels)[1]
+    return scores
+
+
 def compare_adapter_sets(
     reference_dir: Path, candidate_dir: Path, *, profile_name: str = "tiny", n_images: int = 24, seed: int = 20_000,
     score_tolerance: float = 0.1, srcc_tolerance: float = 0.1,
@@ -340,15 +369,10 @@ def compare_adapter_sets(
     `srcc_tolerance` (bit-identical adapters give zeros on the same machine).
     """
     import torch
-    from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from adapters.hf_scoring import ScoringProcessor, score_token_logits
     from adapters.manifest import load_manifest
-    from adapters.prompts import load_prompt_format
     from adapters.profiles import load_profile
-    from adapters.rail import expected_score
     from adapters.rubric import load_rubric
     from train.synth import render_artwork
 
@@ -368,18 +392,8 @@ def compare_adapter_sets(
         a = load_file(str(Path(reference_dir) / dim / "adapter_model.safetensors"))
         b = load_file(str(cand_dir / "adapter_model.safetensors"))
         weight_diff = max(float((a[k] - b[k]).abs().max()) for k in a) if set(a) == set(b) else float("inf")
-        prompt_format = load_prompt_format(ref_m.prompt_format)
-        scoring = ScoringProcessor.load(base_dir, rubric, profile.image_size, prompt_format)
-        images = [scoring.prepare(drawing) for drawing in drawings]
-        model = PeftModel.from_pretrained(Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32), Path(reference_dir) / dim, adapter_name="ref")
-        model.load_adapter(cand_dir, adapter_name="cand")
-        model.eval()
-        inputs = scoring.batch_inputs(rubric, rubric.dimension(dim), images)
-        scores = {}
-        with torch.no_grad():
-            for name in ("ref", "cand"):
-                model.set_adapter(name)
-                scores[name] = expected_score(score_token_logits(model, inputs, scoring.score_token_ids).double(), rubric.levels)[1]
+        scores = _scores_of_both(base_dir, profile.image_size, ref_m, rubric, dim, drawings,
+                                 Path(reference_dir) / dim, cand_dir)
         delta = (scores["ref"] - scores["cand"]).abs()
         srcc_a, srcc_b = ref_m.metrics.get("val_srcc"), cand_m.metrics.get("val_srcc")
         srcc_delta = abs(srcc_a - srcc_b) if srcc_a is not None and srcc_b is not None else None

@@ -288,7 +288,10 @@ def train_adapters(
     resume: bool = True,
     notes: str = NOTES,
 ) -> list[Path]:
-    """Train adapters for every dimension of `dataset` into out_dir/<dimension>; return their folders."""
+    """Train adapters for every dimension of `dataset` into out_dir/<dimension>; return their folders.
+
+    (About 70 lines on purpose: the resume check, the data split, the shared encodings and the per-dimension
+    loop are one sequence whose order fixes each adapter's seed and data; the manifests are _RunRecord's.)"""
     import torch
 
     from adapters.hf_scoring import ScoringProcessor

@@ -164,28 +164,8 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
                 asyncio.run(_wait_ready(url, policy))
         rows = [{"unit": i, "path": u.first.path, "key": u.first.key, "sha256": u.first.sha256,
                  "description": u.first.description} for i, u in enumerate(plan.units)]
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.verbose_stats_logs = False
-        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
-        if mode == "engine":
-            # The engine is asked in the deployment's prompt format (its image recipe), at the profile's size
-            # and limits, as the router would
-            limits = runtime["limits"]
-            prepare_args = (mode, limits["image_size"], limits["max_image_bytes"], limits["max_image_pixels"],
-                            runtime["prompt_format"]["image_recipe"])
-            dataset = dataset.map_batches(
-                _Prepare, fn_constructor_args=prepare_args, batch_size=batch_size,
-                batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
-            )
-        connections = batch_size * actor_concurrency
-        dataset = dataset.map_batches(
-            _Score, fn_constructor_args=(mode, urls, dimensions, policy, runtime, connections, feedback),
-            batch_size=batch_size, batch_format="numpy", num_cpus=0,
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=actor_concurrency + 2,
-                                               max_concurrent_calls_per_actor=actor_concurrency,
-                                               enable_true_multi_threading=True),
-        )
+        dataset = _dataset(rows, mode=mode, urls=urls, dimensions=dimensions, policy=policy, runtime=runtime,
+                           actors=actors, batch_size=batch_size, actor_concurrency=actor_concurrency, feedback=feedback)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if stats.first_result_s is None:
                 stats.first_result_s = time.monotonic() - started
@@ -200,6 +180,37 @@ def score_with_ray(plan: Plan, journal: Journal, *, mode: str, urls: list[str], 
             commit(records)
     stats.elapsed_s = time.monotonic() - started
     return stats
+
+
+def _dataset(rows: list[dict], *, mode: str, urls: list[str], dimensions, policy: RetryPolicy, runtime: dict | None,
+             actors: int, batch_size: int, actor_concurrency: int, feedback: bool):
+    """The Ray Data pipeline over the units' rows: (engine mode) prepare the images in a small actor pool, then
+    score them in `actors` actors, `actor_concurrency` batches at once each."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.verbose_stats_logs = False
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
+    if mode == "engine":
+        # The engine is asked in the deployment's prompt format (its image recipe), at the profile's size
+        # and limits, as the router would
+        limits = runtime["limits"]
+        prepare_args = (mode, limits["image_size"], limits["max_image_bytes"], limits["max_image_pixels"],
+                        runtime["prompt_format"]["image_recipe"])
+        dataset = dataset.map_batches(
+            _Prepare, fn_constructor_args=prepare_args, batch_size=batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
+        )
+    connections = batch_size * actor_concurrency
+    dataset = dataset.map_batches(
+        _Score, fn_constructor_args=(mode, urls, dimensions, policy, runtime, connections, feedback),
+        batch_size=batch_size, batch_format="numpy", num_cpus=0,
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=actor_concurrency + 2,
+                                           max_concurrent_calls_per_actor=actor_concurrency,
+                                           enable_true_multi_threading=True),
+    )
+    return dataset
 
 
 async def _wait_ready(url: str, policy: RetryPolicy) -> None:
