@@ -160,11 +160,7 @@ def run_bench(
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
 
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown or not phases:
-        raise BenchPhaseError(f"unknown phases {unknown}: choose from {list(PHASES)}")
-    if repeats < 1:
-        raise BenchPhaseError("repeats must be at least 1")
+    _check_request(phases, repeats)
     if deployment is None:
         ensure_bench_artifacts(profile)
     loaded = load_profile(profile, deployment)
@@ -190,10 +186,7 @@ def run_bench(
     finally:
         for worker in workers.values():
             worker.close()
-    conditions["load_after"] = load_avg()
-    conditions["background_cpu_share_max"] = max(
-        (r["background_cpu_share"] for key, rs in runs.items() if key != "gemm" for r in rs), default=None
-    )
+    conditions.update(_conditions_after(runs))
     summary = summarise(
         runs, {name: w.info for name, w in workers.items()}, layout,
         floor=_floor_gflop(loaded, layout, deployment, config), block_size=loaded.engine.block_size,
@@ -203,6 +196,20 @@ def run_bench(
     if out is not None:
         Path(out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _check_request(phases: tuple[str, ...], repeats: int) -> None:
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise BenchPhaseError(f"unknown phases {unknown}: choose from {list(PHASES)}")
+    if repeats < 1:
+        raise BenchPhaseError("repeats must be at least 1")
+
+
+def _conditions_after(runs: dict[str, list[dict]]) -> dict:
+    """The machine's load after the runs and the busiest background share any timed phase saw."""
+    return {"load_after": load_avg(), "background_cpu_share_max": max(
+        (r["background_cpu_share"] for key, rs in runs.items() if key != "gemm" for r in rs), default=None)}
 
 
 def _engine_process(name: str, profile, spec: dict, workdir: Path, env: dict[str, str]) -> PhaseProcess:

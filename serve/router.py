@@ -218,6 +218,12 @@ class ScoringRouter:
         metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
         return response
 
+    async def _admit(self, request: Request) -> bytes:
+        """A scoring request's gate, in order: its key, room in the admission queue, its body within the limits."""
+        self._authorize(request)
+        self.admission.check()
+        return await self._read_body(request)
+
     async def _read_body(self, request: Request) -> bytes:
         """The body within the limits (serve.body; Ray Serve's proxy has already applied the same ones)."""
         body = await read_limited_body(request.receive, body_limit(self.runtime.limits.max_image_bytes),
@@ -235,9 +241,7 @@ class ScoringRouter:
     @api.post("/v1/score")
     async def score(self, request: Request):
         async def handle():
-            self._authorize(request)
-            self.admission.check()
-            body = await self._read_body(request)
+            body = await self._admit(request)
             content_type = request.headers.get("content-type", "")
             if content_type.startswith("multipart/form-data"):
                 data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
@@ -310,9 +314,7 @@ class ScoringRouter:
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         async def handle():
-            self._authorize(request)
-            self.admission.check()
-            body = await self._read_body(request)
+            body = await self._admit(request)
             try:
                 payload = json.loads(body) if body else None
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -62,3 +62,13 @@ def score_columns(frame) -> list[str]:
     return [c for c in frame.columns if c not in ("key", "file", "student_id", "school", "grade", "class", "folder",
                                                   "description", "sha256", "size", "duplicate_of", "status",
                                                   "error_type", "error", "adapters")]
+
+
+def generated_district(tmp_path_factory, folder: str, **layout) -> tuple[Path, dict]:
+    """A synthetic district of 300 images in `folder` (a name with spaces and non-ASCII, as real shares have)."""
+    from train.district import make_district
+
+    root = tmp_path_factory.mktemp("district") / folder
+    info = make_district(root, schools=layout.pop("schools", 4), grades=3, classes=2, images=300, **layout)
+    assert info["expected_inputs"] >= 300
+    return root, info

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.district_helpers import REPO, cli, journal_keys, journal_lines, run, run_and_kill, score_columns
+from tests.district_helpers import (REPO, cli, generated_district, journal_keys, journal_lines, run, run_and_kill,
+                                    score_columns)
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +30,7 @@ NOISE_LIMIT = 1e-3
 
 @pytest.fixture(scope="module")
 def district(tmp_path_factory):
-    from train.district import make_district
-
-    root = tmp_path_factory.mktemp("district") / "Bezirk Nord – Schulen"
-    info = make_district(root, seed=7, schools=4, grades=3, classes=2, images=300, broken=8, duplicates=5)
-    assert info["expected_inputs"] >= 300
-    return root, info
+    return generated_district(tmp_path_factory, "Bezirk Nord – Schulen", seed=7, broken=8, duplicates=5)
 
 
 def _compare(frame: pd.DataFrame, reference: pd.DataFrame) -> float:

@@ -13,17 +13,12 @@ import pytest
 
 from tests.conftest import free_port
 from tests.district_fake_router import FakeRouter
-from tests.district_helpers import journal_keys, run, run_and_kill
+from tests.district_helpers import generated_district, journal_keys, run, run_and_kill
 
 
 @pytest.fixture(scope="module")
 def district(tmp_path_factory):
-    from train.district import make_district
-
-    root = tmp_path_factory.mktemp("district") / "Kreis Süd – 2025"
-    info = make_district(root, seed=11, schools=5, grades=3, classes=2, images=300, broken=10, duplicates=6)
-    assert info["expected_inputs"] >= 300
-    return root, info
+    return generated_district(tmp_path_factory, "Kreis Süd – 2025", seed=11, schools=5, broken=10, duplicates=6)
 
 
 @pytest.fixture(scope="module")
