@@ -4,7 +4,8 @@ Defaults and bounds live here; a profile overrides them (`image_size`,
 `router.max_image_bytes`, `router.max_image_pixels`) and `Profile.limits` gathers them.
 Everything that decodes or sizes an artwork (the router, the reference backend, the
 district job's discovery and its Ray pipeline, training data) takes an `InputLimits`;
-a client without a profile (`score-district --url`) asks the router's `GET /v1/limits`.
+a client without a profile (`score-district --url`, the load test) reads them from the
+router's `GET /v1/models` listing (`serve.client.ServedModels`).
 """
 from __future__ import annotations
 

@@ -220,19 +220,39 @@ def load_deployment(
     )
 
     if base_dir is not None:
-        on_disk = read_base_ref(base_dir)
-        if on_disk.content_hash != spec.base.content_hash:
-            raise ConfigError(
-                f"deployment set {path}: base {spec.base.model_id} expects content hash {spec.base.content_hash}, "
-                f"but {base_dir} has {on_disk.content_hash} (rebuild the base or retrain the adapters)"
-            )
+        _check_base_on_disk(path, spec, base_dir)
 
     def resolve(entry: str) -> ResolvedAdapter:
         return _resolve_adapter(path, entry, spec, rubric, prompt_format, max_lora_rank)
 
+    resolved = _score_adapters(path, [resolve(entry) for entry in spec.adapters], rubric)
+    feedback = None
+    if spec.feedback_adapter is not None:
+        feedback = resolve(spec.feedback_adapter)
+        if feedback.manifest.task != FEEDBACK_TASK or feedback.dimension != FEEDBACK_MODULE:
+            raise ConfigError(
+                f"adapter manifest {feedback.path / MANIFEST_NAME}: `feedback_adapter` needs task {FEEDBACK_TASK!r} and "
+                f"dimension {FEEDBACK_MODULE!r}, found task {feedback.manifest.task!r}, dimension {feedback.dimension!r}"
+            )
+    return Deployment(
+        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved,
+        feedback=feedback,
+    )
+
+
+def _check_base_on_disk(path: Path, spec: DeploymentSet, base_dir: Path) -> None:
+    on_disk = read_base_ref(base_dir)
+    if on_disk.content_hash != spec.base.content_hash:
+        raise ConfigError(
+            f"deployment set {path}: base {spec.base.model_id} expects content hash {spec.base.content_hash}, "
+            f"but {base_dir} has {on_disk.content_hash} (rebuild the base or retrain the adapters)"
+        )
+
+
+def _score_adapters(path: Path, adapters: list[ResolvedAdapter], rubric: Rubric) -> dict[str, ResolvedAdapter]:
+    """The set's scoring adapters by dimension: each a `score` adapter of a rubric dimension, one per dimension."""
     resolved: dict[str, ResolvedAdapter] = {}
-    for entry in spec.adapters:
-        adapter = resolve(entry)
+    for adapter in adapters:
         where = f"adapter manifest {adapter.path / MANIFEST_NAME}"
         if adapter.manifest.task != "score":
             raise ConfigError(f"{where}: a {adapter.manifest.task} adapter is listed under `adapters`; name it as `feedback_adapter`")
@@ -246,18 +266,7 @@ def load_deployment(
                 f"{resolved[adapter.dimension].path} and {adapter.path}"
             )
         resolved[adapter.dimension] = adapter
-    feedback = None
-    if spec.feedback_adapter is not None:
-        feedback = resolve(spec.feedback_adapter)
-        if feedback.manifest.task != FEEDBACK_TASK or feedback.dimension != FEEDBACK_MODULE:
-            raise ConfigError(
-                f"adapter manifest {feedback.path / MANIFEST_NAME}: `feedback_adapter` needs task {FEEDBACK_TASK!r} and "
-                f"dimension {FEEDBACK_MODULE!r}, found task {feedback.manifest.task!r}, dimension {feedback.dimension!r}"
-            )
-    return Deployment(
-        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved,
-        feedback=feedback,
-    )
+    return resolved
 
 
 def _resolve_adapter(path: Path, entry: str, spec: DeploymentSet, rubric: Rubric, prompt_format: PromptFormat,

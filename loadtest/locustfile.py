@@ -24,7 +24,7 @@ Environment:
                            failed) and the failure's text (the engine-outage test reads it).
 
 The rubric model and the dimensions come from GET /v1/models when the test starts
-(the entry without an adapter is the rubric model; KIDSART_LOCUST_RUBRIC overrides it), so any
+(read by the project's client, `serve.client.ServedModels`; KIDSART_LOCUST_RUBRIC overrides the rubric model), so any
 rubric and any number of dimensions work. A 200 counts as a success only when every
 requested dimension came back: all the dimensions the router serves for
 /v1/score and the rubric model, the one named for a dimension model.
@@ -40,11 +40,11 @@ import random
 import threading
 import time
 
-import requests
 from locust import HttpUser, between, events, task
 
 from loadtest.answers import check_chat as _check_chat
 from loadtest.answers import missing_dimensions
+from serve.client import RetryPolicy, ScoringClient, auth_headers
 
 SIZES = [(224, 224), (400, 300), (640, 480), (300, 500), (1024, 768), (1600, 1200)]
 # The rubric model (all dimensions at once), read from the router when the test starts.
@@ -55,9 +55,9 @@ WAIT = float(os.environ.get("KIDSART_LOCUST_WAIT", "0.2"))
 PER_SIZE = int(os.environ.get("KIDSART_LOCUST_IMAGES", "32"))
 TIMING_FILE = os.environ.get("KIDSART_LOCUST_TIMING")
 REQUESTS_FILE = os.environ.get("KIDSART_LOCUST_REQUESTS")
-# The router's API key (kidsart loadtest --api-key, or the caller's environment); not imported from serve/
-# because locust runs in its own process without the project's serving stack.
-AUTH = {"Authorization": f"Bearer {os.environ['KIDSART_API_KEY']}"} if os.environ.get("KIDSART_API_KEY") else {}
+# The router's API key (kidsart loadtest --api-key, or the caller's environment), sent with locust's own
+# timed requests as the project's client sends it.
+AUTH = auth_headers()
 # The served dimensions, read from the router when the test starts (GET /v1/models).
 DIMENSIONS: list[str] = []
 
@@ -93,15 +93,14 @@ def _log_request(started: float, ended: float, name: str, response, outcome: str
 
 @events.test_start.add_listener
 def _read_dimensions(environment, **_kwargs) -> None:
-    response = requests.get(f"{environment.host}/v1/models", timeout=30, headers=AUTH)
-    response.raise_for_status()
+    """The rubric model and its dimensions, as the project's client reads them from the router."""
     global RUBRIC_MODEL
-    models = response.json()["data"]
-    rubric_models = [m["id"] for m in models if "adapter" not in m]
-    RUBRIC_MODEL = RUBRIC_MODEL or (rubric_models[0] if rubric_models else "")
-    DIMENSIONS[:] = [m["id"] for m in models if "adapter" in m and m["id"] != RUBRIC_MODEL]
-    if not RUBRIC_MODEL or not DIMENSIONS:
-        raise RuntimeError(f"{environment.host}/v1/models lists no rubric model and dimensions: {[m['id'] for m in models]}")
+    with ScoringClient(environment.host, policy=RetryPolicy(max_outage_s=30.0, max_delay_s=5.0)) as client:
+        served = client.served()
+    RUBRIC_MODEL = RUBRIC_MODEL or served.rubric
+    DIMENSIONS[:] = [d for d in served.dimensions if d != RUBRIC_MODEL]
+    if not DIMENSIONS:
+        raise RuntimeError(f"{environment.host}/v1/models lists no dimensions for {RUBRIC_MODEL!r}")
 
 
 @events.quitting.add_listener

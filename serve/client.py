@@ -23,10 +23,11 @@ import random
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
 from adapters.errors import InputError, KidsArtError
+from adapters.limits import DEFAULT_LIMITS, InputLimits
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,33 @@ class _Base:
         return {**kwargs, "before_sleep": count}
 
 
+class ServedModels(BaseModel):
+    """What a router says it serves (its `GET /v1/models`): read here once for every client without a profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rubric: str = Field(description="The rubric's model id (all dimensions at once): the entry without an adapter.")
+    dimensions: list[str] = Field(description="One model id per served dimension, in the router's order.")
+    feedback_adapter: str | None = Field(default=None, description="The feedback adapter's name@version, if any.")
+    limits: InputLimits = Field(default=DEFAULT_LIMITS, description="The router's input limits (defaults if it names none).")
+
+    @classmethod
+    def from_listing(cls, listing: object, url: str) -> "ServedModels":
+        """Parse a listing; ScoringAPIError naming `url` when it is not one of a scoring router."""
+        data = listing.get("data") if isinstance(listing, dict) else None
+        entries = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
+        rubrics = [m["id"] for m in entries if "adapter" not in m]
+        if not rubrics:
+            raise ScoringAPIError(f"{url}/v1/models lists no rubric model: {[m['id'] for m in entries]}")
+        limits = listing.get("limits")
+        try:
+            return cls(rubric=rubrics[0], dimensions=[m["id"] for m in entries if "adapter" in m],
+                       feedback_adapter=listing.get("feedback_adapter") or None,
+                       limits=InputLimits(**limits) if isinstance(limits, dict) else DEFAULT_LIMITS)
+        except ValidationError as exc:
+            raise ScoringAPIError(f"{url}/v1/models is not a scoring router's listing: {exc}") from exc
+
+
 class ScoringClient(_Base):
     """Synchronous client (one connection pool; thread-safe for concurrent calls)."""
 
@@ -207,8 +235,12 @@ class ScoringClient(_Base):
         return self.score(data, **fields)
 
     def models(self) -> dict:
-        """GET /v1/models: the rubric, its served dimensions and the feedback adapter."""
+        """GET /v1/models as the router sends it (OpenAI's list, plus `feedback_adapter` and `limits`)."""
         return self._call("GET", "/v1/models", "models")
+
+    def served(self) -> ServedModels:
+        """What the router serves: its rubric, dimensions, feedback adapter and input limits."""
+        return ServedModels.from_listing(self.models(), self.url)
 
     def close(self) -> None:
         self._client.close()

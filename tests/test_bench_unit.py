@@ -207,3 +207,21 @@ def test_read_locust_stats(tmp_path):
     assert stats["requests"] == 98 and stats["failures"] == 1 and stats["shed"] == 40
     assert stats["ok_full_images"] == 79 - 40 and stats["ok_single_dimension"] == 18
     assert stats["p95_ms"] == 1500 and stats["p99_ms"] == 1900
+
+
+def test_the_locustfile_reads_the_served_dimensions_with_the_project_client(tmp_path):
+    """A short headless locust run (its own process, gevent) against the fake router: the start listener
+    reads the rubric and dimensions through serve.client, and /v1/score answers pass only when every one of
+    the router's nine dimensions is in them (the fake router has no chat route: those rows fail, 404)."""
+    from loadtest.run_locust import Scenario, run_locust
+    from tests.conftest import free_port
+    from tests.district_fake_router import DIMS, FakeRouter
+
+    with FakeRouter(free_port()) as router:
+        stats = run_locust(router.url, Scenario(users=2, spawn_rate=2, run_time="4s", shed_ok=False, timeout_s=10),
+                           tmp_path, extra_env={"KIDSART_LOCUST_IMAGES": "1", "KIDSART_API_KEY": ""})
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["dimensions"] == len(DIMS)
+    score = stats["per_name"]["POST /v1/score"]
+    assert score["requests"] > 0 and score["failures"] == 0, stats["per_name"]
+    assert stats["ok_full_images"] >= score["requests"]

@@ -127,3 +127,24 @@ def test_the_async_client_shares_the_policy_and_the_key_from_the_environment(mon
 def test_models_listing_goes_through_the_same_client():
     with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:
         assert client.models()["data"][0]["id"] == "kidsartbench"
+
+
+def test_what_a_router_serves_is_read_from_its_listing_or_refused_by_name():
+    from adapters.limits import DEFAULT_LIMITS
+    from serve.client import ScoringAPIError, ServedModels
+
+    listing = {"data": [{"id": "creativity5"}, {"id": "color", "adapter": "color@raft-1"},
+                        {"id": "texture", "adapter": "texture@raft-1"}],
+               "feedback_adapter": "feedback@sft-3", "limits": {"image_size": 112, "max_image_bytes": 4096,
+                                                                 "max_image_pixels": 10_000}}
+    served = ServedModels.from_listing(listing, "http://r")
+    assert (served.rubric, served.dimensions, served.feedback_adapter) == ("creativity5", ["color", "texture"], "feedback@sft-3")
+    assert served.limits.image_size == 112 and served.limits.max_image_bytes == 4096
+    older = ServedModels.from_listing({"data": [{"id": "kidsartbench"}], "feedback_adapter": None}, "http://r")
+    assert older.limits == DEFAULT_LIMITS and older.feedback_adapter is None and older.dimensions == []
+    for bad in ({}, {"data": "x"}, {"data": [{"id": "realism", "adapter": "realism@1"}]}, [],
+                {"data": [{"id": "k"}], "limits": {"image_size": 1}}):
+        with pytest.raises(ScoringAPIError, match="http://r/v1/models"):
+            ServedModels.from_listing(bad, "http://r")
+    with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:
+        assert client.served().rubric == "kidsartbench"

@@ -174,13 +174,14 @@ def test_router_gone_then_back(tmp_path, small_district):
 def test_the_served_rubric_and_limits_are_read_from_the_router_or_named_as_missing(tmp_path):
     from adapters.errors import ConfigError
     from adapters.limits import DEFAULT_LIMITS
-    from serve.district.session import previous_rubric, served_limits, served_models, served_rubric
+    from serve.district.session import previous_rubric, served_models
 
     with FakeRouter(free_port()) as router:
-        listing = served_models(router.url)
-        assert served_rubric(listing) == "kidsartbench" and served_limits(listing) == DEFAULT_LIMITS
+        served = served_models(router.url)
+        assert served.rubric == "kidsartbench" and served.limits == DEFAULT_LIMITS
+        assert served.dimensions and "kidsartbench" not in served.dimensions and served.feedback_adapter is None
     with FakeRouter(free_port(), max_image_bytes=5000) as router:
-        assert served_limits(served_models(router.url)).max_image_bytes == 5000
+        assert served_models(router.url).limits.max_image_bytes == 5000
     with pytest.raises(ConfigError, match=r"could not read .*/v1/models .*; pass --rubric NAME"):
         served_models(f"http://127.0.0.1:{free_port()}", max_wait_s=0)
     assert previous_rubric(tmp_path) is None

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from train.evaluate import bootstrap_ci, build_report, markdown_table, mae, metrics_with_ci, mse, pearson, quadratic_weighted_kappa, spearman
+from train.metrics import bootstrap_ci, build_report, markdown_table, mae, metrics_with_ci, mse, pearson, quadratic_weighted_kappa, spearman
 
 
 def test_point_metrics_known_values():

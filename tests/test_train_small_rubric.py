@@ -117,7 +117,7 @@ def test_shared_adapter_ablation(tiny_profile, small_data, tmp_path):
 def test_production_config_dry_run_on_meta():
     from adapters.rubric import load_rubric
     from train.config import load_train_config
-    from train.trainer import dry_run
+    from train.config import dry_run
 
     config = load_train_config("production")
     assert config.dtype == "bfloat16" and config.gradient_checkpointing and config.effective_batch == 16

@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
         from adapters.profiles import load_profile
         from adapters.rubric import load_rubric
         from train.config import load_train_config
-        from train.trainer import dry_run as run_dry
+        from train.config import dry_run as run_dry
 
         cfg = load_train_config(config)
         overrides = {}
@@ -244,7 +244,8 @@ def register(app: typer.Typer) -> None:
         from pathlib import Path
 
         from serve.client import use_api_key
-        from train.evaluate import evaluate, markdown_table
+        from train.evaluate import evaluate
+        from train.metrics import markdown_table
 
         use_api_key(api_key)
 

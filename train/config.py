@@ -1,5 +1,6 @@
 """Training configs: one strict schema (`TrainConfig`), per-dimension overrides, loaded from
-`train/configs/NAME.yaml` (shipped in the package) or a path."""
+`train/configs/NAME.yaml` (shipped in the package) or a path; `dry_run` sizes a config on the
+meta device (`kidsart train --dry-run`) without reading weights or data."""
 from __future__ import annotations
 
 import hashlib
@@ -113,3 +114,43 @@ def load_train_config(name_or_path: str | Path = "tiny") -> TrainConfig:
 
 
 # ---------------------------------------------------------------- loss
+
+
+def dry_run(config: TrainConfig, base_dir: Path | None, rubric) -> dict:
+    """Build the model on the meta device from its config and report trainable parameters per adapter.
+
+    Uses `base_dir/config.json` when present, else `config.meta_base_config`. No weights are read.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from train.init_adapters import lora_config
+
+    if base_dir is not None and (Path(base_dir) / "config.json").is_file():
+        model_config = Qwen2_5_VLConfig.from_pretrained(base_dir)
+        source = str(Path(base_dir) / "config.json")
+    elif config.meta_base_config:
+        model_config = Qwen2_5_VLConfig(**config.meta_base_config)
+        source = "training config meta_base_config"
+    else:
+        raise ConfigError("dry run needs the base's config.json or meta_base_config in the training config")
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(model_config)
+    total = sum(p.numel() for p in model.parameters())
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    peft_model = get_peft_model(model, lora_config(config.rank, config.alpha, config.target_modules, config.dropout))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    n_adapters = 1 if config.adapter_mode == "shared" else len(rubric.dimensions)
+    return {
+        "config_source": source,
+        "dtype": config.dtype,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "base_parameters": total,
+        "trainable_parameters_per_adapter": trainable,
+        "trainable_share": trainable / total,
+        "adapters": n_adapters,
+        "adapter_bytes_per_adapter": trainable * (2 if config.dtype != "float32" else 4),
+        "effective_batch": config.effective_batch,
+    }

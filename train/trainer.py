@@ -121,7 +121,7 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
     from peft import get_peft_model
     from tqdm import tqdm
     from adapters.hf_scoring import score_token_logits
-    from train.evaluate import mae, spearman
+    from train.metrics import mae, spearman
     from train.init_adapters import lora_config
 
     torch.manual_seed(seed)
@@ -362,52 +362,10 @@ def _train_shared(record: _RunRecord, base_dir, scoring, encoded, train_idx, val
     for d in dims:
         dim_hist = history
         if val_idx:
-            from train.evaluate import mae, spearman
+            from train.metrics import mae, spearman
 
             items = [(i, d) for i in val_idx]
             pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device)
             true = [label_of(it) for it in items]
             dim_hist = [*history[:-1], {**history[-1], "val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(items)}]
         _save(model, targets[d.name], record.manifest(d.name, dim_hist, seconds, True))
-
-
-# ---------------------------------------------------------------- dry run
-
-def dry_run(config: TrainConfig, base_dir: Path | None, rubric) -> dict:
-    """Build the model on the meta device from its config and report trainable parameters per adapter.
-
-    Uses `base_dir/config.json` when present, else `config.meta_base_config`. No weights are read.
-    """
-    import torch
-    from peft import get_peft_model
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from train.init_adapters import lora_config
-
-    if base_dir is not None and (Path(base_dir) / "config.json").is_file():
-        model_config = Qwen2_5_VLConfig.from_pretrained(base_dir)
-        source = str(Path(base_dir) / "config.json")
-    elif config.meta_base_config:
-        model_config = Qwen2_5_VLConfig(**config.meta_base_config)
-        source = "training config meta_base_config"
-    else:
-        raise ConfigError("dry run needs the base's config.json or meta_base_config in the training config")
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(model_config)
-    total = sum(p.numel() for p in model.parameters())
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    peft_model = get_peft_model(model, lora_config(config.rank, config.alpha, config.target_modules, config.dropout))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    n_adapters = 1 if config.adapter_mode == "shared" else len(rubric.dimensions)
-    return {
-        "config_source": source,
-        "dtype": config.dtype,
-        "gradient_checkpointing": config.gradient_checkpointing,
-        "base_parameters": total,
-        "trainable_parameters_per_adapter": trainable,
-        "trainable_share": trainable / total,
-        "adapters": n_adapters,
-        "adapter_bytes_per_adapter": trainable * (2 if config.dtype != "float32" else 4),
-        "effective_batch": config.effective_batch,
-    }

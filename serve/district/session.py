@@ -17,10 +17,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.errors import ConfigError, KidsArtError
 from adapters.limits import DEFAULT_LIMITS, InputLimits
 from serve.district.job import RUN_META, DistrictJobConfig, JobResult, run_job
+
+if TYPE_CHECKING:
+    from serve.client import ServedModels
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +50,16 @@ def previous_rubric(out: Path) -> str | None:
         return None
 
 
-def served_models(url: str, max_wait_s: float = 30.0) -> dict:
-    """GET /v1/models of the router at `url` (the rubric model, one per dimension, the feedback adapter, the
-    limits), waiting up to `max_wait_s` for a router that is still starting."""
+def served_models(url: str, max_wait_s: float = 30.0) -> ServedModels:
+    """What the router at `url` serves (rubric, dimensions, feedback adapter, limits), waiting up to
+    `max_wait_s` for a router that is still starting."""
     from serve.client import RetryPolicy, ScoringClient
 
     try:
         with ScoringClient(url, policy=RetryPolicy(max_outage_s=max_wait_s, max_delay_s=5.0)) as client:
-            listing = client.models()
-        if any("adapter" not in m for m in listing.get("data", [])):
-            return listing
-        problem = "it lists no rubric model"
-    except (KidsArtError, AttributeError, TypeError) as exc:
-        problem = f"{exc.__class__.__name__}: {exc}"
-    raise ConfigError(f"could not read {url}/v1/models ({problem}); pass --rubric NAME")
-
-
-def served_rubric(listing: dict) -> str:
-    """The rubric a router serves: the model without an adapter in its /v1/models listing."""
-    return next(m["id"] for m in listing["data"] if "adapter" not in m)
-
-
-def served_limits(listing: dict) -> InputLimits:
-    """The router's input limits from its /v1/models listing (the defaults for a router that names none)."""
-    limits = listing.get("limits")
-    return InputLimits(**limits) if isinstance(limits, dict) else DEFAULT_LIMITS
+            return client.served()
+    except KidsArtError as exc:
+        raise ConfigError(f"could not read {url}/v1/models ({exc.__class__.__name__}: {exc}); pass --rubric NAME") from exc
 
 
 def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info) -> JobResult:
@@ -108,15 +97,15 @@ def _from_router(url: str, rubric: str | None, feedback: bool) -> tuple[str, Inp
     from adapters.feedback import require_feedback_adapter
 
     try:
-        listing = served_models(url)
+        served = served_models(url)
     except ConfigError:
         if rubric is None or feedback:
             raise
         log.warning("could not read %s/v1/models: default input limits for discovery, rubric %s", url, rubric)
         return rubric, DEFAULT_LIMITS
     if feedback:
-        require_feedback_adapter(bool(listing.get("feedback_adapter")), f"the router at {url}")
-    return rubric or served_rubric(listing), served_limits(listing)
+        require_feedback_adapter(served.feedback_adapter is not None, f"the router at {url}")
+    return rubric or served.rubric, served.limits
 
 
 def _start_stack(stack_ctx: contextlib.ExitStack, loaded, config: DistrictJobConfig, target: Target, announce) -> str:
