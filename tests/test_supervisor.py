@@ -1,4 +1,5 @@
 """The engine supervisor without vLLM: a fake engine whose process is a real child process that can die."""
+import contextlib
 import subprocess
 import sys
 import time
@@ -44,10 +45,20 @@ def _wait(predicate, timeout=20.0):
     return False
 
 
-def test_a_dead_engine_is_restarted_and_the_status_file_says_so(tmp_path):
+@contextlib.contextmanager
+def _supervised(status_path, **settings):
+    """A started fake engine under a started supervisor; both stopped on the way out."""
     engine = FakeEngine().start()
-    supervisor = EngineSupervisor(engine, _settings(restart_attempts=3), tmp_path / "status.json", poll_s=0.05).start()
+    supervisor = EngineSupervisor(engine, _settings(**settings), status_path, poll_s=0.05).start()
     try:
+        yield engine, supervisor
+    finally:
+        supervisor.stop()
+        engine.stop()
+
+
+def test_a_dead_engine_is_restarted_and_the_status_file_says_so(tmp_path):
+    with _supervised(tmp_path / "status.json", restart_attempts=3) as (engine, supervisor):
         assert read_status(tmp_path / "status.json")["state"] == "running"
         engine.process.kill()
         assert _wait(lambda: supervisor.restarts == 1)
@@ -55,15 +66,10 @@ def test_a_dead_engine_is_restarted_and_the_status_file_says_so(tmp_path):
         status = read_status(tmp_path / "status.json")
         assert status["state"] == "running" and "exited with code -9" in status["reason"]
         assert supervisor.failed is None
-    finally:
-        supervisor.stop()
-        engine.stop()
 
 
 def test_after_the_attempts_are_spent_it_gives_up_with_the_reason(tmp_path):
-    engine = FakeEngine().start()
-    supervisor = EngineSupervisor(engine, _settings(restart_attempts=2), tmp_path / "status.json", poll_s=0.05).start()
-    try:
+    with _supervised(tmp_path / "status.json", restart_attempts=2) as (engine, supervisor):
         engine.fail_starts = 5
         engine.process.kill()
         assert _wait(lambda: supervisor.failed is not None)
@@ -71,9 +77,6 @@ def test_after_the_attempts_are_spent_it_gives_up_with_the_reason(tmp_path):
         assert "gave up after 2 restart attempt(s)" in supervisor.failed
         status = read_status(tmp_path / "status.json")
         assert status["state"] == "failed" and status["attempt"] == 2 and "during start-up" in status["reason"]
-    finally:
-        supervisor.stop()
-        engine.stop()
 
 
 def test_no_restarts_when_told_so_and_stop_interrupts_a_backoff(tmp_path):
