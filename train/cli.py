@@ -129,8 +129,8 @@ def register(app: typer.Typer) -> None:
 
         from adapters.profiles import load_profile
         from adapters.rubric import load_rubric
-        from train.config import load_train_config
         from train.config import dry_run as run_dry
+        from train.config import load_train_config
 
         cfg = load_train_config(config)
         overrides = {}
