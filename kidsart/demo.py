@@ -59,7 +59,7 @@ def print_table(rows: list[dict], dimensions: list[str]) -> None:
     Console(width=max(console.width, 150)).print(table)
 
 
-def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_port: int | None = None) -> int:
+def run_demo(profile_name: str, out_dir: Path, port: int | None = None) -> int:
     from adapters.base_builder import ensure_local_base
     from adapters.profiles import load_profile
     from serve.client import ScoringClient
@@ -69,7 +69,7 @@ def run_demo(profile_name: str, out_dir: Path, port: int | None = None, engine_p
     ensure_local_base(profile)
     samples = make_samples(out_dir / "samples")
     failures = 0
-    with Stack(profile, router_port=port, engine_port=engine_port, log_dir=out_dir / "logs") as stack:
+    with Stack(profile, router_port=port, log_dir=out_dir / "logs") as stack:
         dimensions = stack.deployment.dimensions
         with ScoringClient(stack.url) as client, ThreadPoolExecutor(max_workers=8) as pool:
             def one(path: Path) -> dict:

@@ -9,7 +9,7 @@ alike instead of deciding a ratio:
   engine       vLLM offline, all 9*N requests in one `generate`, one LoRA per dimension
   engine_base  the same requests without LoRA
   router       the whole stack over HTTP, POST /v1/score per image at the best concurrency
-  engine_http  diagnostic: the router's fan-out code straight against the vLLM server
+               (the router calls its engine replica through a Ray handle: no engine port)
 
 All phases read the same image files and build the same prompts (checked: the
 engine's prompt-token counter equals the reference's tokenisation), and every
@@ -147,13 +147,10 @@ def run_bench(
     out: Path | None = Path("bench.json"),
     concurrency: list[int] | None = None,
     router_url: str | None = None,
-    engine_url: str | None = None,
     router_port: int = 8600,
-    engine_port: int = 8610,
     repeats: int = 3,
     phases: tuple[str, ...] = PHASES,
     stock_ops: bool = False,
-    engine_http: bool = True,
     deployment: str | None = None,
 ) -> dict:
     """Run the interleaved benchmark and return (and write to `out`) its summary."""
@@ -178,10 +175,9 @@ def run_bench(
     workers: dict[str, PhaseProcess] = {}
     jobs: list[tuple[str, str, dict]] = []  # (result key, worker, command)
     try:
-        _start_phases(phases, loaded, spec, workdir, workers, jobs, stock_ops=stock_ops, engine_http=engine_http,
+        _start_phases(phases, loaded, spec, workdir, workers, jobs, stock_ops=stock_ops,
                       router_spec=dict(spec, sweep=[str(p) for p in sweep_imgs], concurrency=concurrency,
-                                       router_url=router_url, engine_url=engine_url, router_port=router_port,
-                                       engine_port=engine_port))
+                                       router_url=router_url, router_port=router_port))
         runs = _interleave(jobs, workers, repeats)
     finally:
         for worker in workers.values():
@@ -249,7 +245,7 @@ def _conditions(profile: str, loaded, deployment, deployment_path: str, images: 
 
 
 def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs: list, *, stock_ops: bool,
-                  engine_http: bool, router_spec: dict) -> None:
+                  router_spec: dict) -> None:
     """Start one worker process per chosen phase (into `workers`) and list its measured jobs (into `jobs`)."""
     from serve.engine import allocator_env, engine_env
 
@@ -269,8 +265,6 @@ def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs
         stats.mkdir()
         workers["router"] = PhaseProcess("router", "router", dict(router_spec, stats_dir=str(stats)), None, workdir)
         jobs.append(("router", "router", {"op": "run"}))
-        if engine_http and workers["router"].info.get("engine_url"):
-            jobs.append(("engine_http", "router", {"op": "engine_http"}))
 
 
 def _interleave(jobs: list[tuple[str, str, dict]], workers: dict[str, PhaseProcess], repeats: int) -> dict[str, list]:
@@ -302,7 +296,7 @@ def _measure(workers: dict[str, PhaseProcess], worker_name: str, command: dict, 
     others = {name: w for name, w in workers.items() if name != worker_name}
     worker.resume()
     try:
-        if command.get("op") in ("run", "engine_http"):
+        if command.get("op") == "run":
             worker.ask({"op": "ready"})  # after a pause: wait until the phase answers again
             # Let timers that fell due during the pause (Ray's control loops, health checks)
             # run now rather than inside the measured run: that work comes from pausing, not serving.
@@ -351,13 +345,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--concurrency", default="1,2,4,8,16")
     parser.add_argument("--url", default=None, help="An already running router (skip starting the stack).")
-    parser.add_argument("--engine-url", default=None, help="With --url: its vLLM server (dev mode) for cache resets and counters.")
     parser.add_argument("--router-port", type=int, default=8600)
-    parser.add_argument("--engine-port", type=int, default=8610)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--stock-ops", action="store_true", help="Also run the engine with vLLM's own CPU LoRA ops.")
-    parser.add_argument("--no-engine-http", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -370,9 +361,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = run_bench(
             profile=args.profile, images=args.images, images_dir=Path(args.images_dir) if args.images_dir else None,
             out=Path(args.out), concurrency=[int(c) for c in str(args.concurrency).split(",") if c.strip()],
-            router_url=args.url, engine_url=args.engine_url, router_port=args.router_port, engine_port=args.engine_port,
+            router_url=args.url, router_port=args.router_port,
             repeats=args.repeats, phases=tuple(p for p in args.phases.split(",") if p), stock_ops=args.stock_ops,
-            engine_http=not args.no_engine_http, deployment=args.deployment,
+            deployment=args.deployment,
         )
     except (BenchPhaseError, ValueError) as exc:
         log.error("%s", exc)

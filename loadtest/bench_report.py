@@ -17,7 +17,7 @@ HEADLINE = (
     "reference_img_s", "engine_img_s", "engine_base_img_s", "router_img_s", "router_vs_reference",
     "router_vs_engine", "lora_overhead", "p50_ms", "p95_ms",
 )
-COUNTED_PHASES = ("engine", "engine_base", "engine_stock", "router", "engine_http")
+COUNTED_PHASES = ("engine", "engine_base", "engine_stock", "router")
 
 
 def _median(values: list[float]) -> float | None:
@@ -95,7 +95,6 @@ def summarise(
     useful = floor["lora"]
     extra = {
         "router_concurrency": (infos.get("router") or {}).get("concurrency"),
-        "engine_http_img_s": img.get("engine_http"),
         "engine_stock_ops_img_s": img.get("engine_stock"),
         "engine_vs_reference": _ratio(engine, reference),
         "prompt_tokens_per_image": main_tokens.get("prompt_tokens_per_image"),
@@ -181,7 +180,7 @@ def format_summary(summary: dict) -> str:
     cond = summary.get("conditions", {})
     lines = [f"kidsart bench (images/s count all nine dimensions of an image; medians of {cond.get('repeats')} interleaved runs)"]
     for key in (
-        *HEADLINE, "router_concurrency", "engine_http_img_s", "engine_stock_ops_img_s", "prompt_tokens_per_image",
+        *HEADLINE, "router_concurrency", "engine_stock_ops_img_s", "prompt_tokens_per_image",
         "prefilled_tokens_per_image", "prefilled_tokens_target_per_image", "prefix_cache_hit_rate", "gemm_gflops",
         "useful_gflop_per_image", "engine_ceiling_fraction", "router_ceiling_fraction", "reference_ceiling_fraction",
     ):

@@ -87,20 +87,13 @@ class ReferenceWorker:
 # --------------------------------------------------------------------------- engine offline
 
 
-def engine_llm(profile, deployment):
-    """vLLM's offline LLM built from exactly the server command of serve.engine (stats on, as in the server)."""
+def engine_llm(profile, deployment, extra_args: list[str] | None = None):
+    """vLLM's offline LLM built from exactly the engine flags of the engine replicas (serve.engine; stats on)."""
     from vllm import LLM
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    from serve.engine import engine_command
+    from serve.engine import engine_cli_args, parse_engine_args
 
-    command = engine_command(profile, deployment)
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(command[3:])
-    engine_args = EngineArgs.from_cli_args(args)
-    engine_args.disable_log_stats = False  # the prefix-cache and prefill counters
-    return LLM.from_engine_args(engine_args)
+    return LLM.from_engine_args(parse_engine_args(engine_cli_args(profile, deployment) + list(extra_args or []), offline=True))
 
 
 class EngineWorker:
@@ -110,6 +103,7 @@ class EngineWorker:
 
         from adapters.manifest import load_profile_deployment
         from adapters.profiles import load_profile
+        from adapters.prompt_tokens import PromptTokens
         from adapters.score_tokens import base_score_token_ids
 
         self.images = [Path(p) for p in spec["images"]]
@@ -127,13 +121,9 @@ class EngineWorker:
         self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
         self.loras = {d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
                       for i, d in enumerate(self.dims)}
-        self.prompt_text = {
-            d.name: tokenizer.apply_chat_template(
-                self.prompt_format.chat_messages(self.rubric, d, {"type": "image"}), tokenize=False,
-                add_generation_prompt=True,
-            )
-            for d in self.dims
-        }
+        # the engine replica's prompts: token ids, fixed prefixes tokenised once (adapters.prompt_tokens)
+        prompts = PromptTokens(tokenizer, self.prompt_format, self.rubric, [d.name for d in self.dims])
+        self.prompt_ids = {d.name: prompts.for_dimension(d.name) for d in self.dims}
         self._generate(self.warm, True)
         self._generate(self.warm, False)
         self.info = {"fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1", "dtype": self.profile.resolved_dtype}
@@ -151,7 +141,7 @@ class EngineWorker:
         # adapter's tokens form one contiguous run and the LoRA ops work on slices, not gathers.
         for d in self.dims:
             for name, image in images.items():
-                prompts.append({"prompt": self.prompt_text[d.name], "multi_modal_data": {"image": image}})
+                prompts.append({"prompt_token_ids": self.prompt_ids[d.name], "multi_modal_data": {"image": image}})
                 requests.append(self.loras[d.name] if with_lora else None)
                 keys.append((name, d.name))
         outputs = self.llm.generate(prompts, self.params, lora_request=requests, use_tqdm=False)

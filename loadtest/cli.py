@@ -17,13 +17,10 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
         concurrency: str = typer.Option("1,2,4,8,16", help="Client concurrencies tried for the router; the best is reported."),
         url: Optional[str] = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
-        engine_url: Optional[str] = typer.Option(None, help="With --url: its vLLM server (VLLM_SERVER_DEV_MODE=1), for cache resets and token counters."),
         router_port: int = typer.Option(8600, help="Router port when the stack is started here."),
-        engine_port: int = typer.Option(8610, help="Engine port when the stack is started here."),
         repeats: int = typer.Option(3, min=1, help="Interleaved measured runs per phase; medians are reported."),
         phases: str = typer.Option("reference,engine,router", help="Which of reference, engine, router to run."),
         stock_ops: bool = typer.Option(False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."),
-        engine_http: bool = typer.Option(True, help="Also time the router's fan-out code straight against the vLLM server."),
         api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Research loop vs vLLM engine (with and without LoRA) vs router, same images and model."""
@@ -40,8 +37,8 @@ def register(app: typer.Typer) -> None:
             summary = run_bench(
                 profile=profile, images=images, images_dir=Path(images_dir) if images_dir else None, out=Path(out),
                 concurrency=[int(c) for c in concurrency.split(",") if c.strip()],
-                router_url=url, engine_url=engine_url, router_port=router_port, engine_port=engine_port, repeats=repeats,
-                phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops, engine_http=engine_http,
+                router_url=url, router_port=router_port, repeats=repeats,
+                phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops,
             )
         except (BenchPhaseError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -58,7 +55,6 @@ def register(app: typer.Typer) -> None:
         run_time: Optional[str] = typer.Option(None, help="Locust run time per scenario, e.g. 60s."),
         out_dir: str = typer.Option("runs/loadtest", help="Folder for locust's CSV/HTML reports and summary.json."),
         router_port: int = typer.Option(8620, help="Router port when the stack is started here."),
-        engine_port: int = typer.Option(8630, help="Engine port when the stack is started here."),
         api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
     ) -> None:
         """Headless locust run (bounded time) with CSV + HTML reports and a summary."""
@@ -69,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         use_api_key(api_key)  # locust's process inherits it
 
-        results = run(profile, url, scenario, users, run_time, Path(out_dir), router_port, engine_port)
+        results = run(profile, url, scenario, users, run_time, Path(out_dir), router_port)
         if any(stats["failures"] for stats in results.values()):
             raise typer.Exit(1)
 
@@ -82,7 +78,6 @@ def register(app: typer.Typer) -> None:
         max_growth: float = typer.Option(0.10, min=0.0, max=1.0, help="Largest accepted RSS growth after the warm-up (0.10 = 10%)."),
         out_dir: str = typer.Option("runs/soak", help="Folder for soak.json, rss.csv and locust's reports."),
         router_port: int = typer.Option(8640, help="Router port."),
-        engine_port: int = typer.Option(8650, help="Engine port."),
     ) -> None:
         """A long locust run at nominal concurrency: zero failures and flat memory (router replica, engine), or exit 1."""
         from pathlib import Path
@@ -91,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             summary = run(profile, minutes, warmup_s, users, max_growth=max_growth, out_dir=Path(out_dir),
-                          router_port=router_port, engine_port=engine_port)
+                          router_port=router_port)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -11,6 +11,7 @@ it up, then profiles one `generate` of images x nine dimensions (with LoRA, or
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,36 +42,33 @@ def main(argv: list[str] | None = None) -> None:
     images = write_images(out / "images", args.images, seed=11, prefix="p")
     warm = write_images(out / "warm", 2, seed=12, prefix="w")
 
-    from vllm import LLM, SamplingParams
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from adapters.images import normalize_bytes
-    from serve.engine import engine_command
+    from adapters.prompt_tokens import PromptTokens
     from adapters.score_tokens import base_score_token_ids
+    from loadtest.bench_worker import engine_llm
 
     deployment = load_profile_deployment(profile)
-    command = engine_command(profile, deployment)
-    vargs = make_arg_parser(FlexibleArgumentParser()).parse_args(
-        command[3:] + ["--profiler-config", f'{{"profiler": "torch", "torch_profiler_dir": "{out}", "torch_profiler_with_stack": false, "torch_profiler_record_shapes": true}}']
-    )
-    llm = LLM.from_engine_args(EngineArgs.from_cli_args(vargs))
+    profiler = {"profiler": "torch", "torch_profiler_dir": str(out), "torch_profiler_with_stack": False,
+                "torch_profiler_record_shapes": True}
+    llm = engine_llm(profile, deployment, ["--profiler-config", json.dumps(profiler)])
     tokenizer = llm.get_tokenizer()
     rubric = deployment.rubric
     dims = [d for d in rubric.select(None) if d.name in deployment.adapters]
     score_ids = base_score_token_ids(profile.base.resolved_path, rubric.score_tokens)
     params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, allowed_token_ids=score_ids)
 
+    fmt = deployment.prompt_format
+    prompt_ids = PromptTokens(tokenizer, fmt, rubric, [d.name for d in dims])
+
     def batch(paths):
         prompts, loras = [], []
-        fmt = deployment.prompt_format
         images = [normalize_bytes(path.read_bytes(), profile.image_size, recipe=fmt.image_recipe) for path in paths]
         for i, d in enumerate(dims):  # dimension-major, as the benchmark submits them
             for image in images:
-                text = tokenizer.apply_chat_template(fmt.chat_messages(rubric, d, {"type": "image"}), tokenize=False, add_generation_prompt=True)
-                prompts.append({"prompt": text, "multi_modal_data": {"image": image}})
+                prompts.append({"prompt_token_ids": prompt_ids.for_dimension(d.name), "multi_modal_data": {"image": image}})
                 loras.append(None if args.base else LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path)))
         return prompts, loras
 

@@ -184,7 +184,6 @@ def loadtest(
     run_time: str | None = None,
     out_dir: Path = Path("runs/loadtest"),
     router_port: int = 8620,
-    engine_port: int = 8630,
 ) -> dict:
     """Run the scenarios against `url`, or against one stack started here. Returns {scenario: stats}."""
     from dataclasses import replace
@@ -220,7 +219,7 @@ def loadtest(
         "router admits %d images in flight + %d queued per replica; more get 429",
         loaded.router.max_inflight_images, loaded.router.max_queued_images,
     )
-    with Stack(loaded, router_port=router_port, engine_port=engine_port, log_dir=out_dir / "logs") as stack:
+    with Stack(loaded, router_port=router_port, log_dir=out_dir / "logs") as stack:
         return run_all(stack.url)
 
 

@@ -4,8 +4,8 @@ Starts the stack for a profile (tiny by default) with an API key on, as a distri
 and drives it with the `nominal` locust scenario (the documented concurrency, 8 users; any
 429/503 counts as a failure) for `minutes` (default 10). Every `sample_s` seconds it
 records the resident memory (RSS) of the router replica(s) (Ray's `ScoringRouter` worker
-processes) and of the engine (the vLLM server process and its children, found again at
-each sample so an engine restart would show). It passes when there were zero failures and
+processes) and of the engine replicas (Ray's `EngineServer` worker processes and the vLLM
+processes under them, found again at each sample so a replaced replica would show). It passes when there were zero failures and
 each group's RSS at the end is within `max_growth` (10%) of its RSS after the warm-up
 (the first minute: caches, the prefix cache and allocator pools fill there).
 
@@ -30,6 +30,7 @@ from loadtest.run_locust import SCENARIOS, format_summary, images_per_second, lo
 log = logging.getLogger("kidsart.soak")
 
 ROUTER_ACTOR = "ScoringRouter"  # Ray titles a replica's worker process after its deployment class
+ENGINE_ACTOR = "EngineServer"
 
 
 def actor_processes(actor: str) -> list[psutil.Process]:
@@ -44,15 +45,15 @@ def actor_processes(actor: str) -> list[psutil.Process]:
     return found
 
 
-def tree_rss(pid: int | None) -> int:
-    """RSS of a process and all its descendants, in bytes (0 when it is gone)."""
-    if pid is None:
-        return 0
-    try:
-        root = psutil.Process(pid)
-        return group_rss([root, *root.children(recursive=True)])
-    except psutil.Error:
-        return 0
+def tree_rss(roots: list[psutil.Process]) -> int:
+    """RSS of processes and all their descendants, in bytes (0 when they are gone)."""
+    processes = []
+    for root in roots:
+        try:
+            processes += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return group_rss(processes)
 
 
 def group_rss(processes: list[psutil.Process]) -> int:
@@ -67,10 +68,10 @@ def group_rss(processes: list[psutil.Process]) -> int:
 
 
 class RssSampler:
-    """Samples the router replicas' and the engine's RSS every `every_s` seconds in a thread."""
+    """Samples the router replicas' and the engine replicas' RSS every `every_s` seconds in a thread."""
 
-    def __init__(self, engine_pid, every_s: float):
-        self.engine_pid, self.every_s = engine_pid, every_s
+    def __init__(self, every_s: float):
+        self.every_s = every_s
         self.samples: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -84,7 +85,7 @@ class RssSampler:
     def sample(self) -> dict:
         row = {"t_s": round(time.monotonic() - self._started, 1),
                "router_mb": group_rss(actor_processes(ROUTER_ACTOR)) / 2**20,
-               "engine_mb": tree_rss(self.engine_pid()) / 2**20}
+               "engine_mb": tree_rss(actor_processes(ENGINE_ACTOR)) / 2**20}
         self.samples.append(row)
         return row
 
@@ -115,7 +116,7 @@ def memory_verdict(samples: list[dict], warmup_s: float, max_growth: float) -> d
 
 def soak(profile: str = "tiny", minutes: float = 10.0, warmup_s: float = 60.0, users: int | None = None,
          sample_s: float = 5.0, max_growth: float = 0.10, out_dir: Path = Path("runs/soak"),
-         router_port: int = 8640, engine_port: int = 8650) -> dict:
+         router_port: int = 8640) -> dict:
     """Run the soak; the summary dict (also in out_dir/soak.json) with "passed"."""
     from adapters.profiles import load_profile
     from serve.stack import Stack
@@ -127,13 +128,8 @@ def soak(profile: str = "tiny", minutes: float = 10.0, warmup_s: float = 60.0, u
                        run_time=f"{int(minutes * 60)}s")
     api_key = secrets.token_urlsafe(24)  # keys on, as a district runs it; this run's clients only
     out_dir.mkdir(parents=True, exist_ok=True)
-    with Stack(load_profile(profile), router_port=router_port, engine_port=engine_port,
-               log_dir=out_dir / "logs", api_keys=[api_key]) as stack:
-        def engine_pid():
-            process = stack.engine.process
-            return process.pid if process is not None else None
-
-        sampler = RssSampler(engine_pid, sample_s).start()
+    with Stack(load_profile(profile), router_port=router_port, log_dir=out_dir / "logs", api_keys=[api_key]) as stack:
+        sampler = RssSampler(sample_s).start()
         try:
             process = locust_process(stack.url, scenario, out_dir, {"KIDSART_API_KEY": api_key})
             locust_exit = process.wait()

@@ -20,13 +20,12 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
         port: Optional[int] = typer.Option(None, help="Router port (default: the profile's, 8000)."),
-        engine_port: Optional[int] = typer.Option(None, help="Engine port (default: the profile's, 8100)."),
         deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
         host: Optional[str] = typer.Option(None, help="Address the router listens on (default: the profile's, 127.0.0.1)."),
         api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line (with or instead of $KIDSART_API_KEYS)."),
         insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve without API keys on a non-loopback address (anyone who can reach it can use it)."),
     ) -> None:
-        """Run the vLLM engine and the Ray Serve router in the foreground until Ctrl-C or SIGTERM.
+        """Run the engine replicas and the router (one Ray Serve application) in the foreground until Ctrl-C or SIGTERM.
 
         API keys come from $KIDSART_API_KEYS (comma-separated) and --api-key-file; without any the
         router serves on a loopback address only, unless --insecure-no-auth."""
@@ -34,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from serve.keys import load_api_keys
 
         keys = load_api_keys(api_key_file)
-        run_foreground(profile, router_port=port, engine_port=engine_port, deployment=deployment, router_host=host,
+        run_foreground(profile, router_port=port, deployment=deployment, router_host=host,
                        api_keys=keys, insecure_no_auth=insecure_no_auth)
 
     @app.command("score")

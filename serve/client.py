@@ -12,7 +12,6 @@ requests and retry the same way, through tenacity:
   -> `ScoringAPIError` carrying the status and the JSON error body.
 
 The key (`Authorization: Bearer`) is the `api_key` argument or `KIDSART_API_KEY`.
-`engine_retrying` applies the same policy to the engine-direct mode of the Ray pipeline.
 """
 from __future__ import annotations
 
@@ -103,11 +102,6 @@ def _log_retry(label: str):
 def _retry_kwargs(policy: RetryPolicy, rng: random.Random, label: str, retry_on: tuple) -> dict:
     return {"retry": retry_if_exception_type(retry_on), "stop": stop_after_delay(policy.max_outage_s),
             "wait": _wait(policy, rng), "before_sleep": _log_retry(label), "reraise": True}
-
-
-def engine_retrying(policy: RetryPolicy, rng: random.Random, label: str, retry_on: tuple) -> AsyncRetrying:
-    """The same policy for code that talks to engines directly (retrying `retry_on` exceptions)."""
-    return AsyncRetrying(**_retry_kwargs(policy, rng, label, retry_on))
 
 
 def score_payload(data: bytes, *, request_id: str | None = None, dimensions: list[str] | None = None,

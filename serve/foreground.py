@@ -1,7 +1,9 @@
-"""Run the stack in the foreground: SIGINT (Ctrl-C) or SIGTERM stops engine and router.
+"""Run the stack in the foreground: SIGINT (Ctrl-C) or SIGTERM stops engine replicas and router.
 
-A dead engine is restarted by the stack's supervisor (serve.supervisor); when its
-attempts are spent the stack stops and `kidsart serve` exits non-zero.
+A dead engine fails its replica's health check and Ray Serve replaces the replica. Ray Serve
+keeps trying for ever, so the bound is ours: when no engine replica has been healthy for
+`engine.max_outage_s` (read from Ray Serve's status), /readyz says so for FAILED_HOLD_S, then
+the stack stops and `kidsart serve` exits non-zero.
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ FAILED_HOLD_S = 10
 
 
 class EngineGaveUpError(KidsArtError):
-    """The engine died and every restart attempt failed (`kidsart serve` exits non-zero)."""
+    """No engine replica was healthy for engine.max_outage_s (`kidsart serve` exits non-zero)."""
 
     kind = "engine_gave_up"
 
 
 def run_foreground(
-    profile_name: str, router_port: int | None = None, engine_port: int | None = None, deployment: str | None = None,
+    profile_name: str, router_port: int | None = None, deployment: str | None = None,
     *, router_host: str | None = None, api_keys: list[str] | None = None, insecure_no_auth: bool = False,
 ) -> None:
     stop = threading.Event()
@@ -36,8 +38,8 @@ def run_foreground(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed = None
-    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, engine_port=engine_port,
-                  router_host=router_host, api_keys=api_keys, insecure_no_auth=insecure_no_auth)
+    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, router_host=router_host,
+                  api_keys=api_keys, insecure_no_auth=insecure_no_auth)
     log.info("%s", stack.key_status)
     try:
         stack.start()
@@ -45,16 +47,17 @@ def run_foreground(
         # SIGTERM stops engine and router in order instead of exiting past them.
         for sig in previous:
             signal.signal(sig, request_stop)
-        log.info("serving %s (deployment %s, prompt format %s) on %s (engine %s, keyed, loopback only); %s; "
-                 "Ctrl-C to stop", profile_name, stack.deployment.source, stack.deployment.prompt_format.name,
-                 stack.url, stack.engine.url, stack.key_status)
-        # a dead engine is restarted by the stack's supervisor; only when its attempts are spent do we stop,
-        # after FAILED_HOLD_S in which /readyz answers 503 with the reason (for probes and operators)
+        running, _ = stack.engine_replicas()
+        log.info("serving %s (deployment %s, prompt format %s) on %s with %d engine replica(s) (no engine port); "
+                 "%s; Ctrl-C to stop", profile_name, stack.deployment.source, stack.deployment.prompt_format.name,
+                 stack.url, running, stack.key_status)
+        # Ray Serve replaces dead engine replicas; only when none has been healthy for engine.max_outage_s do
+        # we stop, after FAILED_HOLD_S in which /readyz answers 503 with the reason (for probes and operators)
         while not stop.wait(1.0):
-            if stack.failed:
-                log.error("stopping in %d s: %s", FAILED_HOLD_S, stack.failed)
+            failed = _outage(stack)
+            if failed:
+                log.error("stopping in %d s: %s", FAILED_HOLD_S, failed)
                 stop.wait(FAILED_HOLD_S)
-                failed = stack.failed
                 break
     finally:
         # ignore further signals while shutting down so a second Ctrl-C cannot leave orphans
@@ -65,3 +68,12 @@ def run_foreground(
             signal.signal(sig, handler)
     if failed:
         raise EngineGaveUpError(failed)
+
+
+def _outage(stack: Stack) -> str | None:
+    """The stack's outage verdict; a status read that fails (the controller busy) is not an outage."""
+    try:
+        return stack.outage()
+    except Exception as exc:  # Ray's errors while its controller restarts: read again next second
+        log.warning("could not read Ray Serve's status: %s", exc)
+        return None

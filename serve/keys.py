@@ -10,8 +10,7 @@
   address only (with a warning); on any other address it refuses to start unless told
   `--insecure-no-auth`.
 
-Import-light (the standard library and `adapters.errors`): the vLLM process imports this through
-`serve.vllm_plugin.engine_auth`.
+Import-light (the standard library and `adapters.errors`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Ray Serve router: HTTP API in front of the vLLM engine.
+"""The Ray Serve router: the HTTP API in front of the engine deployment.
 
 Routes:
 - POST /v1/score                 one image (multipart field `image`, or JSON) -> scores
@@ -8,8 +8,9 @@ Routes:
                                  in the body (the openai client's `extra_body`) adds the comment
 - GET  /healthz, /readyz, /metrics
 
-Each image is decoded, normalised and PNG-encoded once, then its per-dimension
-requests go to the engine concurrently (serve.scoring). A bounded admission
+Each image is decoded and prepared once (the prompt format's recipe), then its pixels go to
+one engine replica in one call that scores every dimension (serve.scoring, through a Ray
+Serve handle: no HTTP, no PNG, no base64 between router and engine). A bounded admission
 queue per replica answers 429 with Retry-After when full instead of letting
 requests pile up until they time out.
 """
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve as ray_serve
 
 from adapters.errors import KidsArtError
-from adapters.images import decode_base64_image, encode_png, normalize_bytes, png_data_url
+from adapters.images import decode_base64_image, normalize_bytes
 from serve import metrics
 from serve.body import body_limit, read_limited_body
 from serve.errors import (
@@ -44,7 +45,7 @@ from serve.errors import (
     status_for,
 )
 from serve.keys import key_matches
-from serve.scoring import EngineScorer, RouterRuntime
+from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,12 @@ api = FastAPI(title="kidsart router", description="Scores children's artworks on
 class ScoringRouter:
     """One router replica."""
 
-    def __init__(self, runtime: dict):
+    def __init__(self, runtime: dict, engine):
         from adapters.logs import setup_logging
 
         setup_logging()
         self.runtime = RouterRuntime.model_validate(runtime)
-        self.scorer = EngineScorer(self.runtime)
+        self.scorer = EngineScorer(self.runtime, engine, EngineWatch(self.runtime.max_outage_s))
         self.rubric = self.scorer.rubric
         self.admission = Admission(
             self.runtime.settings.max_inflight_images, self.runtime.settings.max_queued_images, self.runtime.settings.retry_after_s
@@ -176,10 +177,13 @@ class ScoringRouter:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    async def _prepare(self, data: bytes) -> str:
-        """Decode, prepare (the prompt format's image recipe) and encode once (in a thread: decoding is CPU work)."""
+    async def _prepare(self, data: bytes):
+        """Decode and prepare once (the prompt format's image recipe), in a thread (decoding is CPU work): the
+        pixels every dimension sees, as an HxWx3 uint8 array."""
 
-        def work() -> str:
+        def work():
+            import numpy as np
+
             image = normalize_bytes(
                 data,
                 self.runtime.limits.image_size,
@@ -187,17 +191,17 @@ class ScoringRouter:
                 max_bytes=self.runtime.limits.max_image_bytes,
                 max_pixels=self.runtime.limits.max_image_pixels,
             )
-            return png_data_url(encode_png(image))
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
         return await asyncio.to_thread(work)
 
     async def _score(self, data: bytes, dimensions, description, request_id, feedback: bool = False):
         comment = None
         async with self.admission:
-            data_url = await self._prepare(data)
-            scores, prompt_tokens = await self.scorer.score(data_url, dimensions, description)
+            pixels = await self._prepare(data)
+            scores, prompt_tokens = await self.scorer.score(pixels, dimensions, description)
             if feedback:  # after the scores: the comment's prompt carries them
-                comment = await self.scorer.feedback(data_url, scores, description)
+                comment = await self.scorer.feedback(pixels, scores, description)
         metrics.IMAGES.inc()
         result = {"id": request_id, "rubric": self.rubric.name}
         scores, total = self.rubric.with_points(scores)
@@ -209,6 +213,7 @@ class ScoringRouter:
         return result, prompt_tokens
 
     async def _run(self, route: str, handler):
+        self.scorer.watch.start()
         started = time.perf_counter()
         try:
             response = await handler()
@@ -364,6 +369,7 @@ class ScoringRouter:
 
     @api.get("/readyz")
     async def readyz(self):
+        self.scorer.watch.start()
         ready, reason = await self.scorer.ready()
         return JSONResponse({"status": "ready" if ready else "not ready", "reason": reason},
                             status_code=200 if ready else 503)
@@ -387,12 +393,12 @@ class ScoringRouter:
         return await self._run("/v1/*", handle)
 
 
-def build_app(runtime: RouterRuntime, num_replicas: int = 1):
-    """The Ray Serve application for this runtime."""
+def build_app(runtime: RouterRuntime, engine, num_replicas: int = 1):
+    """The Ray Serve application: the router in front of `engine` (the bound engine deployment)."""
     capacity = runtime.settings.max_inflight_images + runtime.settings.max_queued_images
     return ScoringRouter.options(
         num_replicas=num_replicas,
         # Ray's own limit sits above ours, so the router's admission answers 429 itself.
         max_ongoing_requests=capacity + 16,
         ray_actor_options={"num_cpus": 0},
-    ).bind(runtime.model_dump())
+    ).bind(runtime.model_dump(), engine)

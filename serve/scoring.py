@@ -1,50 +1,43 @@
-"""The fast path: one normalised image, fanned out to the engine's adapters concurrently.
+"""The fast path: one prepared image, all its dimensions scored by one engine replica, RAIL in the router.
 
-`EngineScorer` sends one OpenAI chat request per dimension to the vLLM server
-(`model=<dimension>` selects that LoRA), asks for the logprobs of the score
-tokens only (`allowed_token_ids`, one generated token, greedy), and turns each
-answer into a RAIL score with the shared function. The image arrives already
-prepared (by the deployment's prompt format's image recipe) and PNG-encoded, so
-every dimension sees identical pixels.
+`EngineScorer` calls the engine deployment (`serve.engine_server.EngineServer`) through a Ray
+Serve handle: one `score` call per image carries the pixels and the dimensions wanted, so the
+image's requests all reach one replica (vision-encoded once there), and images spread over the
+replicas by Ray Serve's routing (the least busy of two sampled). The answer's score-token
+logprobs become RAIL scores here, with the one shared function.
 
-The engine client is aiohttp, not httpx: under the bench's router load py-spy put
-half of the router replica's CPU in httpx/httpcore's connection-pool bookkeeping
-(`_assign_requests_to_connections`, `has_expired` polling each pooled socket on
-every request); on two cores that CPU is taken from the model (figures in the
-README's Performance section).
+Faults: a call whose replica died (its actor gone, or vLLM's engine dead inside it) is sent
+again, and Ray Serve routes it to another replica; after `ENGINE_ATTEMPTS` the answer is 503.
+`EngineWatch` reads Ray Serve's own status of the engine deployment every second: while no
+replica is running, requests are answered 503 + Retry-After at once instead of waiting in
+Ray Serve's queue, and /readyz says why (and when the outage has outlasted
+`engine.max_outage_s`, that `kidsart serve` is stopping).
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, feedback_messages, require_feedback_adapter
+from adapters.errors import UnknownDimensionError
+from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, require_feedback_adapter
 from adapters.limits import InputLimits
 from adapters.profiles import RouterSettings
 from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
 from serve import metrics
-from serve.engine import listing_readiness
 from serve.errors import EngineResponseError, EngineUnavailableError
-from serve.supervisor import read_status
-from serve.vllm_plugin.engine_auth import engine_headers
-from adapters.errors import UnknownDimensionError
 
 log = logging.getLogger(__name__)
 
-# A pooled engine connection is dropped after this many idle seconds, before any server closes it: vLLM's
-# HTTP server closes idle connections after VLLM_HTTP_TIMEOUT_KEEP_ALIVE (default 5 s; our own engine gets
-# 30), and a request written to a connection the server is closing at that instant fails ("Can not write
-# request body"), which the router would answer 503. Measured with uvicorn at keep-alive 1 s and bursts
-# after ~1 s idle: a 15 s client keep-alive failed in the first rounds, 0.5 s failed 0 of 60.
-ENGINE_CONNECTION_IDLE_S = 4.0
+ENGINE_DEPLOYMENT = "EngineServer"  # the engine deployment's name (serve.engine_server deploys it)
+ENGINE_ATTEMPTS = 4  # calls of one image before a 503: a dead replica's calls go to another one
+RETRY_PAUSE_S = 0.5  # between attempts: Ray Serve's routing learns of the dead replica meanwhile
+WATCH_PERIOD_S = 1.0
 
 
 class RouterRuntime(BaseModel):
@@ -52,16 +45,11 @@ class RouterRuntime(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine_url: str = Field(description="Base URL of the vLLM OpenAI server.")
     rubric: str = Field(description="Rubric name or path.")
     adapters: dict[str, str] = Field(description="Served dimension -> adapter label (name@version).")
-    engine_modules: dict[str, str] = Field(description="Served dimension (and 'feedback') -> the engine's "
-                                           "content-addressed LoRA module name (dimension@<weights hash>).")
-    score_token_ids: list[int] = Field(description="Token ids of the score tokens, in level order.")
     settings: RouterSettings = Field(description="The profile's router settings (admission, timeouts, keys on /metrics).")
     limits: InputLimits = Field(description="The profile's image size and input limits.")
-    base_model_id: str = Field(description="The base model's served name (for readiness checks).")
-    prompt_format: PromptFormat = Field(description="The deployment's prompt format: messages and image recipe.")
+    prompt_format: PromptFormat = Field(description="The deployment's prompt format: its image recipe prepares uploads.")
     feedback_adapter: str | None = Field(
         default=None, description="Label (name@version) of the deployment's feedback adapter, served as module "
         f"{FEEDBACK_MODULE!r}; None: feedback requests get 422."
@@ -70,36 +58,94 @@ class RouterRuntime(BaseModel):
     deployment_name: str = Field(default="", description="The deployment set's name (named in errors).")
     api_key_digests: list[str] = Field(default_factory=list, description="SHA-256 hex digests of the router's API "
                                        "keys; empty: no key is asked (loopback only, or --insecure-no-auth).")
-    engine_status_path: str | None = Field(default=None, description="The engine supervisor's status file "
-                                           "(serve.supervisor): /readyz names a restart in progress or given up.")
-    engine_api_key: str | None = Field(default=None, repr=False, description="The engine's key (made at each engine "
-                                       "start, or the operator's for an engine on another host); never logged.")
+    max_outage_s: float = Field(default=300.0, gt=0, description="The profile's engine.max_outage_s: past it with no "
+                                "healthy engine replica, /readyz says the service is stopping.")
+
+
+def _dead_replica(exc: BaseException) -> bool:
+    """Whether a failed call died with its replica or its engine (worth sending again), not on its input."""
+    from ray import exceptions as ray_exceptions
+
+    if isinstance(exc, (ray_exceptions.ActorDiedError, ray_exceptions.ActorUnavailableError,
+                        ray_exceptions.RayActorError)):
+        return True
+    cause = getattr(exc, "cause", None)
+    # vLLM's EngineDeadError, raised by the replica once its engine process is gone (named, not imported:
+    # the router never imports vLLM)
+    return type(cause).__name__ in ("EngineDeadError", "EngineGenerateError") or "EngineDeadError" in str(exc)[:2000]
+
+
+@dataclass
+class EngineWatch:
+    """Ray Serve's view of the engine deployment (running replicas), refreshed in the background."""
+
+    max_outage_s: float
+    running: int | None = None  # None: not read yet
+    message: str = ""
+    down_since: float | None = None
+    _task: asyncio.Task | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.update(*await asyncio.to_thread(engine_status))
+            except Exception as exc:  # the controller busy or restarting: keep the last view, say so in the log
+                log.warning("could not read Ray Serve's status of the engine: %s", exc)
+            await asyncio.sleep(WATCH_PERIOD_S)
+
+    def update(self, running: int, message: str) -> None:
+        self.running, self.message = running, message
+        if running > 0:
+            self.down_since = None
+        elif self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def outage_s(self) -> float:
+        return 0.0 if self.down_since is None else time.monotonic() - self.down_since
+
+    def reason(self) -> str | None:
+        """Why the engine cannot be used now, or None when a replica is running."""
+        if self.running is None:
+            return "engine status not read yet"
+        if self.running > 0:
+            return None
+        outage = self.outage_s()
+        reason = f"no engine replica is healthy (for {outage:.0f} s)"
+        if self.message:
+            reason += f": {self.message[:300]}"
+        if outage > self.max_outage_s:
+            reason += f"; past engine.max_outage_s={self.max_outage_s:.0f} s, kidsart serve is stopping"
+        return reason
+
+
+def engine_status(app_name: str | None = None) -> tuple[int, str]:
+    """(running replicas, status message) of the engine deployment, from Ray Serve's controller."""
+    from ray import serve
+
+    if app_name is None:
+        app_name = serve.get_replica_context().app_name
+    app = serve.status().applications.get(app_name)
+    deployment = app.deployments.get(ENGINE_DEPLOYMENT) if app is not None else None
+    if deployment is None:
+        return 0, f"no {ENGINE_DEPLOYMENT} deployment in application {app_name!r}"
+    return int(deployment.replica_states.get("RUNNING", 0)), deployment.message or str(deployment.status)
 
 
 @dataclass
 class EngineScorer:
-    """Async client of the vLLM server for one replica (pooled keep-alive connections)."""
+    """The router's side of the engine deployment: selection, calls with retries, RAIL."""
 
     runtime: RouterRuntime
+    engine: object  # the engine deployment's DeploymentHandle
+    watch: EngineWatch | None = None
     rubric: Rubric = field(init=False)
-    _session: aiohttp.ClientSession | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rubric = load_rubric(self.runtime.rubric)
-
-    def _client(self) -> aiohttp.ClientSession:
-        """The pooled session, made on first use inside the event loop that will use it."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.runtime.settings.engine_connections,
-                                               keepalive_timeout=ENGINE_CONNECTION_IDLE_S),
-                timeout=aiohttp.ClientTimeout(total=self.runtime.settings.engine_timeout_s),
-                headers=engine_headers(self.runtime.engine_api_key),
-            )
-        return self._session
-
-    def _url(self, route: str) -> str:
-        return self.runtime.engine_url.rstrip("/") + route
 
     def select(self, dimensions: list[str] | None) -> list:
         """The requested dimensions (validated), or every deployed one when none are named."""
@@ -111,118 +157,66 @@ class EngineScorer:
             raise UnknownDimensionError(f"no adapter is deployed for dimension(s) {missing}")
         return selected
 
-    async def score(self, data_url: str, dimensions: list[str] | None = None, description: str | None = None) -> tuple[dict, int]:
-        """Score one image on the chosen dimensions; returns (scores, prompt tokens used)."""
+    async def score(self, pixels, dimensions: list[str] | None = None, description: str | None = None) -> tuple[dict, int]:
+        """Score one prepared image (HxWx3 uint8) on the chosen dimensions; returns (scores, prompt tokens used)."""
         selected = self.select(dimensions)
-        image_part = {"type": "image_url", "image_url": {"url": data_url}}
-        results = await asyncio.gather(
-            *(self._score_dimension(dim, image_part, description) for dim in selected)
-        )
-        scores = {}
-        prompt_tokens = 0
-        for dim, (rail, tokens) in zip(selected, results):
-            scores[dim.name] = {
-                "score": rail.score,
-                "probs": rail.probs,
-                "std": rail.std,
-                "adapter": self.runtime.adapters[dim.name],
-            }
+        answer = await self._call("score", self.runtime.settings.engine_timeout_s, pixels,
+                                  [d.name for d in selected], description)
+        scores, prompt_tokens = {}, 0
+        for dim in selected:
+            try:
+                entry = answer[dim.name]
+                rail = rail_from_token_logprobs(entry["logprobs"], self.rubric.score_tokens, self.rubric.levels)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EngineResponseError(f"the engine's answer for {dim.name} has no score-token logprobs") from exc
+            scores[dim.name] = {"score": rail.score, "probs": rail.probs, "std": rail.std,
+                                "adapter": self.runtime.adapters[dim.name]}
             metrics.SCORES.labels(dim.name).observe(rail.score)
-            prompt_tokens += tokens
+            prompt_tokens += int(entry.get("prompt_tokens", 0))
         return scores, prompt_tokens
-
-    async def _score_dimension(self, dim, image_part: dict, description: str | None):
-        body = {
-            "model": self.runtime.engine_modules[dim.name],
-            "messages": self.runtime.prompt_format.chat_messages(self.rubric, dim, image_part, description),
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": len(self.rubric.score_tokens),
-            "allowed_token_ids": self.runtime.score_token_ids,
-        }
-        _, text = await self._post(body, dim.name)
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise EngineResponseError(f"the engine's answer for {dim.name} is not JSON") from exc
-        try:
-            content = payload["choices"][0]["logprobs"]["content"][0]
-            top = {entry["token"]: entry["logprob"] for entry in content["top_logprobs"]}
-            prompt_tokens = int(payload.get("usage", {}).get("prompt_tokens", 0))
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EngineResponseError(f"the engine's answer for {dim.name} has no score-token logprobs") from exc
-        return rail_from_token_logprobs(top, self.rubric.score_tokens, self.rubric.levels), prompt_tokens
-
-    async def _post(self, body: dict, what: str, timeout_s: float | None = None) -> tuple[int, str]:
-        """POST a chat request to the engine; transport failures and 5xx are 503s, other non-200s 502s."""
-        timeout_s = timeout_s or self.runtime.settings.engine_timeout_s
-        started = time.perf_counter()
-        try:
-            async with self._client().post(
-                self._url("/v1/chat/completions"), json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as response:
-                status = response.status
-                text = await response.text()
-        except asyncio.TimeoutError as exc:
-            raise EngineUnavailableError(f"the scoring engine did not answer within {timeout_s} s ({what})") from exc
-        except aiohttp.ClientError as exc:
-            raise EngineUnavailableError(f"the scoring engine is unreachable: {exc.__class__.__name__}") from exc
-        finally:
-            metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
-        if status >= 500:
-            raise EngineUnavailableError(f"the scoring engine answered {status} for {what}")
-        if status != 200:
-            raise EngineResponseError(f"the scoring engine rejected the {what} request ({status}): {text[:300]}")
-        return status, text
 
     def check_feedback(self) -> None:
         """Refuse a feedback request at once when the deployment has no feedback adapter."""
         require_feedback_adapter(self.runtime.feedback_adapter is not None, f"deployment {self.runtime.deployment_name!r}")
 
-    async def feedback(self, data_url: str, scores: dict, description: str | None = None) -> dict:
+    async def feedback(self, pixels, scores: dict, description: str | None = None) -> dict:
         """A comment on one image from the feedback adapter, with the scores just predicted in its prompt."""
         self.check_feedback()
-        settings = self.runtime.feedback
-        image_part = {"type": "image_url", "image_url": {"url": data_url}}
-        body = {
-            "model": self.runtime.engine_modules[FEEDBACK_MODULE],
-            "messages": feedback_messages(
-                self.runtime.prompt_format, self.rubric, {d: e["score"] for d, e in scores.items()}, image_part, description
-            ),
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "repetition_penalty": settings.repetition_penalty,
-        }
-        _, text = await self._post(body, "feedback", settings.timeout_s)
-        try:
-            payload = json.loads(text)
-            comment = payload["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise EngineResponseError("the engine's feedback answer has no message content") from exc
-        if not isinstance(comment, str):
+        text = await self._call("feedback", self.runtime.feedback.timeout_s, pixels,
+                                {d: e["score"] for d, e in scores.items()}, description)
+        if not isinstance(text, str):
             raise EngineResponseError("the engine's feedback answer has no text")
         metrics.FEEDBACK.inc()
-        return {"text": comment.strip(), "adapter": self.runtime.feedback_adapter}
+        return {"text": text.strip(), "adapter": self.runtime.feedback_adapter}
+
+    async def _call(self, method: str, timeout_s: float, *args):
+        """One engine call, sent again (to another replica) when its replica died; 503 when none can answer."""
+        for attempt in range(1, ENGINE_ATTEMPTS + 1):
+            reason = self.watch.reason() if self.watch is not None else None
+            if reason is not None and self.watch.running == 0:
+                raise EngineUnavailableError(f"the scoring engine is unavailable: {reason}")
+            started = time.perf_counter()
+            try:
+                return await asyncio.wait_for(getattr(self.engine, method).remote(*args), timeout_s)
+            except asyncio.TimeoutError as exc:
+                raise EngineUnavailableError(f"the scoring engine did not answer within {timeout_s} s ({method})") from exc
+            except Exception as exc:  # Ray wraps the replica's errors; sorted just below
+                if not _dead_replica(exc):
+                    log.error("engine %s failed: %s", method, str(exc)[:1000])
+                    raise EngineResponseError(f"the scoring engine failed on the {method} request: "
+                                              f"{type(exc).__name__}") from exc
+                log.warning("engine replica lost during %s (attempt %d of %d): %s", method, attempt, ENGINE_ATTEMPTS,
+                            type(exc).__name__)
+                if attempt == ENGINE_ATTEMPTS:
+                    raise EngineUnavailableError(f"the scoring engine replica was lost ({method}); "
+                                                 f"{ENGINE_ATTEMPTS} attempts failed") from exc
+                await asyncio.sleep(RETRY_PAUSE_S * attempt)
+            finally:
+                metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")
 
     async def ready(self) -> tuple[bool, str]:
-        # the supervisor's word first: while it restarts the engine or has given up, say so at once
-        # instead of probing a port that may hang or belong to something else
-        status = read_status(self.runtime.engine_status_path)
-        if status and status.get("state") in ("restarting", "failed"):
-            return False, f"engine {status['state']}: {status.get('reason', '')}"
-        return await self._engine_ready()
-
-    async def _engine_ready(self) -> tuple[bool, str]:
-        try:
-            async with self._client().get(self._url("/v1/models"), timeout=aiohttp.ClientTimeout(total=5.0)) as response:
-                status = response.status
-                listing = await response.json() if status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            return False, f"engine unreachable: {exc.__class__.__name__}"
-        return listing_readiness(status, listing, list(self.runtime.engine_modules.values()))
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self.watch is None:
+            return True, "ready"
+        reason = self.watch.reason()
+        return (True, "ready") if reason is None else (False, reason)

@@ -78,7 +78,7 @@ AUTH = {"Authorization": f"Bearer {LIVE_API_KEY}"}
 
 @pytest.fixture(scope="session")
 def live_stack(tiny_profile, tmp_path_factory):
-    """The real vLLM engine + Ray Serve router on the tiny model, on free ports, with API keys on, for the whole session."""
+    """The real stack (engine replica + Ray Serve router) on the tiny model, on a free port, with API keys on, for the whole session."""
     from serve.stack import Stack
 
     import os
@@ -86,7 +86,6 @@ def live_stack(tiny_profile, tmp_path_factory):
     stack = Stack(
         tiny_profile,
         router_port=free_port(),
-        engine_port=free_port(),
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         api_keys=[LIVE_API_KEY],
     )
@@ -117,7 +116,7 @@ def own_stack(profile, log_dir):
     if live is not None:
         live.stop()
     try:
-        with Stack(profile, router_port=free_port(), engine_port=free_port(), log_dir=log_dir) as stack:
+        with Stack(profile, router_port=free_port(), log_dir=log_dir) as stack:
             yield stack
     finally:
         if live is not None:

@@ -32,11 +32,12 @@ def test_tree_rss_counts_children_and_a_gone_process_is_zero():
     try:
         assert child.stdout.readline().strip() == "ready"  # its 64 MB are written, so resident
         own = psutil.Process(os.getpid()).memory_info().rss
-        assert tree_rss(os.getpid()) >= own + (64 << 20)
+        assert tree_rss([psutil.Process(os.getpid())]) >= own + (64 << 20)
+        gone = psutil.Process(child.pid)
     finally:
         child.kill()
         child.wait()
-    assert tree_rss(child.pid) == 0 and tree_rss(None) == 0
+    assert tree_rss([gone]) == 0 and tree_rss([]) == 0
 
 
 def test_actor_processes_finds_processes_by_their_title():

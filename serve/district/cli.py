@@ -29,9 +29,7 @@ def register(app: typer.Typer) -> None:
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run the Ray pipeline on (default: local)."),
         ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Scoring actors in the Ray pipeline (raise on a cluster)."),
         ray_batch_size: int = typer.Option(8, "--ray-batch-size", min=1, help="Images per Ray Data batch (4 batches in flight per actor)."),
-        engine_url: list[str] = typer.Option([], "--engine-url", help="Ray pipeline: score straight against these vLLM engines (repeatable; needs --profile)."),
         router_port: Optional[int] = typer.Option(None, "--router-port", help="With --profile: router port (default: the profile's)."),
-        engine_port: Optional[int] = typer.Option(None, "--engine-port", help="With --profile: engine port (default: the profile's)."),
         max_outage: float = typer.Option(900.0, "--max-outage", help="Stop (resumably) after this many seconds without a usable answer."),
         max_thumbnails: int = typer.Option(400, "--max-thumbnails", help="Thumbnails embedded in report.html."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
@@ -55,8 +53,6 @@ def register(app: typer.Typer) -> None:
 
         if pipeline not in ("async", "ray"):
             raise ConfigError(f"--pipeline must be 'async' or 'ray', not {pipeline!r}")
-        if engine_url and (pipeline != "ray" or not profile):
-            raise ConfigError("--engine-url needs --pipeline ray and --profile (for the prompts and adapter labels)")
         if not url and not profile:
             raise ConfigError("give --url of a running router, or --profile to start the stack for this run")
         if deployment and not profile:
@@ -65,11 +61,11 @@ def register(app: typer.Typer) -> None:
             input=input, out=out, resume=resume, concurrency=concurrency,
             dimensions=[d.strip() for d in dimensions.split(",") if d.strip()],
             levels=[x.strip() for x in levels.split(",") if x.strip()], pipeline=pipeline, ray_address=ray_address,
-            ray_actors=ray_actors, ray_batch_size=ray_batch_size, engine_urls=list(engine_url), max_outage_s=max_outage,
+            ray_actors=ray_actors, ray_batch_size=ray_batch_size, max_outage_s=max_outage,
             max_thumbnails=max_thumbnails, report=report, progress=progress, feedback=feedback,
         )
         target = Target(url=url, profile=profile, deployment=deployment, rubric=rubric,
-                        router_port=router_port, engine_port=engine_port)
+                        router_port=router_port)
         try:
             result = run_district(config, target, announce=lambda text: typer.echo(text, err=True))
         except KeyboardInterrupt:

@@ -42,8 +42,6 @@ class DistrictJobConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="Ray cluster address for the Ray pipeline (None = local).")
     ray_actors: int = Field(default=1, ge=1, description="Scoring actors in the Ray pipeline (each runs 4 batches at once).")
     ray_batch_size: int = Field(default=8, ge=1, description="Images per Ray Data batch.")
-    engine_urls: list[str] = Field(default_factory=list,
-                                   description="Ray pipeline only: score straight against these vLLM engines.")
     max_outage_s: float = Field(default=900.0, description="Give up (resumable) after this long without an answer.")
     max_thumbnails: int = Field(default=400, description="Thumbnails embedded in the report.")
     report: bool = Field(default=True, description="Write report.html.")
@@ -78,9 +76,8 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
     os.replace(tmp, meta_path)
 
 
-def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None = None,
-            limits: InputLimits = DEFAULT_LIMITS) -> JobResult:
-    """Run (or resume) a district job against a router at `url` (or engines, for the Ray pipeline); files above
+def run_job(config: DistrictJobConfig, *, url: str, limits: InputLimits = DEFAULT_LIMITS) -> JobResult:
+    """Run (or resume) a district job against a router at `url`; files above
     `limits.max_image_bytes` are rows with an error at once, never sent."""
     from adapters.rubric import load_rubric
     from serve.district.export import build_table
@@ -102,7 +99,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
         plan = plan_work(discovery.items, journal)
         if config.resume:
             log.info("resuming: %d of %d inputs already done", plan.already_done, len(discovery.items))
-        stats = _score(config, plan, journal, url, runtime, total=len(discovery.items))
+        stats = _score(config, plan, journal, url, total=len(discovery.items))
         records = dict(journal.records)
     frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback)
     files = _write_outputs(config, frame, dims, rubric, discovery)
@@ -111,7 +108,7 @@ def run_job(config: DistrictJobConfig, *, url: str | None, runtime: dict | None 
     return JobResult(exit_code=code, summary=summary, files=files)
 
 
-def _score(config: DistrictJobConfig, plan, journal: Journal, url: str | None, runtime: dict | None, total: int):
+def _score(config: DistrictJobConfig, plan, journal: Journal, url: str, total: int):
     """Score the plan's units with the configured pipeline, journaling every result; its RunStats."""
     from serve.district.runner import score_units
 
@@ -126,10 +123,9 @@ def _score(config: DistrictJobConfig, plan, journal: Journal, url: str | None, r
         if config.pipeline == "ray":
             from serve.district.ray_pipeline import score_with_ray
 
-            mode = "engine" if config.engine_urls else "router"
             return score_with_ray(
-                plan, journal, mode=mode, urls=config.engine_urls or [url], dimensions=config.dimensions or None,
-                policy=policy, runtime=runtime, actors=config.ray_actors,
+                plan, journal, urls=[url], dimensions=config.dimensions or None,
+                policy=policy, actors=config.ray_actors,
                 batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
                 feedback=config.feedback,
             )

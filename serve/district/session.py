@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,14 +31,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class Target:
     """What the run talks to, from the CLI's options: a router's URL, or a profile (and deployment set) whose
-    stack is started here or whose engines (`DistrictJobConfig.engine_urls`) are asked directly."""
+    stack is started here."""
 
     url: str | None = None
     profile: str | None = None
     deployment: str | None = None
     rubric: str | None = None  # --rubric: else the profile's, the resumed run's, or the router's
     router_port: int | None = None
-    engine_port: int | None = None
 
 
 def previous_rubric(out: Path) -> str | None:
@@ -67,7 +65,7 @@ def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info
     from adapters.feedback import require_feedback_adapter
 
     with contextlib.ExitStack() as stack_ctx:
-        runtime, limits, url = None, DEFAULT_LIMITS, target.url
+        limits, url = DEFAULT_LIMITS, target.url
         if target.profile:
             from adapters.manifest import load_profile_deployment
             from adapters.profiles import load_profile
@@ -78,17 +76,11 @@ def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info
             limits = loaded.limits
             if config.feedback:
                 require_feedback_adapter(served.feedback is not None, f"deployment {served.name!r} ({served.source})")
-            if config.engine_urls:
-                from serve.stack import router_runtime
-                from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV
-
-                # engines started elsewhere: their operator hands over the key in the environment
-                runtime = router_runtime(loaded, served, config.engine_urls[0], os.environ.get(ENGINE_KEY_ENV)).model_dump()
-            elif not url:
+            if not url:
                 url = _start_stack(stack_ctx, loaded, config, target, announce)
         else:
             config.rubric, limits = _from_router(url, target.rubric or previous_rubric(Path(config.out)), config.feedback)
-        return run_job(config, url=url, runtime=runtime, limits=limits)
+        return run_job(config, url=url, limits=limits)
 
 
 def _from_router(url: str, rubric: str | None, feedback: bool) -> tuple[str, InputLimits]:
@@ -109,14 +101,9 @@ def _from_router(url: str, rubric: str | None, feedback: bool) -> tuple[str, Inp
 
 
 def _start_stack(stack_ctx: contextlib.ExitStack, loaded, config: DistrictJobConfig, target: Target, announce) -> str:
-    from serve.district.stackfile import forget_stack, reap_orphaned_engine, remember_stack
     from serve.stack import Stack
 
     out = Path(config.out)
-    reap_orphaned_engine(out)
-    announce(f"starting the {loaded.name!r} stack (engine + router) for this run ...")
-    stack = stack_ctx.enter_context(
-        Stack(loaded, router_port=target.router_port, engine_port=target.engine_port, log_dir=out / "logs"))
-    remember_stack(out, stack)
-    stack_ctx.callback(forget_stack, out)
+    announce(f"starting the {loaded.name!r} stack (engine replicas + router) for this run ...")
+    stack = stack_ctx.enter_context(Stack(loaded, router_port=target.router_port, log_dir=out / "logs"))
     return stack.url

@@ -7,9 +7,8 @@ replaces the PyTorch-native SGMV LoRA ops used by vLLM's CPU punica wrapper with
 the grouped versions in ``serve.vllm_plugin.lora_ops`` (same signatures, same
 results, one matmul per adapter instead of a per-token weight copy). Without the
 variable it does nothing (``KIDSART_MM_STATS=<folder>`` additionally turns on
-the image-path counters of ``serve.vllm_plugin.mm_stats``, and
-``KIDSART_SHARE_DECODED_IMAGES=1`` the shared decode of identical data URLs in
-``serve.vllm_plugin.media_cache``), so installing the package changes no other vLLM run.
+the image-path counters of ``serve.vllm_plugin.mm_stats``), so installing the
+package changes no other vLLM run.
 
 Keep this module import-light: vLLM imports it in every process.
 """
@@ -72,7 +71,3 @@ def register() -> None:
         from serve.vllm_plugin import mm_stats
 
         mm_stats.install()
-    if os.environ.get("KIDSART_SHARE_DECODED_IMAGES", "").strip().lower() in {"1", "true", "yes", "on"}:
-        from serve.vllm_plugin import media_cache
-
-        media_cache.install()
