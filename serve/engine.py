@@ -92,6 +92,7 @@ def engine_env(profile: Profile) -> dict[str, str]:
     # --- kidsart vLLM plugin (serve/vllm_plugin, entry point vllm.general_plugins) ---
     if profile.engine.device == "cpu" and profile.engine.fast_lora_ops:
         env["KIDSART_FAST_LORA_OPS"] = "1"
+    env["KIDSART_ENGINE_DIES_WITH_PARENT"] = "1"  # vLLM's processes end with their replica's
     # --- end kidsart vLLM plugin ---
     # vLLM's worker joins a torch process group through a TCP store on this address; loopback unless the
     # operator says otherwise (a multi-GPU engine on one machine needs nothing else)

@@ -197,9 +197,9 @@ class EngineScorer:
                 raise EngineUnavailableError(f"the scoring engine is unavailable: {reason}")
             started = time.perf_counter()
             try:
-                return await asyncio.wait_for(getattr(self.engine, method).remote(*args), timeout_s)
-            except asyncio.TimeoutError as exc:
-                raise EngineUnavailableError(f"the scoring engine did not answer within {timeout_s} s ({method})") from exc
+                return await self._answer(getattr(self.engine, method).remote(*args), method, timeout_s)
+            except EngineUnavailableError:
+                raise
             except Exception as exc:  # Ray wraps the replica's errors; sorted just below
                 if not _dead_replica(exc):
                     log.error("engine %s failed: %s", method, str(exc)[:1000])
@@ -215,8 +215,32 @@ class EngineScorer:
                 metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)
         raise AssertionError("unreachable")
 
+    async def _answer(self, response, method: str, timeout_s: float):
+        """The call's answer; a 503 (the call cancelled) when it outlives `timeout_s`, or when Ray Serve's status
+        shows no engine replica while it waits (Ray Serve would hold it until a replacement has started)."""
+        waiter = asyncio.ensure_future(_resolved(response))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=min(WATCH_PERIOD_S, max(0.0, deadline - time.monotonic())))
+            if done:
+                return waiter.result()
+            reason = None
+            if self.watch is not None and self.watch.running == 0:
+                reason = f"the scoring engine is unavailable: {self.watch.reason()}"
+            elif time.monotonic() >= deadline:
+                reason = f"the scoring engine did not answer within {timeout_s} s ({method})"
+            if reason is not None:
+                response.cancel()
+                waiter.cancel()
+                raise EngineUnavailableError(reason)
+
     async def ready(self) -> tuple[bool, str]:
         if self.watch is None:
             return True, "ready"
         reason = self.watch.reason()
         return (True, "ready") if reason is None else (False, reason)
+
+
+async def _resolved(response):
+    """Await a Ray Serve DeploymentResponse (a coroutine, so asyncio can wait on it beside a timer)."""
+    return await response

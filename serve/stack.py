@@ -153,6 +153,7 @@ class Stack:
 
     def start(self) -> "Stack":
         started = time.monotonic()
+        deadline = started + self.profile.engine.startup_timeout_s
         try:
             self._start_ray()
             from ray import serve
@@ -160,7 +161,7 @@ class Stack:
             serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port})
             serve.run(build_application(self.profile, self.deployment, self.api_keys), name=APP_NAME,
                       route_prefix="/", blocking=False)
-            self._wait_ready()
+            self._wait_ready(deadline)
         except BaseException:
             self.stop()
             raise
@@ -184,21 +185,25 @@ class Stack:
         else:
             ray.init(address=self.ray_address, **options)
 
-    def _wait_ready(self) -> None:
-        """Until /readyz answers 200; a deployment Ray Serve gave up on (its constructor failing) ends the wait."""
+    def _wait_ready(self, deadline: float) -> None:
+        """Until /readyz answers 200, or StackStartError: a deployment Ray Serve gave up on (its constructor
+        failing), or `engine.startup_timeout_s` spent (the last reason named)."""
         from ray import serve
 
-        deadline = time.monotonic() + self.profile.engine.startup_timeout_s
+        reason = "no answer"
         while True:
             app = serve.status().applications.get(APP_NAME)
             if app is not None and str(app.status).endswith("DEPLOY_FAILED"):
                 raise StackStartError(f"Ray Serve could not deploy {APP_NAME!r}: {app.message[:2000]}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StackStartError(f"the stack at {self.url} was not ready within engine.startup_timeout_s="
+                                      f"{self.profile.engine.startup_timeout_s:.0f} s: {reason}")
             try:
-                wait_router_ready(self.url, min(5.0, max(0.5, deadline - time.monotonic())))
+                wait_router_ready(self.url, min(5.0, remaining))
                 return
-            except StackStartError:
-                if time.monotonic() > deadline:
-                    raise
+            except StackStartError as exc:
+                reason = str(exc)
 
     def engine_replicas(self) -> tuple[int, str]:
         """(running engine replicas, Ray Serve's message) of this stack's application."""

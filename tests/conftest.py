@@ -26,6 +26,34 @@ def readyz(url: str) -> tuple[int, str]:
         return 0, repr(exc)
 
 
+def engine_replicas() -> dict[int, list[int]]:
+    """Each live engine replica's process (Ray's `ServeReplica:...:EngineServer` worker) -> the pids of the vLLM
+    EngineCore processes under it (the engine proper)."""
+    import psutil
+
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ServeReplica:" in part and "EngineServer" in part for part in process.info["cmdline"] or []):
+                found[process.pid] = [c.pid for c in process.children() if "EngineCore" in c.name()]
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.25):
+    """Poll `predicate` until it returns something truthy (returned), or fail naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def descendants(pid: int) -> list:
     """Every live descendant process of `pid` (psutil), none if it is gone."""
     import psutil

@@ -158,13 +158,54 @@ def test_images_dir_is_checked(tmp_path):
         copy_images_dir(mine, tmp_path / "out2", 10**7, 10**8)
 
 
-def test_a_failed_cache_reset_fails_the_benchmark():
-    from loadtest.bench_router import reset_server_caches
-    from loadtest.bench_worker import BenchPhaseError
-    from tests.conftest import free_port
+class _Response:
+    """What a DeploymentHandle call returns: `.result(timeout_s=...)` gives the answer or raises the replica's error."""
 
-    with pytest.raises(BenchPhaseError, match="reset_prefix_cache"):
-        reset_server_caches(f"http://127.0.0.1:{free_port()}", None)
+    def __init__(self, answer):
+        self.answer = answer
+
+    def result(self, timeout_s=None):
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+class _Handle:
+    """An engine deployment handle whose methods answer (or raise) as given, recording the calls."""
+
+    def __init__(self, **answers):
+        self.calls = []
+        for name, answer in answers.items():
+            setattr(self, name, _Method(self.calls, name, answer))
+
+
+class _Method:
+    def __init__(self, calls: list, name: str, answer):
+        self.calls, self.name, self.answer = calls, name, answer
+
+    def remote(self):
+        self.calls.append(self.name)
+        return _Response(self.answer)
+
+
+def _probe(handle):
+    from loadtest.bench_router import EngineProbe
+
+    probe = EngineProbe.__new__(EngineProbe)  # without Ray: the handle is the fake's
+    probe.handle = handle
+    return probe
+
+
+def test_a_failed_cache_reset_fails_the_benchmark():
+    from loadtest.bench_worker import BenchPhaseError
+
+    refused = _probe(_Handle(reset_caches=RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")))
+    with pytest.raises(BenchPhaseError, match="engine cache reset failed: RuntimeError: vLLM refused to reset"):
+        refused.reset_caches()
+    fine = _probe(_Handle(reset_caches=None, metrics_text=PROMETHEUS))
+    fine.reset_caches()
+    assert fine.counters() == counters_from_prometheus(PROMETHEUS)  # vLLM's counters, read through the replica
+    assert fine.handle.calls == ["reset_caches", "metrics_text"]
 
 
 def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):

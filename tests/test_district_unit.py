@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pandas as pd
 import pytest
@@ -12,7 +10,7 @@ from serve.district.inputs import discover
 from serve.district.journal import Journal, JournalError
 from serve.district.runner import plan_work
 from tests.conftest import free_port
-from tests.district_fake_router import DIMS, FakeRouter, fake_scores
+from tests.district_fake_router import FakeRouter, fake_scores
 from tests.district_helpers import run
 
 
@@ -141,8 +139,6 @@ def test_cli_against_fake_router_with_outages(tmp_path, small_district):
 def test_router_gone_then_back(tmp_path, small_district):
     """Connection refused for a while (router restart): retried until it is back; same results."""
     import subprocess
-    import sys
-    import threading
     import time
 
     from tests.district_helpers import REPO, cli

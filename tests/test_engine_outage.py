@@ -1,14 +1,13 @@
-"""The vLLM engine SIGKILLed under load: locust and a district job run through the outage.
+"""An engine killed under load: Ray Serve replaces its replica; the router sheds only with 503s, or not at all.
 
-On the session's live stack (keys on), while locust users score artworks and a
-district job scores a generated district through the router:
-- the engine's main process is SIGKILLed (a crash, as the OOM killer would do it);
-- the stack's supervisor restarts it; /readyz is 503 naming the restart meanwhile, then 200
-  again, without the router being restarted;
-- locust's only failures are 503s with Retry-After whose request overlapped the outage, and
-  every request started after /readyz turned 200 again succeeded;
-- the district job completes with every input scored, each exactly once in its journal.
-The outage's figures are printed (README, Reliability).
+1. One engine replica (the session's live stack, keys on), while locust users and a district job score
+   through the router: the replica's vLLM engine process (EngineCore) is SIGKILLed, as the OOM killer
+   would. /readyz turns 503 naming the engine, Ray Serve starts a new replica, /readyz is 200 again
+   without anything restarted by hand; locust's only failures are 503s with Retry-After inside the
+   outage, every request after it succeeds, and the district job ends 0 with every input once.
+2. Two engine replicas: one's engine is SIGKILLed under locust load and no request fails (calls that
+   were on it are sent again and reach the other); Ray Serve brings the second replica back.
+The figures are printed (README, Reliability).
 """
 from __future__ import annotations
 
@@ -22,13 +21,13 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from tests.conftest import readyz
+from tests.conftest import engine_replicas, own_stack, readyz, wait_for
 from tests.district_helpers import REPO, cli, journal_keys, journal_lines
 
 pytestmark = pytest.mark.integration
 
 USERS = 4
-AFTER_RECOVERY_S = 30.0
+AFTER_RECOVERY_S = 20.0
 
 
 def _requests(path) -> list[dict]:
@@ -37,53 +36,60 @@ def _requests(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+def _one_engine_core() -> int:
+    replicas = engine_replicas()
+    cores = [core for cores in replicas.values() for core in cores]
+    assert cores, f"no vLLM EngineCore process under the engine replicas {replicas}"
+    return cores[0]
+
+
+def _locust(url: str, tmp_path, name: str):
+    from loadtest.run_locust import Scenario, locust_process
+
+    log = tmp_path / name / "requests.jsonl"
+    process = locust_process(
+        url, Scenario(users=USERS, spawn_rate=USERS, run_time="900s", shed_ok=False), tmp_path / name,
+        {"KIDSART_LOCUST_REQUESTS": str(log), "KIDSART_LOCUST_IMAGES": "4"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return process, log
+
+
+def _stop(*processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
-    from loadtest.run_locust import Scenario, locust_process
     from train.district import make_district
 
     url = live_stack.url
     root = tmp_path / "district"
     info = make_district(root, seed=31, schools=1, grades=2, classes=2, images=80, broken=0, duplicates=0)
     out = tmp_path / "district-out"
-    requests_log = tmp_path / "locust" / "requests.jsonl"
     district_log = (tmp_path / "district.log").open("w", encoding="utf-8")
     district = subprocess.Popen(cli(str(root), "--out", str(out), "--url", url, "--concurrency", "4", "--no-report"),
                                 cwd=REPO, env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"},
                                 stdout=district_log, stderr=subprocess.STDOUT)
-    locust = locust_process(
-        url, Scenario(users=USERS, spawn_rate=USERS, run_time="900s", shed_ok=False), tmp_path / "locust",
-        {"KIDSART_LOCUST_REQUESTS": str(requests_log), "KIDSART_LOCUST_IMAGES": "4"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    old_pid = live_stack.engine.process.pid
+    locust, requests_log = _locust(url, tmp_path, "locust")
+    old_replicas = set(engine_replicas())
     try:
-        _wait(lambda: sum(r["outcome"] == "ok" for r in _requests(requests_log)) >= 8 and journal_lines(out) >= 5,
-              240, "locust and the district job to be scoring")
+        wait_for(lambda: sum(r["outcome"] == "ok" for r in _requests(requests_log)) >= 8 and journal_lines(out) >= 5,
+                 240, "locust and the district job to be scoring")
         killed_at = time.time()
-        os.kill(old_pid, signal.SIGKILL)
-        outage_answer = _wait(lambda: (lambda s: s if s[0] == 503 else None)(readyz(url)), 30, "/readyz to turn 503")
-        _wait(lambda: readyz(url)[0] == 200, 300, "/readyz to be 200 again", poll=0.25)
+        os.kill(_one_engine_core(), signal.SIGKILL)
+        outage_answer = wait_for(lambda: (lambda s: s if s[0] == 503 else None)(readyz(url)), 60, "/readyz to turn 503")
+        wait_for(lambda: readyz(url)[0] == 200, 300, "/readyz to be 200 again")
         recovered_at = time.time()
-        assert live_stack.engine.process.pid != old_pid  # a new engine behind the same router
+        assert set(engine_replicas()).isdisjoint(old_replicas)  # a new replica, placed by Ray Serve
         time.sleep(AFTER_RECOVERY_S)
         locust.send_signal(signal.SIGTERM)
         locust.wait(timeout=120)
         district.wait(timeout=600)
     finally:
-        for process in (locust, district):
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
+        _stop(locust, district)
         district_log.close()
     district_output = (tmp_path / "district.log").read_text(encoding="utf-8")
 
@@ -108,7 +114,36 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
     assert len(frame) == info["expected_inputs"] and (frame.status == "ok").all(), frame.status.value_counts()
     assert frame.key.is_unique
 
-    print(f"\nengine SIGKILLed under load ({USERS} locust users + a district job of {len(frame)} images): "
-          f"/readyz 200 again after {recovered_at - killed_at:.1f} s; locust {len(answered)} requests, "
-          f"{len(failures)} 503s all inside the outage, {len(after)} after recovery all 200; "
+    print(f"\nengine SIGKILLed under load ({USERS} locust users + a district job of {len(frame)} images), one replica: "
+          f"/readyz 200 again after {recovered_at - killed_at:.1f} s (a new replica by Ray Serve); locust "
+          f"{len(answered)} requests, {len(failures)} 503s all inside the outage, {len(after)} after recovery all 200; "
           f"district {len(frame)} rows, each once")
+
+
+def test_two_replicas_one_engine_killed_fails_no_request(tiny_profile, tmp_path):
+    engine = tiny_profile.engine.model_copy(update={"num_replicas": 2, "num_cpus": 1.0})
+    profile = tiny_profile.model_copy(update={"engine": engine})
+    with own_stack(profile, tmp_path / "logs") as stack:
+        assert stack.engine_replicas()[0] == 2 and len(engine_replicas()) == 2
+        locust, requests_log = _locust(stack.url, tmp_path, "locust-two")
+        try:
+            wait_for(lambda: sum(r["outcome"] == "ok" for r in _requests(requests_log)) >= 8, 240, "locust to be scoring")
+            killed_at = time.time()
+            os.kill(_one_engine_core(), signal.SIGKILL)
+            wait_for(lambda: stack.engine_replicas()[0] == 1, 60, "Ray Serve to count one running replica")
+            wait_for(lambda: stack.engine_replicas()[0] == 2, 300, "Ray Serve to place the second replica again",
+                     poll=1.0)
+            back_at = time.time()
+            time.sleep(AFTER_RECOVERY_S)
+            locust.send_signal(signal.SIGTERM)
+            locust.wait(timeout=120)
+        finally:
+            _stop(locust)
+    answered = _requests(requests_log)
+    during = [r for r in answered if r["start"] >= killed_at - 5 and r["end"] <= back_at]
+    failures = [r for r in answered if r["outcome"] != "ok"]
+    assert not failures, f"{len(failures)} failed requests with a healthy second replica: {failures[:5]}"
+    assert len(during) >= 10, f"too few requests around the kill ({len(during)}) to show anything"
+    print(f"\ntwo engine replicas, one engine SIGKILLed under {USERS} locust users: {len(answered)} requests, "
+          f"{len(during)} between the kill and the replacement, 0 failed; second replica back after "
+          f"{back_at - killed_at:.1f} s")

@@ -163,44 +163,31 @@ def test_plugin_is_registered_as_vllm_general_plugin():
     assert "serve.vllm_plugin:register" in values
 
 
-def test_shared_decode_of_identical_data_urls(monkeypatch):
-    """The nine requests of one artwork carry one data URL: decoded once, same pixels."""
+def test_image_path_counters_count_per_process_and_sum(monkeypatch, tmp_path):
+    """mm_stats (KIDSART_MM_STATS): a wrapped method records its images in <folder>/<pid>.txt, read_counts sums them."""
     import asyncio
 
-    from vllm.multimodal.media.connector import MediaConnector
+    from serve.vllm_plugin import mm_stats
 
-    from adapters.images import encode_png, png_data_url
-    from serve.vllm_plugin import media_cache, mm_stats
+    class Encoder:
+        def encode(self, images):
+            return list(images)
 
-    originals = (MediaConnector.fetch_image, MediaConnector.fetch_image_async)
-    from PIL import Image
+        async def decode(self, url):
+            return url.upper()
 
-    url = png_data_url(encode_png(Image.new("RGB", (224, 224), (10, 200, 30))))
-    other = png_data_url(encode_png(Image.new("RGB", (224, 224), (200, 10, 30))))
-    decodes = []
-    try:
-        mm_stats._wrap(MediaConnector, "fetch_image", "decode", lambda a, k, r: decodes.append(1) or 1)
-        mm_stats._wrap(MediaConnector, "fetch_image_async", "decode", lambda a, k, r: decodes.append(1) or 1)
-        media_cache.CACHE = media_cache.DecodedImageCache(4)
-        assert media_cache.install()
-        connector = MediaConnector()
-
-        async def fetch_cold():  # nine requests arriving together share one decode
-            return await asyncio.gather(*(connector.fetch_image_async(url) for _ in range(9)))
-
-        cold = asyncio.run(fetch_cold())
-        first = cold[0]
-        assert all(image is first for image in cold) and len(decodes) == 1
-        again = [connector.fetch_image(url) for _ in range(4)]
-
-        async def fetch_all():
-            return await asyncio.gather(*(connector.fetch_image_async(url) for _ in range(4)))
-
-        again += asyncio.run(fetch_all())
-        assert all(image is first for image in again)
-        assert len(decodes) == 1
-        assert connector.fetch_image(other).getpixel((0, 0)) == (200, 10, 30)
-        assert first.getpixel((0, 0)) == (10, 200, 30)
-        assert len(decodes) == 2
-    finally:
-        MediaConnector.fetch_image, MediaConnector.fetch_image_async = originals
+    count = mm_stats._images_encoded
+    assert mm_stats._wrap(Encoder, "encode", "encode", count)
+    wrapped = Encoder.encode
+    assert mm_stats._wrap(Encoder, "encode", "encode", count) and Encoder.encode is wrapped  # never wrapped twice
+    assert mm_stats._wrap(Encoder, "decode", "decode", lambda a, k, r: 1)
+    assert not mm_stats._wrap(Encoder, "missing", "decode", count)
+    monkeypatch.delenv(mm_stats.ENV_DIR, raising=False)
+    assert Encoder().encode([1, 2]) == [1, 2]  # no folder: the result only, nothing recorded
+    monkeypatch.setenv(mm_stats.ENV_DIR, str(tmp_path))
+    assert Encoder().encode([1, 2, 3]) == [1, 2, 3] and asyncio.run(Encoder().decode("a")) == "A"
+    Encoder().encode([4])
+    (tmp_path / "0.txt").write_text("preprocess 2\nencode 1\n")  # another process of the same engine
+    assert mm_stats.read_counts(tmp_path) == {"decode": 1, "preprocess": 2, "encode": 5}
+    assert mm_stats._images_in_hf_call((), {}, {"image_grid_thw": [[1, 16, 16], [1, 16, 16]]}) == 2
+    assert mm_stats._images_in_hf_call((), {}, None) == 0

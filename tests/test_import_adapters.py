@@ -139,10 +139,10 @@ def _seven_b_release(root, dims):
     return root
 
 
-def test_production_import_on_cpu_gives_manifests_a_deployment_and_the_engine_command(tmp_path, caplog):
+def test_production_import_on_cpu_gives_manifests_a_deployment_and_the_engine_args(tmp_path, caplog):
     """What a CPU can check of the production import: the 7B base is not here, so names are checked, sizes not."""
     from adapters.profiles import load_profile
-    from serve.engine import engine_command
+    from serve.engine import engine_cli_args, lora_paths
 
     production = load_profile("production")
     src = _seven_b_release(tmp_path / "release", DIMS)
@@ -153,9 +153,11 @@ def test_production_import_on_cpu_gives_manifests_a_deployment_and_the_engine_co
     assert deployment.base.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert deployment.base.content_hash == "unhashed:Qwen/Qwen2.5-VL-7B-Instruct"
     assert deployment.prompt_format.name == "kidsartbench-release"
-    command = engine_command(production, deployment)
-    modules = [json.loads(m) for m in command[command.index("--lora-modules") + 1:][:len(DIMS)]]
-    assert [m["name"].split("@")[0] for m in modules] == DIMS and all(len(m["name"].split("@")[1]) == 12 for m in modules)
-    assert all(m["base_model_name"] == "Qwen/Qwen2.5-VL-7B-Instruct" for m in modules)
-    assert all(m["path"] == str(deployment.adapters[m["name"].split("@")[0]].path) for m in modules)
-    assert "--max-lora-rank" in command and command[command.index("--max-lora-rank") + 1] == "8"
+    args = engine_cli_args(production, deployment)
+    assert args[args.index("--served-model-name") + 1] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    modules = lora_paths(deployment)
+    names = list(modules)
+    assert [n.split("@")[0] for n in names] == DIMS and all(len(n.split("@")[1]) == 12 for n in names)
+    assert names == [deployment.module_names[d] for d in DIMS]
+    assert all(modules[n] == str(deployment.adapters[n.split("@")[0]].path) for n in names)
+    assert "--max-lora-rank" in args and args[args.index("--max-lora-rank") + 1] == "8"

@@ -1,19 +1,12 @@
-"""API keys without a live stack: where they come from, how they are checked, when serving without them is refused,
-and the engine's middleware that keys every vLLM route but /health."""
-import asyncio
+"""API keys without a live stack: where they come from, how they are checked, when serving without them is refused."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from serve.keys import KeyConfigError, check_exposure, digest, key_matches, load_api_keys
-from serve.vllm_plugin.engine_auth import ENGINE_KEY_ENV, EngineKeyMiddleware
 
 GOOD = "k" * 24
 OTHER = "o" * 24
@@ -60,32 +53,3 @@ def test_kidsart_serve_refuses_an_open_non_loopback_router_before_starting_anyth
                          text=True, timeout=120, cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
 
-
-def _engine_like_app():
-    async def ok(request):
-        return JSONResponse({"path": request.url.path})
-
-    paths = ["/health", "/v1/models", "/invocations", "/tokenize", "/metrics", "/server_info", "/reset_prefix_cache"]
-    return Starlette(routes=[Route(p, ok, methods=["GET", "POST"]) for p in paths]), paths
-
-
-def _statuses(app, paths: list[str], headers: dict) -> dict:
-    async def run():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
-            return {path: (await client.post(path, headers=headers) if path in ("/invocations", "/reset_prefix_cache")
-                           else await client.get(path, headers=headers)).status_code for path in paths}
-
-    return asyncio.run(run())
-
-
-def test_the_engine_middleware_keys_every_route_but_health(monkeypatch):
-    monkeypatch.setenv(ENGINE_KEY_ENV, GOOD)
-    app, paths = _engine_like_app()
-    keyed = EngineKeyMiddleware(app)
-    assert _statuses(keyed, paths, {}) == {p: 200 if p == "/health" else 401 for p in paths}
-    assert _statuses(keyed, paths, {"Authorization": f"Bearer {OTHER}"}) == {p: 200 if p == "/health" else 401 for p in paths}
-    assert set(_statuses(keyed, paths, {"Authorization": f"Bearer {GOOD}"}).values()) == {200}
-    monkeypatch.delenv(ENGINE_KEY_ENV)
-    unkeyed = EngineKeyMiddleware(app)  # no key in the environment: closed, not open
-    assert _statuses(unkeyed, paths, {"Authorization": "Bearer "}) == {p: 200 if p == "/health" else 401 for p in paths}

@@ -1,9 +1,10 @@
 """Integration: in steady state each dimension's fixed prefix comes from vLLM's prefix cache.
 
-Through the real stack (vLLM server + Ray Serve router, tiny model): after one
+Through the real stack (engine replica + Ray Serve router, tiny model): after one
 image has been scored, a new image's nine requests hit the cache for exactly the
-whole KV blocks of each dimension's fixed prefix (the prompt before the image),
-and prefill only the rest, read from the engine's own Prometheus counters.
+whole KV blocks of each dimension's fixed prefix (the prompt before the image, sent
+as token ids), and prefill only the rest, read from vLLM's own Prometheus counters
+in the engine replica (through its Ray handle; this test process is the stack's driver).
 """
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from tests.conftest import AUTH, drawing, png_bytes
 pytestmark = pytest.mark.integration
 
 
-def _counters(engine) -> dict:
-    from loadtest.token_accounting import counters_from_prometheus
-    from serve.vllm_plugin.engine_auth import engine_headers
+def _counters() -> dict:
+    from loadtest.bench_router import EngineProbe
 
-    return counters_from_prometheus(httpx.get(f"{engine.url}/metrics", timeout=30, headers=engine_headers(engine.api_key)).text)
+    return EngineProbe().counters()
 
 
 def _score(url: str, seed: int) -> None:
@@ -40,9 +40,9 @@ def test_fixed_prefix_is_served_from_the_cache(live_stack, tiny_profile):
     block = tiny_profile.engine.block_size
     assert block == 32
     _score(live_stack.url, seed=91_001)  # the first image of each adapter fills the cache
-    before = _counters(live_stack.engine)
+    before = _counters()
     _score(live_stack.url, seed=91_002)  # an image no other test scores
-    delta = counter_delta(before, _counters(live_stack.engine))
+    delta = counter_delta(before, _counters())
     figures = token_figures(delta, layout, images=1, block_size=block)
     assert delta["requests"] == len(layout.prompt)
     assert figures["prompt_tokens_match_reference"], (delta, layout)

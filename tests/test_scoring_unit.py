@@ -1,229 +1,308 @@
-"""EngineScorer against a fake engine (a local aiohttp server): request shape, RAIL, engine failures."""
+"""EngineScorer against a fake engine deployment handle: calls, RAIL, retries of dead replicas, engine failures,
+the engine watch."""
 import asyncio
-import json
 import math
-import socket
+import time
 
+import numpy as np
 import pytest
-from aiohttp import web
+from ray import exceptions as ray_exceptions
 
-from adapters.errors import UnknownDimensionError
+import serve.scoring
+from adapters.errors import ScoreDistributionError, UnknownDimensionError
 from adapters.limits import InputLimits
 from adapters.profiles import RouterSettings
 from adapters.prompts import load_prompt_format
+from adapters.rail import rail_from_token_logprobs
 from serve.errors import EngineResponseError, EngineUnavailableError
-from serve.scoring import EngineScorer, RouterRuntime
+from serve.scoring import ENGINE_ATTEMPTS, EngineScorer, EngineWatch, RouterRuntime
 
 DIMS = ["realism", "line_texture"]
+TOKENS = ["1", "2", "3", "4", "5"]
+PROBS = {"realism": [0.1, 0.2, 0.4, 0.2, 0.1], "line_texture": [0, 0, 0, 0.5, 0.5]}
+PIXELS = np.zeros((224, 224, 3), dtype=np.uint8)
 
 
 def _runtime(**overrides):
     values = dict(
-        engine_url="http://engine", rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
-        engine_modules={**{d: f"{d}@0123456789ab" for d in DIMS}, "feedback": "feedback@ba9876543210"},
-        score_token_ids=[11, 12, 13, 14, 15], limits=InputLimits(image_size=224, max_image_bytes=1024, max_image_pixels=1000),
-        settings=RouterSettings(max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5,
-                                engine_connections=4),
-        base_model_id="base", prompt_format=load_prompt_format("kidsart"),
+        rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
+        limits=InputLimits(image_size=224, max_image_bytes=1024, max_image_pixels=1000),
+        settings=RouterSettings(max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5),
+        prompt_format=load_prompt_format("kidsart"),
     )
     values.update(overrides)
     return RouterRuntime(**values)
 
 
-def _run(handler, call, **runtime):
-    """Serve `handler(body) -> (status, payload)` (or a coroutine of it) on a local port, run `call(scorer)` against it."""
+class _Response:
+    """Like Ray Serve's DeploymentResponse: awaitable once, and `cancel()` cancels the call."""
 
-    async def endpoint(request: web.Request) -> web.Response:
-        result = handler(json.loads(await request.read()))
-        status, payload = await result if asyncio.iscoroutine(result) else result
-        if isinstance(payload, str):
-            return web.Response(status=status, text=payload)
-        return web.json_response(payload, status=status)
+    def __init__(self, coroutine):
+        self.coroutine, self.cancelled = coroutine, False
 
-    async def main():
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", endpoint)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{port}", **runtime))
-        try:
-            return await call(scorer)
-        finally:
-            await scorer.aclose()
-            await runner.cleanup()
+    def __await__(self):
+        return self.coroutine.__await__()
 
-    return asyncio.run(main())
+    def cancel(self):
+        self.cancelled = True
+        self.coroutine.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class _Method:
+    """A deployment handle's method: `.remote(*args)` gives a response; `answer(call number, *args)` is async."""
+
+    def __init__(self, answer):
+        self.answer, self.calls, self.responses = answer, [], []
+
+    def remote(self, *args):
+        self.calls.append(args)
+        self.responses.append(_Response(self.answer(len(self.calls), *args)))
+        return self.responses[-1]
 
 
-def _completion(logprobs: dict):
-    top = [{"token": t, "logprob": lp} for t, lp in logprobs.items()]
-    return {"choices": [{"logprobs": {"content": [{"token": "3", "logprob": -1, "top_logprobs": top}]}}],
-            "usage": {"prompt_tokens": 100}}
+class FakeEngine:
+    def __init__(self, score=None, feedback=None):
+        self.score = _Method(score or _logprobs_answer)
+        self.feedback = _Method(feedback or _never)
 
 
-def test_requests_carry_adapter_tokens_and_image_and_scores_follow_rail():
-    seen = []
+async def _never(n, *args):
+    raise AssertionError("not expected to be called")
 
-    def handler(body):
-        seen.append(body)
-        probs = {"realism": [0.1, 0.2, 0.4, 0.2, 0.1], "line_texture": [0, 0, 0, 0.5, 0.5]}[body["model"].removesuffix("@0123456789ab")]
-        return 200, _completion({str(k + 1): math.log(p) for k, p in enumerate(probs) if p > 0})
 
-    scores, tokens = _run(handler, lambda scorer: scorer.score("data:image/png;base64,AAAA"))
+async def _logprobs_answer(n, pixels, dimensions, description):
+    return {dim: {"logprobs": {t: math.log(p) for t, p in zip(TOKENS, PROBS[dim]) if p > 0},
+                  "prompt_tokens": 100, "cached_tokens": 64} for dim in dimensions}
+
+
+def _scorer(engine, watch=None, **runtime):
+    return EngineScorer(_runtime(**runtime), engine, watch)
+
+
+@pytest.fixture
+def no_pause(monkeypatch):
+    monkeypatch.setattr(serve.scoring, "RETRY_PAUSE_S", 0)
+
+
+def test_one_call_per_image_carries_pixels_dimensions_and_description_and_scores_follow_rail():
+    engine = FakeEngine()
+    scores, tokens = asyncio.run(_scorer(engine).score(PIXELS, None, "a cat"))
+    # no dimension named: every deployed one, in rubric order, in one call
+    ((pixels, dimensions, description),) = engine.score.calls
+    assert pixels is PIXELS and dimensions == DIMS and description == "a cat"
+    assert sorted(scores) == sorted(DIMS) and tokens == 200
+    for dim in DIMS:
+        expected = rail_from_token_logprobs({t: math.log(p) for t, p in zip(TOKENS, PROBS[dim]) if p > 0}, TOKENS)
+        assert scores[dim]["score"] == pytest.approx(expected.score)
+        assert scores[dim]["probs"] == pytest.approx(expected.probs) and scores[dim]["std"] == pytest.approx(expected.std)
+        assert scores[dim]["adapter"] == f"{dim}@t"
     assert scores["realism"]["score"] == pytest.approx(3.0) and scores["line_texture"]["score"] == pytest.approx(4.5)
     assert scores["line_texture"]["probs"] == pytest.approx([0, 0, 0, 0.5, 0.5])
-    assert tokens == 200
-    for body in seen:
-        assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["top_logprobs"] == 5
-        assert body["allowed_token_ids"] == [11, 12, 13, 14, 15]
-        assert body["messages"][1]["content"][-1]["image_url"]["url"] == "data:image/png;base64,AAAA"  # image last
+    engine = FakeEngine()
+    scores, tokens = asyncio.run(_scorer(engine).score(PIXELS, ["line_texture"]))
+    assert engine.score.calls[0][1:] == (["line_texture"], None) and list(scores) == ["line_texture"] and tokens == 100
 
 
-def test_unreachable_engine_is_503_kind():
-    scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{_free_port()}"))  # nothing listens there
-
-    async def call():
-        try:
-            return await scorer.score("data:x", ["realism"])
-        finally:
-            await scorer.aclose()
-
-    with pytest.raises(EngineUnavailableError, match="unreachable"):
-        asyncio.run(call())
-
-
-def test_slow_engine_is_503_kind_after_the_timeout():
-    async def handler(body):
-        await asyncio.sleep(2.0)  # past the scorer's timeout
-        return 200, _completion({"3": 0.0})
-
-    async def call(scorer):
-        settings = scorer.runtime.settings.model_copy(update={"engine_timeout_s": 0.1})
-        scorer.runtime = scorer.runtime.model_copy(update={"settings": settings})
-        return await scorer.score("data:x", ["realism"])
-
-    with pytest.raises(EngineUnavailableError, match="did not answer within 0.1 s"):
-        _run(handler, call)
-
-
-def test_engine_error_answers_are_typed():
-    def score_with(status, payload):
-        return _run(lambda body: (status, payload), lambda scorer: scorer.score("data:x", ["realism"]))
-
-    with pytest.raises(EngineUnavailableError, match="500"):
-        score_with(500, "boom")
-    with pytest.raises(EngineResponseError, match="rejected"):
-        score_with(400, "bad")
-    with pytest.raises(EngineResponseError, match="no score-token logprobs"):
-        score_with(200, {"choices": []})
-    with pytest.raises(EngineResponseError, match="not JSON"):
-        score_with(200, "<html>")
-
-
-def test_dimension_without_adapter_is_refused():
+@pytest.mark.parametrize("dimension", ["imagination", "nonsense"])  # in the rubric but not deployed; not in it at all
+def test_an_unknown_dimension_is_refused_before_any_engine_call(dimension):
+    engine = FakeEngine()
+    with pytest.raises(UnknownDimensionError):
+        asyncio.run(_scorer(engine).score(PIXELS, ["realism", dimension]))
+    assert engine.score.calls == []
     with pytest.raises(UnknownDimensionError, match="no adapter is deployed"):
-        EngineScorer(_runtime()).select(["imagination"])
+        _scorer(engine).select(["imagination"])
 
 
-def test_engine_requests_follow_the_deployments_prompt_format():
+class EngineDeadError(Exception):
+    """Named like vLLM's: the router recognises it by name (it never imports vLLM)."""
+
+
+class _WrappedTaskError(Exception):
+    """Like Ray's RayTaskError: the replica's own exception as `cause`."""
+
+    def __init__(self, cause):
+        super().__init__(f"task failed: {type(cause).__name__}")
+        self.cause = cause
+
+
+@pytest.mark.parametrize("death", [ray_exceptions.ActorDiedError, ray_exceptions.RayActorError,
+                                   lambda: _WrappedTaskError(EngineDeadError("engine core died"))])
+def test_a_call_whose_replica_died_is_sent_again(no_pause, death):
+    async def dies_once(n, *args):
+        if n == 1:
+            raise death()
+        return await _logprobs_answer(n, *args)
+
+    engine = FakeEngine(score=dies_once)
+    scores, _ = asyncio.run(_scorer(engine).score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == 2 and scores["realism"]["score"] == pytest.approx(3.0)
+    assert engine.score.calls[0] == engine.score.calls[1]  # the same image and dimensions, sent again
+
+
+def test_a_call_that_keeps_dying_is_503_kind_after_the_attempts(no_pause):
+    async def always_dies(n, *args):
+        raise ray_exceptions.ActorDiedError()
+
+    engine = FakeEngine(score=always_dies)
+    with pytest.raises(EngineUnavailableError, match=f"replica was lost.*{ENGINE_ATTEMPTS} attempts"):
+        asyncio.run(_scorer(engine).score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == ENGINE_ATTEMPTS > 1
+
+
+@pytest.mark.parametrize("error", [ValueError("bad image"), _WrappedTaskError(KeyError("realism"))])
+def test_an_error_that_is_no_death_is_502_kind_at_once(no_pause, error):
+    async def fails(n, *args):
+        raise error
+
+    engine = FakeEngine(score=fails)
+    with pytest.raises(EngineResponseError, match=f"failed on the score request: {type(error).__name__}"):
+        asyncio.run(_scorer(engine).score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == 1
+
+
+@pytest.mark.parametrize("answer", [
+    {},  # the dimension missing
+    {"realism": {"prompt_tokens": 10}},  # no logprobs
+    {"realism": None},
+    None,
+])
+def test_an_answer_without_score_token_logprobs_is_502_kind(answer):
+    async def answers(n, *args):
+        return answer
+
+    with pytest.raises(EngineResponseError, match="answer for realism has no score-token logprobs"):
+        asyncio.run(_scorer(FakeEngine(score=answers)).score(PIXELS, ["realism"]))
+
+
+def test_logprobs_without_any_score_token_give_no_default_score():
+    async def answers(n, *args):
+        return {"realism": {"logprobs": {"cat": -0.1}, "prompt_tokens": 10}}
+
+    with pytest.raises(ScoreDistributionError, match="none of the score tokens"):
+        asyncio.run(_scorer(FakeEngine(score=answers)).score(PIXELS, ["realism"]))
+
+
+def test_slow_engine_is_503_kind_after_the_timeout_and_the_call_is_cancelled():
     seen = []
 
-    def handler(body):
-        seen.append(body)
-        return 200, _completion({"3": 0.0})
+    async def slow(n, *args):
+        try:
+            await asyncio.sleep(2.0)  # past the scorer's timeout
+        except (asyncio.CancelledError, GeneratorExit):
+            seen.append("cancelled")
+            raise
+        return await _logprobs_answer(n, *args)
 
-    async def call(scorer):
-        scorer.runtime = scorer.runtime.model_copy(update={"prompt_format": load_prompt_format("kidsartbench-release")})
-        return await scorer.score("data:image/png;base64,AAAA", ["realism"])
+    settings = RouterSettings(engine_timeout_s=0.1)
+    engine = FakeEngine(score=slow)
 
-    _run(handler, call)
-    (body,) = seen
-    assert [m["role"] for m in body["messages"]] == ["user"]  # no system message of ours
-    content = body["messages"][0]["content"]
-    assert content[0]["image_url"]["url"] == "data:image/png;base64,AAAA"
-    assert content[1]["text"].startswith("<image>Assess the student's artwork based on the 'realism' criterion")
+    async def main():
+        with pytest.raises(EngineUnavailableError, match="did not answer within 0.1 s"):
+            await _scorer(engine, settings=settings).score(PIXELS, ["realism"])
+        await asyncio.sleep(0)  # let a cancellation reach the call
+
+    asyncio.run(main())
+    assert len(engine.score.calls) == 1  # a timeout is not retried
+    assert seen == ["cancelled"]  # the engine call does not run on for nobody
 
 
-def test_feedback_request_carries_the_scores_and_is_bounded_by_the_settings():
+def test_with_no_running_replica_requests_are_503_kind_without_calling_the_engine():
+    watch = EngineWatch(max_outage_s=60)
+    engine = FakeEngine()
+    scorer = _scorer(engine, watch)
+    assert asyncio.run(scorer.ready()) == (False, "engine status not read yet")
+    asyncio.run(scorer.score(PIXELS, ["realism"]))  # not read yet: calls are not refused on that alone
+    assert len(engine.score.calls) == 1
+
+    watch.update(0, "replica EngineServer#1 failed its health check")
+    with pytest.raises(EngineUnavailableError, match="no engine replica is healthy.*failed its health check"):
+        asyncio.run(scorer.score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == 1
+    ready, reason = asyncio.run(scorer.ready())
+    assert not ready and "no engine replica is healthy" in reason and "max_outage_s" not in reason
+
+    watch.down_since = time.monotonic() - 120  # the outage has outlasted max_outage_s
+    assert watch.outage_s() >= 120
+    ready, reason = asyncio.run(scorer.ready())
+    assert not ready and "past engine.max_outage_s=60 s, kidsart serve is stopping" in reason
+    with pytest.raises(EngineUnavailableError, match="max_outage_s"):
+        asyncio.run(scorer.score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == 1
+
+    watch.update(1, "")
+    assert watch.down_since is None and watch.outage_s() == 0.0
+    assert asyncio.run(scorer.ready()) == (True, "ready")
+    asyncio.run(scorer.score(PIXELS, ["realism"]))
+    assert len(engine.score.calls) == 2
+
+
+def test_a_call_waiting_when_the_last_replica_goes_is_503_kind_and_cancelled(monkeypatch):
+    """Ray Serve would hold a call until a replacement replica has started (a minute or more): once its status
+    shows no running replica, the waiting call is cancelled and answered 503 at once."""
+    monkeypatch.setattr(serve.scoring, "WATCH_PERIOD_S", 0.05)
+    watch = EngineWatch(max_outage_s=60)
+    watch.update(1, "")
+
+    async def held(n, *args):
+        await asyncio.sleep(30)  # queued in Ray Serve for a replica that is not there
+
+    engine = FakeEngine(score=held)
+
+    async def main():
+        async def replica_lost():
+            await asyncio.sleep(0.2)
+            watch.update(0, "replica died")
+
+        lost = asyncio.create_task(replica_lost())
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailableError, match="no engine replica is healthy.*replica died"):
+            await _scorer(engine, watch).score(PIXELS, ["realism"])
+        await lost
+        return time.monotonic() - started
+
+    waited = asyncio.run(main())
+    assert waited < 2.0  # not the engine timeout (5 s) nor the 30 s the call would have waited
+    assert len(engine.score.calls) == 1 and engine.score.responses[0].cancelled
+
+
+def test_an_outage_is_timed_from_its_start():
+    watch = EngineWatch(max_outage_s=60)
+    watch.update(0, "")
+    first = watch.down_since
+    watch.update(0, "still down")  # a later reading does not restart the clock
+    assert watch.down_since == first and watch.reason().startswith("no engine replica is healthy (for 0 s): still down")
+
+
+def test_feedback_call_carries_the_scores_and_its_text_is_trimmed():
     from adapters.feedback import FeedbackSettings
 
-    seen = []
+    async def comment(n, pixels, scores, description):
+        return "  Realism is a real strength here. "
 
-    def handler(body):
-        seen.append(body)
-        return 200, {"choices": [{"message": {"role": "assistant", "content": "  Realism is a real strength here. "}}]}
-
-    scores = {"realism": {"score": 4.26}, "line_texture": {"score": 1.5}}
-    settings = FeedbackSettings(max_tokens=40, temperature=0.0, timeout_s=5)
-    result = _run(handler, lambda scorer: scorer.feedback("data:image/png;base64,AAAA", scores, "a cat"),
-                  feedback_adapter="feedback@sft-1", feedback=settings)
+    engine = FakeEngine(feedback=comment)
+    scores = {"realism": {"score": 4.26, "probs": [0, 0, 0, 0.74, 0.26]}, "line_texture": {"score": 1.5}}
+    scorer = _scorer(engine, feedback_adapter="feedback@sft-1", feedback=FeedbackSettings(max_tokens=40, timeout_s=5))
+    result = asyncio.run(scorer.feedback(PIXELS, scores, "a cat"))
     assert result == {"text": "Realism is a real strength here.", "adapter": "feedback@sft-1"}
-    body = seen[0]
-    assert body["model"] == "feedback@ba9876543210" and body["max_tokens"] == 40 and body["temperature"] == 0.0
-    content = body["messages"][1]["content"]
-    assert "realism 4.3, line texture 1.5" in content[0]["text"]
-    assert content[1]["image_url"]["url"] == "data:image/png;base64,AAAA"
-    assert content[2]["text"].endswith("a cat")
+    ((pixels, sent_scores, description),) = engine.feedback.calls
+    assert pixels is PIXELS and sent_scores == {"realism": 4.26, "line_texture": 1.5} and description == "a cat"
+
+    async def no_text(n, *args):
+        return {"text": "not a string"}
+
+    with pytest.raises(EngineResponseError, match="no text"):
+        asyncio.run(_scorer(FakeEngine(feedback=no_text), feedback_adapter="feedback@sft-1").feedback(PIXELS, scores))
 
 
 def test_feedback_without_a_feedback_adapter_is_a_422_naming_it():
     from adapters.errors import FeedbackNotDeployedError
     from serve.errors import status_for
 
-    scorer = EngineScorer(_runtime(deployment_name="creativity-tiny"))
+    engine = FakeEngine()
+    scorer = _scorer(engine, deployment_name="creativity-tiny")
     with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*feedback@<hash> LoRA") as info:
         scorer.check_feedback()
     assert status_for(info.value) == 422
-
-
-def test_readiness_takes_the_supervisors_word_before_probing_the_engine(tmp_path):
-    from serve.supervisor import write_status
-
-    status = tmp_path / "engine-status.json"
-    write_status(status, "failed", "gave up after 2 restart attempt(s)", 2)
-    # nothing listens on the engine's port: a probe would fail with "unreachable", not with the reason
-    scorer = EngineScorer(_runtime(engine_url=f"http://127.0.0.1:{_free_port()}", engine_status_path=str(status)))
-
-    async def call():
-        try:
-            return await scorer.ready()
-        finally:
-            await scorer.aclose()
-
-    assert asyncio.run(call()) == (False, "engine failed: gave up after 2 restart attempt(s)")
-    write_status(status, "running", "restarted")
-    ready, reason = asyncio.run(call())
-    assert not ready and reason.startswith("engine unreachable")
-
-
-def test_pooled_engine_connections_close_before_the_engine_closes_them(tiny_profile, monkeypatch):
-    """The router drops an idle engine connection before vLLM's server would (its default and the value our
-    engine gets), so a request is never written to a connection being closed (a 503 seen once in CI)."""
-    import vllm.envs
-
-    from serve.engine import engine_env
-    from serve.scoring import ENGINE_CONNECTION_IDLE_S
-
-    monkeypatch.delenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", raising=False)
-    vllm_default = vllm.envs.environment_variables["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]()
-    ours = int(engine_env(tiny_profile)["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"])
-    assert ENGINE_CONNECTION_IDLE_S < vllm_default <= ours
-
-    scorer = EngineScorer(_runtime())
-
-    async def connector_idle_s():
-        try:
-            return scorer._client().connector._keepalive_timeout
-        finally:
-            await scorer.aclose()
-
-    assert asyncio.run(connector_idle_s()) == ENGINE_CONNECTION_IDLE_S
+    with pytest.raises(FeedbackNotDeployedError):
+        asyncio.run(scorer.feedback(PIXELS, {"realism": {"score": 3.0}}))
+    assert engine.feedback.calls == []

@@ -7,8 +7,9 @@ replaces the PyTorch-native SGMV LoRA ops used by vLLM's CPU punica wrapper with
 the grouped versions in ``serve.vllm_plugin.lora_ops`` (same signatures, same
 results, one matmul per adapter instead of a per-token weight copy). Without the
 variable it does nothing (``KIDSART_MM_STATS=<folder>`` additionally turns on
-the image-path counters of ``serve.vllm_plugin.mm_stats``), so installing the
-package changes no other vLLM run.
+the image-path counters of ``serve.vllm_plugin.mm_stats``, and
+``KIDSART_ENGINE_DIES_WITH_PARENT=1`` ties each vLLM process started by
+multiprocessing to its parent's life), so installing the package changes no other vLLM run.
 
 Keep this module import-light: vLLM imports it in every process.
 """
@@ -63,8 +64,32 @@ def install_fast_lora_ops() -> list[str]:
     return patched
 
 
+def die_with_parent() -> bool:
+    """In a process vLLM started with multiprocessing (its EngineCore under an engine replica, its workers under
+    the EngineCore): ask Linux to SIGKILL it when its parent dies. Without this a replica process killed by
+    Ray (or by the OOM killer) leaves its EngineCore and worker running, reparented to init, holding the model's
+    memory (seen here: two orphaned engines of 5 GB each after a driver was killed)."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # the replica process itself: Ray owns its life
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return False
+    if os.getppid() != parent.pid:  # the parent died before the request took effect
+        os._exit(1)
+    return True
+
+
 def register() -> None:
     """vLLM general-plugin entry point."""
+    if os.environ.get("KIDSART_ENGINE_DIES_WITH_PARENT") == "1":
+        die_with_parent()
     if enabled():
         install_fast_lora_ops()
     if os.environ.get("KIDSART_MM_STATS"):  # counters first: they then count real decodes only
