@@ -141,6 +141,7 @@ class Stack:
         # refused here, before anything starts, when the router would be open on a non-loopback address
         self.key_status = check_exposure(self.profile.router.host, self.api_keys, insecure_no_auth)
         self.deployment = load_profile_deployment(self.profile)
+        # the engine's and the router's logs are Ray's (one file per replica); `log_dir/ray` points at them
         self.log_dir = Path(log_dir) if log_dir else Path("runs") / "logs"
         self.ray_address = ray_address
         self.watch = EngineWatch(self.profile.engine.max_outage_s)
@@ -184,6 +185,26 @@ class Stack:
             self._ray_started = True
         else:
             ray.init(address=self.ray_address, **options)
+        self._link_logs()
+
+    def _link_logs(self) -> None:
+        """`log_dir/ray` -> this Ray session's log folder (serve/replica_<app>_EngineServer_*.log, worker-*.err)."""
+        import ray
+
+        try:
+            logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # Ray has no public accessor for it
+        except AttributeError:
+            log.info("Ray's log folder is not known here (a remote cluster): see the cluster's own logs")
+            return
+        link = self.log_dir / "ray"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            log.warning("%s exists and is not a link: Ray's logs are in %s", link, logs)
+            return
+        link.symlink_to(logs, target_is_directory=True)
+        log.info("engine and router logs: %s -> %s", link, logs)
 
     def _wait_ready(self, deadline: float) -> None:
         """Until /readyz answers 200, or StackStartError: a deployment Ray Serve gave up on (its constructor

@@ -26,15 +26,17 @@ def readyz(url: str) -> tuple[int, str]:
         return 0, repr(exc)
 
 
-def engine_replicas() -> dict[int, list[int]]:
-    """Each live engine replica's process (Ray's `ServeReplica:...:EngineServer` worker) -> the pids of the vLLM
-    EngineCore processes under it (the engine proper)."""
+def engine_replicas(root: int | None = None) -> dict[int, list[int]]:
+    """Each live engine replica's process (Ray's `ServeReplica:...:EngineServer` worker) under `root` (default: this
+    process, whose stacks' Ray it started) -> the pids of the vLLM EngineCore processes under it (the engine proper)."""
+    import os
+
     import psutil
 
     found = {}
-    for process in psutil.process_iter(["cmdline"]):
+    for process in descendants(root if root is not None else os.getpid()):
         try:
-            if any("ServeReplica:" in part and "EngineServer" in part for part in process.info["cmdline"] or []):
+            if any("ServeReplica:" in part and "EngineServer" in part for part in process.cmdline()):
                 found[process.pid] = [c.pid for c in process.children() if "EngineCore" in c.name()]
         except psutil.Error:
             continue
