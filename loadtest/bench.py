@@ -254,10 +254,10 @@ def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs
         workers["reference"] = PhaseProcess("reference", "reference", spec, env, workdir)
         jobs.append(("reference", "reference", {"op": "run"}))
     if "engine" in phases:
-        workers["engine"] = _engine_process("engine", loaded, spec, workdir, engine_env(loaded))
+        workers["engine"] = _engine_process("engine", loaded, spec, workdir, {**os.environ, **engine_env(loaded)})
         jobs += [("engine", "engine", {"op": "run", "lora": True}), ("engine_base", "engine", {"op": "run", "lora": False})]
         if stock_ops:
-            stock_env = dict(engine_env(loaded), KIDSART_FAST_LORA_OPS="0")
+            stock_env = {**os.environ, **engine_env(loaded), "KIDSART_FAST_LORA_OPS": "0"}
             workers["engine_stock"] = _engine_process("engine_stock", loaded, spec, workdir, stock_env)
             jobs.append(("engine_stock", "engine_stock", {"op": "run", "lora": True}))
     if "router" in phases:

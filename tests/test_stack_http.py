@@ -1,7 +1,6 @@
 """The real stack over HTTP: vLLM engine (tiny model, nine LoRAs) + Ray Serve router."""
 import base64
 import io
-import json
 
 import httpx
 import pytest
