@@ -8,11 +8,9 @@ Routes:
                                  in the body (the openai client's `extra_body`) adds the comment
 - GET  /healthz, /readyz, /metrics
 
-Each image is decoded and prepared once (the prompt format's recipe), then its pixels go to
-one engine replica in one call that scores every dimension (serve.scoring, through a Ray
-Serve handle: no HTTP, no PNG, no base64 between router and engine). A bounded admission
-queue per replica answers 429 with Retry-After when full instead of letting
-requests pile up until they time out.
+Each image is decoded and prepared once (the prompt format's recipe); its pixels go to one
+engine replica in one Ray handle call scoring every dimension (serve.scoring). A bounded
+admission queue per replica answers 429 + Retry-After when full, before requests pile up.
 """
 from __future__ import annotations
 
@@ -22,6 +20,7 @@ import logging
 import time
 import uuid
 
+import numpy
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -182,8 +181,6 @@ class ScoringRouter:
         pixels every dimension sees, as an HxWx3 uint8 array."""
 
         def work():
-            import numpy as np
-
             image = normalize_bytes(
                 data,
                 self.runtime.limits.image_size,
@@ -191,7 +188,7 @@ class ScoringRouter:
                 max_bytes=self.runtime.limits.max_image_bytes,
                 max_pixels=self.runtime.limits.max_image_pixels,
             )
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return numpy.asarray(image.convert("RGB"), dtype=numpy.uint8)
 
         return await asyncio.to_thread(work)
 
@@ -203,9 +200,8 @@ class ScoringRouter:
             if feedback:  # after the scores: the comment's prompt carries them
                 comment = await self.scorer.feedback(pixels, scores, description)
         metrics.IMAGES.inc()
-        result = {"id": request_id, "rubric": self.rubric.name}
         scores, total = self.rubric.with_points(scores)
-        result["scores"] = scores
+        result = {"id": request_id, "rubric": self.rubric.name, "scores": scores}
         if total is not None:
             result[self.rubric.total_name] = total
         if comment is not None:
