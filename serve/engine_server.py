@@ -52,7 +52,6 @@ class EngineRuntime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cli_args: list[str] = Field(description="vLLM engine flags (serve.engine.engine_cli_args).")
-    base_path: str = Field(description="The base model's folder (its tokenizer renders the prompts).")
     lora_paths: dict[str, str] = Field(description="Content-addressed LoRA module name -> adapter folder.")
     modules: dict[str, str] = Field(description="Served dimension (and 'feedback') -> LoRA module name.")
     rubric: str = Field(description="Rubric name or path.")
@@ -166,10 +165,6 @@ class EngineServer:
         if self.engine.errored:
             self._leave()
         await self.engine.check_health()
-
-    async def info(self) -> dict:
-        """What this replica serves (readiness and listings)."""
-        return {"modules": sorted(self.loras), "dimensions": self.prompts.dimensions}
 
     async def reset_caches(self) -> None:
         """Forget KV prefixes, processed images and encoder outputs (the benchmark's cold start)."""

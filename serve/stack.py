@@ -1,7 +1,6 @@
 """Start and stop the whole serving stack: one Ray Serve application of engine replicas and router.
 
-`Stack(profile)` validates the deployment set, starts a local Ray instance on 127.0.0.1 (or
-joins the one at `ray_address`), deploys the application (the engine deployment,
+`Stack(profile)` validates the deployment set, starts a local Ray instance, deploys the application (the engine deployment,
 `serve.engine_server`, and the router in front of it, `serve.router`) and waits until the
 router's /readyz answers. Ray Serve then owns the engines' lives: it health-checks every
 replica and replaces one whose engine died. `Stack.outage()` reads Ray Serve's status of the
@@ -29,7 +28,6 @@ from serve.scoring import EngineWatch, RouterRuntime, engine_status
 log = logging.getLogger(__name__)
 
 APP_NAME = "kidsart"
-LOOPBACK = "127.0.0.1"
 
 
 class StackStartError(KidsArtError):
@@ -58,7 +56,6 @@ def engine_runtime(profile: Profile, deployment: Deployment):
 
     return EngineRuntime(
         cli_args=engine_cli_args(profile, deployment),
-        base_path=str(profile.base.resolved_path),
         lora_paths=lora_paths(deployment),
         modules=deployment.module_names,
         rubric=str(deployment.rubric.name),
@@ -134,7 +131,6 @@ class Stack:
         api_keys: list[str] | None = None,
         insecure_no_auth: bool = False,
         router_host: str | None = None,
-        ray_address: str | None = None,
     ):
         self.profile = with_ports(profile, router_port, router_host)
         self.api_keys = list(api_keys or [])
@@ -143,7 +139,6 @@ class Stack:
         self.deployment = load_profile_deployment(self.profile)
         # the engine's and the router's logs are Ray's (one file per replica); `log_dir/ray` points at them
         self.log_dir = Path(log_dir) if log_dir else Path("runs") / "logs"
-        self.ray_address = ray_address
         self.watch = EngineWatch(self.profile.engine.max_outage_s)
         self._ray_started = False
         self._processes: list = []
@@ -178,13 +173,10 @@ class Stack:
         # Ray's processes inherit this: its HTTP proxy then refuses oversized and trickled bodies itself
         router = self.profile.router
         os.environ.update(proxy_environment(router.max_image_bytes, router.body_timeout_s))
-        options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if self.ray_address is None:
-            # a local instance on loopback: its GCS, raylet and object store listen on 127.0.0.1 only
-            ray.init(num_cpus=router.ray_num_cpus, _node_ip_address=LOOPBACK, **options)
-            self._ray_started = True
-        else:
-            ray.init(address=self.ray_address, **options)
+        # Ray 2.60 binds its own ports to all interfaces whatever node address it is given (it turns
+        # 127.0.0.1 into the machine's address): README, Security
+        ray.init(num_cpus=router.ray_num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        self._ray_started = True
         self._link_logs()
 
     def _link_logs(self) -> None:
