@@ -168,16 +168,6 @@ def normalize_bytes(
     return prepare_image(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), size, recipe)
 
 
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=1)
-    return buffer.getvalue()
-
-
-def png_data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def decode_base64_image(text: str) -> bytes:
     """Accept raw base64 or a `data:image/...;base64,` URL; raise ImageDecodeError otherwise."""
     if not isinstance(text, str) or not text.strip():

@@ -1,13 +1,11 @@
 """Where a district run gets its router, rubric and limits from, then runs the job.
 
-Three ways, chosen by the CLI's options:
+Two ways, chosen by the CLI's options:
 - `--url`: a running router; its `GET /v1/models` names the rubric it serves, says
   whether it has a feedback adapter and gives its input limits (a resumed run keeps the
   rubric it started with);
-- `--profile`: the profile's stack is started for this run (and stopped after; its
-  engine is remembered in the run folder so an orphan from a crash is reaped);
-- `--profile` with `--engine-url` (Ray pipeline): the engines started elsewhere are
-  asked directly, with the profile's prompts, adapter names and limits.
+- `--profile`: the profile's stack (engine replicas + router) is started for this run and
+  stopped after; vLLM's processes end with their replica even if the run is killed.
 """
 from __future__ import annotations
 
