@@ -159,6 +159,10 @@ class EngineSettings(_Strict):
     autoscaling: EngineAutoscaling | None = Field(default=None, description="Ray Serve autoscaling bounds instead of a fixed `num_replicas`.")
     num_cpus: float = Field(default=1.0, ge=0.0, le=1024.0, description="Ray CPUs one engine replica needs (fractional: two replicas may share cores). vLLM's own processes run beside it.")
     num_gpus: float = Field(default=0.0, ge=0.0, le=64.0, description="Ray GPUs one engine replica needs (production: 1, or tensor_parallel_size).")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources one engine replica needs "
+                                        "(e.g. {\"kidsart_engine\": 1} to keep engines on the nodes started with that resource).")
+    max_replicas_per_node: int | None = Field(default=None, ge=1, le=1024, description="At most this many engine replicas "
+                                              "on one Ray node (1: spread them, so losing a node loses one replica).")
     max_ongoing_requests: int = Field(default=64, ge=1, le=100_000, description="Images one replica scores at once (each image is one call carrying all its dimensions); Ray Serve routes past a full replica.")
     health_check_period_s: float = Field(default=5.0, gt=0, le=600, description="How often Ray Serve asks each engine replica whether its engine is alive.")
     health_check_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="A health check unanswered this long fails; a failed check makes Ray Serve replace the replica.")
@@ -233,6 +237,11 @@ class RouterSettings(_Strict):
     host: str = Field(default="127.0.0.1", description="Interface the router listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Router HTTP port.")
     num_replicas: int = Field(default=1, ge=1, le=256, description="Router replicas behind Ray Serve.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources one router replica needs "
+                                        "(e.g. to keep routers on the head node, which a lost worker node cannot take down).")
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode", description="Where Ray Serve runs its HTTP proxy: on every node (a load balancer in front) "
+        "or on the head node only (one address; needed when several Ray nodes share one machine, and so one port).")
     ray_num_cpus: int | None = Field(default=2, ge=1, description="CPUs given to a locally started Ray instance (None = all).")
     max_image_bytes: ImageBytes = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: ImagePixels = DEFAULT_MAX_IMAGE_PIXELS
@@ -242,6 +251,22 @@ class RouterSettings(_Strict):
     engine_timeout_s: float = Field(default=300, gt=0, le=3600, description="Timeout of one image's call to an engine replica.")
     body_timeout_s: float = Field(default=30, gt=0, le=600, description="Longest a request body may take to arrive; a trickled upload is cut off with 408.")
     metrics_require_key: bool = Field(default=False, description="Whether /metrics needs an API key like /v1/* (default: open, for a Prometheus scraper).")
+
+
+class ClusterSettings(_Strict):
+    """How `kidsart deploy-config --rayservice` sizes a KubeRay cluster for this profile (the Serve config itself
+    comes from `engine` and `router`)."""
+
+    image: str = Field(default="kidsart:latest", description="Container image with this repository installed (the "
+                       "GPU install for GPU profiles) and the base and adapters at the profile's paths.")
+    head_cpus: int = Field(default=4, ge=1, le=512, description="CPUs of the head pod (GCS, Serve controller, proxy, routers).")
+    head_memory_gib: int = Field(default=16, ge=1, le=4096, description="Memory of the head pod.")
+    worker_cpus_beside_engine: int = Field(default=2, ge=0, le=512, description="CPUs of a worker pod beyond the "
+                                           "engine replica's `num_cpus` (vLLM's engine core and worker processes, Ray).")
+    worker_memory_gib: int = Field(default=64, ge=1, le=4096, description="Memory of a worker pod (one engine replica: "
+                                   "the base's weights are loaded to host memory first).")
+    api_keys_secret: str = Field(default="kidsart-api-keys", description="Kubernetes Secret whose key `keys` holds "
+                                 "the router's API keys (comma-separated), given to every pod as KIDSART_API_KEYS.")
 
 
 class Profile(_Strict):
@@ -263,6 +288,8 @@ class Profile(_Strict):
         default_factory=FeedbackSettings,
         description="Length and sampling of the feedback adapter's comments (used when the deployment has one).",
     )
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings, description="Pod sizes of a KubeRay "
+                                     "deployment of this profile (`kidsart deploy-config --rayservice`).")
 
     @property
     def limits(self) -> InputLimits:

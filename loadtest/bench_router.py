@@ -73,8 +73,7 @@ class EngineProbe:
     def __init__(self):
         from ray import serve
 
-        from serve.scoring import ENGINE_DEPLOYMENT
-        from serve.stack import APP_NAME
+        from serve.scoring import APP_NAME, ENGINE_DEPLOYMENT
 
         self.handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, APP_NAME)
 

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         images: int = typer.Option(16, help="Synthetic artworks to score (all nine dimensions each)."),
         images_dir: Optional[str] = typer.Option(None, help="Bench (and check parity on) every image in this folder instead of synthetic ones."),
         out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
-        concurrency: str = typer.Option("1,2,4,8,16", help="Client concurrencies tried for the router; the best is reported."),
+        concurrency: str = typer.Option("", help="Client concurrencies tried for the router, the best reported (default: the profile's router.max_inflight_images, the concurrency it serves at under load)."),
         url: Optional[str] = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
         router_port: int = typer.Option(8600, help="Router port when the stack is started here."),
         repeats: int = typer.Option(3, min=1, help="Interleaved measured runs per phase; medians are reported."),

@@ -1,6 +1,7 @@
 """`kidsart serve` and `kidsart score`."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -36,6 +37,28 @@ def register(app: typer.Typer) -> None:
         run_foreground(profile, router_port=port, deployment=deployment, router_host=host,
                        api_keys=keys, insecure_no_auth=insecure_no_auth)
 
+    @app.command("deploy-config")
+    def deploy_config_command(
+        profile: str = typer.Option(..., "--profile", help="Profile name (adapters/profiles/NAME.yaml) or path, as the cluster will find it."),
+        out: Path = typer.Option(..., "--out", help="File to write (YAML)."),
+        rayservice: bool = typer.Option(False, "--rayservice", help="Write a KubeRay RayService manifest embedding the Serve config (spec.serveConfigV2)."),
+        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
+        insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Let the router serve beyond loopback without API keys."),
+    ) -> None:
+        """Write the Ray Serve config (for `serve run` / `serve deploy`) or the KubeRay RayService of a profile.
+
+        The file is validated with Ray's own schema before it is written."""
+        from adapters.profiles import load_profile
+        from serve.deploy_config import render, validate
+
+        loaded = load_profile(profile, deployment)
+        text = render(loaded, rayservice=rayservice, profile_ref=profile, deployment_ref=deployment,
+                      insecure_no_auth=insecure_no_auth)
+        validate(text)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out} ({'RayService' if rayservice else 'Ray Serve config'} of profile {loaded.name!r})")
+
     @app.command("score")
     def score_command(
         images: List[str] = typer.Argument(..., help="Image files to score."),
@@ -53,7 +76,6 @@ def register(app: typer.Typer) -> None:
         (Long by its typer options: the work is ScoringClient's and the reference backend's.)"""
         import json
         import sys
-        from pathlib import Path
 
         from adapters.errors import KidsArtError
 

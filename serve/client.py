@@ -99,7 +99,9 @@ def _log_retry(label: str):
     return before_sleep
 
 
-def _retry_kwargs(policy: RetryPolicy, rng: random.Random, label: str, retry_on: tuple) -> dict:
+def retry_kwargs(policy: RetryPolicy, rng: random.Random, label: str, retry_on: tuple) -> dict:
+    """tenacity's arguments for the one retry policy: `retry_on` errors retried with backoff (Retry-After
+    honoured) until `policy.max_outage_s` has passed, then the last error raised."""
     return {"retry": retry_if_exception_type(retry_on), "stop": stop_after_delay(policy.max_outage_s),
             "wait": _wait(policy, rng), "before_sleep": _log_retry(label), "reraise": True}
 
@@ -162,7 +164,7 @@ class _Base:
         self.retries = 0
 
     def _kwargs(self, label: str) -> dict:
-        kwargs = _retry_kwargs(self.policy, self._rng, label, (httpx.TransportError, _Transient))
+        kwargs = retry_kwargs(self.policy, self._rng, label, (httpx.TransportError, _Transient))
         before = kwargs["before_sleep"]
 
         def count(state: RetryCallState) -> None:

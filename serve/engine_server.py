@@ -191,19 +191,29 @@ def _as_image(pixels):
     return pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
 
 
-def engine_deployment(settings: EngineSettings, runtime: EngineRuntime, env: dict[str, str]):
-    """The bound engine deployment for a profile's engine settings (replicas, resources, health checks)."""
+def engine_options(settings: EngineSettings, env: dict[str, str]) -> dict:
+    """The engine deployment's Ray Serve options from the profile (replicas, resources, health checks), in the
+    names a Serve config file uses: `serve.deploy_config` writes the same dict."""
+    actor: dict = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus, "runtime_env": {"env_vars": env}}
+    if settings.resources:
+        actor["resources"] = dict(settings.resources)
     options: dict = {
         "name": ENGINE_DEPLOYMENT,
         "max_ongoing_requests": settings.max_ongoing_requests,
         "health_check_period_s": settings.health_check_period_s,
         "health_check_timeout_s": settings.health_check_timeout_s,
         "graceful_shutdown_timeout_s": 10,
-        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus,
-                              "runtime_env": {"env_vars": env}},
+        "ray_actor_options": actor,
     }
+    if settings.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = settings.max_replicas_per_node
     if settings.autoscaling is not None:
         options["autoscaling_config"] = settings.autoscaling.model_dump()
     else:
         options["num_replicas"] = settings.num_replicas
-    return serve.deployment(EngineServer).options(**options).bind(runtime.model_dump())
+    return options
+
+
+def engine_deployment(settings: EngineSettings, runtime: EngineRuntime, env: dict[str, str]):
+    """The bound engine deployment for a profile's engine settings."""
+    return serve.deployment(EngineServer).options(**engine_options(settings, env)).bind(runtime.model_dump())

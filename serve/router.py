@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 
-import numpy
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve as ray_serve
 
 from adapters.errors import KidsArtError
-from adapters.images import decode_base64_image, normalize_bytes
+from adapters.images import decode_base64_image
+from adapters.profiles import RouterSettings
 from serve import metrics
 from serve.body import body_limit, read_limited_body
 from serve.errors import (
@@ -49,6 +49,7 @@ from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 log = logging.getLogger(__name__)
 
 MAX_DESCRIPTION_CHARS = 4000
+ROUTER_DEPLOYMENT = "ScoringRouter"
 
 
 class ScoreRequest(BaseModel):
@@ -158,7 +159,7 @@ def _form_flag(value, name: str) -> bool:
 api = FastAPI(title="kidsart router", description="Scores children's artworks on a rubric with one LoRA per dimension.")
 
 
-@ray_serve.deployment(name="ScoringRouter")
+@ray_serve.deployment(name=ROUTER_DEPLOYMENT)
 @ray_serve.ingress(api)
 class ScoringRouter:
     """One router replica."""
@@ -176,37 +177,16 @@ class ScoringRouter:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    async def _prepare(self, data: bytes):
-        """Decode and prepare once (the prompt format's image recipe), in a thread (decoding is CPU work): the
-        pixels every dimension sees, as an HxWx3 uint8 array."""
-
-        def work():
-            image = normalize_bytes(
-                data,
-                self.runtime.limits.image_size,
-                recipe=self.runtime.prompt_format.image_recipe,
-                max_bytes=self.runtime.limits.max_image_bytes,
-                max_pixels=self.runtime.limits.max_image_pixels,
-            )
-            return numpy.asarray(image.convert("RGB"), dtype=numpy.uint8)
-
-        return await asyncio.to_thread(work)
-
     async def _score(self, data: bytes, dimensions, description, request_id, feedback: bool = False):
-        comment = None
         async with self.admission:
-            pixels = await self._prepare(data)
-            scores, prompt_tokens = await self.scorer.score(pixels, dimensions, description)
-            if feedback:  # after the scores: the comment's prompt carries them
-                comment = await self.scorer.feedback(pixels, scores, description)
+            result = await self.scorer.score_upload(data, dimensions, description, request_id, feedback)
         metrics.IMAGES.inc()
-        scores, total = self.rubric.with_points(scores)
-        result = {"id": request_id, "rubric": self.rubric.name, "scores": scores}
-        if total is not None:
-            result[self.rubric.total_name] = total
-        if comment is not None:
-            result["feedback"] = comment
-        return result, prompt_tokens
+        return result
+
+    async def runtime_info(self) -> dict:
+        """What this router serves (rubric, adapters, prompt format, limits): for the district job's handle path,
+        which prepares and scores images itself through the engine deployment."""
+        return self.runtime.model_dump()
 
     async def _run(self, route: str, handler):
         self.scorer.watch.start()
@@ -389,12 +369,17 @@ class ScoringRouter:
         return await self._run("/v1/*", handle)
 
 
-def build_app(runtime: RouterRuntime, engine, num_replicas: int = 1):
+def router_options(settings: RouterSettings) -> dict:
+    """The router deployment's Ray Serve options from the profile, in the names a Serve config file uses."""
+    capacity = settings.max_inflight_images + settings.max_queued_images
+    actor: dict = {"num_cpus": 0}
+    if settings.resources:
+        actor["resources"] = dict(settings.resources)
+    # Ray's own limit sits above ours, so the router's admission answers 429 itself.
+    return {"name": ROUTER_DEPLOYMENT, "num_replicas": settings.num_replicas, "max_ongoing_requests": capacity + 16,
+            "ray_actor_options": actor}
+
+
+def build_app(runtime: RouterRuntime, engine):
     """The Ray Serve application: the router in front of `engine` (the bound engine deployment)."""
-    capacity = runtime.settings.max_inflight_images + runtime.settings.max_queued_images
-    return ScoringRouter.options(
-        num_replicas=num_replicas,
-        # Ray's own limit sits above ours, so the router's admission answers 429 itself.
-        max_ongoing_requests=capacity + 16,
-        ray_actor_options={"num_cpus": 0},
-    ).bind(runtime.model_dump(), engine)
+    return ScoringRouter.options(**router_options(runtime.settings)).bind(runtime.model_dump(), engine)

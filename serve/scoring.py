@@ -34,6 +34,7 @@ from serve.errors import EngineResponseError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
+APP_NAME = "kidsart"  # the Ray Serve application `kidsart serve` and the configs of `kidsart deploy-config` deploy
 ENGINE_DEPLOYMENT = "EngineServer"  # the engine deployment's name (serve.engine_server deploys it)
 ENGINE_ATTEMPTS = 4  # calls of one image before a 503: a dead replica's calls go to another one
 RETRY_PAUSE_S = 0.5  # between attempts: Ray Serve's routing learns of the dead replica meanwhile
@@ -80,6 +81,7 @@ class EngineWatch:
     """Ray Serve's view of the engine deployment (running replicas), refreshed in the background."""
 
     max_outage_s: float
+    app_name: str | None = None  # None: the application of the replica this runs in
     running: int | None = None  # None: not read yet
     message: str = ""
     down_since: float | None = None
@@ -89,10 +91,19 @@ class EngineWatch:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def refresh(self) -> None:
+        """Read Ray Serve's status now."""
+        self.update(*await asyncio.to_thread(engine_status, self.app_name))
+
     async def _loop(self) -> None:
         while True:
             try:
-                self.update(*await asyncio.to_thread(engine_status))
+                await self.refresh()
             except Exception as exc:  # the controller busy or restarting: keep the last view, say so in the log
                 log.warning("could not read Ray Serve's status of the engine: %s", exc)
             await asyncio.sleep(WATCH_PERIOD_S)
@@ -156,6 +167,37 @@ class EngineScorer:
         if missing:
             raise UnknownDimensionError(f"no adapter is deployed for dimension(s) {missing}")
         return selected
+
+    async def prepare(self, data: bytes):
+        """Decode and prepare an upload once (the prompt format's image recipe), in a thread (decoding is CPU
+        work): the pixels every dimension sees, as an HxWx3 uint8 array. Bad input raises the typed image errors."""
+        import numpy
+
+        from adapters.images import normalize_bytes
+
+        limits = self.runtime.limits
+
+        def work():
+            image = normalize_bytes(data, limits.image_size, recipe=self.runtime.prompt_format.image_recipe,
+                                    max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+            return numpy.asarray(image.convert("RGB"), dtype=numpy.uint8)
+
+        return await asyncio.to_thread(work)
+
+    async def score_upload(self, data: bytes, dimensions: list[str] | None, description: str | None,
+                           request_id: str, feedback: bool = False) -> tuple[dict, int]:
+        """One uploaded image end to end (prepare, score, points and total, the comment when asked): the score
+        answer's body and the prompt tokens used. The router and the district job's handle path both use it."""
+        pixels = await self.prepare(data)
+        scores, prompt_tokens = await self.score(pixels, dimensions, description)
+        comment = await self.feedback(pixels, scores, description) if feedback else None  # its prompt has the scores
+        scores, total = self.rubric.with_points(scores)
+        result = {"id": request_id, "rubric": self.rubric.name, "scores": scores}
+        if total is not None:
+            result[self.rubric.total_name] = total
+        if comment is not None:
+            result["feedback"] = comment
+        return result, prompt_tokens
 
     async def score(self, pixels, dimensions: list[str] | None = None, description: str | None = None) -> tuple[dict, int]:
         """Score one prepared image (HxWx3 uint8) on the chosen dimensions; returns (scores, prompt tokens used)."""

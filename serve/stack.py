@@ -23,11 +23,9 @@ from adapters.profiles import Profile
 from adapters.score_tokens import base_score_token_ids
 from serve.body import proxy_environment
 from serve.keys import check_exposure, digest
-from serve.scoring import EngineWatch, RouterRuntime, engine_status
+from serve.scoring import APP_NAME, EngineWatch, RouterRuntime, engine_status
 
 log = logging.getLogger(__name__)
-
-APP_NAME = "kidsart"
 
 
 class StackStartError(KidsArtError):
@@ -73,7 +71,7 @@ def build_application(profile: Profile, deployment: Deployment, api_keys: tuple[
     from serve.router import build_app
 
     engine = engine_deployment(profile.engine, engine_runtime(profile, deployment), engine_env(profile))
-    return build_app(router_runtime(profile, deployment, api_keys), engine, num_replicas=profile.router.num_replicas)
+    return build_app(router_runtime(profile, deployment, api_keys), engine)
 
 
 def with_ports(profile: Profile, router_port: int | None = None, router_host: str | None = None) -> Profile:

@@ -129,25 +129,42 @@ def live_stack(tiny_profile, tmp_path_factory):
     else:
         os.environ["KIDSART_API_KEY"] = previous
     _SESSION_STACK.pop("stack", None)
-    stack.stop()
+    if not _SESSION_STACK.pop("stopped", False):
+        stack.stop()
+
+
+def stop_live_stack() -> None:
+    """Stop the session's live stack, if it runs, for a test that needs Ray to itself (marked `own_ray`, so it runs
+    after every test of the live stack: it is started again only if a later test asks for it)."""
+    live = _SESSION_STACK.get("stack")
+    if live is not None and not _SESSION_STACK.get("stopped"):
+        live.stop()
+        _SESSION_STACK["stopped"] = True
+
+
+@pytest.fixture(autouse=True)
+def _live_stack_running(request):
+    """A test that asks for the live stack gets it running, even after an `own_ray` test stopped it."""
+    if "live_stack" in request.fixturenames and _SESSION_STACK.get("stopped"):
+        _SESSION_STACK["stack"].start()
+        _SESSION_STACK["stopped"] = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `own_ray` last (stable): each stops the live stack, which then need not be started again."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
 
 
 @contextlib.contextmanager
 def own_stack(profile, log_dir):
-    """A stack of another profile or deployment in this test process.
+    """A stack of another profile or deployment in this test process (tests marked `own_ray`).
 
     Ray Serve is one per Ray instance (one HTTP proxy, one app namespace), so two stacks
     cannot run side by side in one process: the session's live stack, if it was started,
-    is stopped for the duration and started again afterwards.
+    is stopped first.
     """
     from serve.stack import Stack
 
-    live = _SESSION_STACK.get("stack")
-    if live is not None:
-        live.stop()
-    try:
-        with Stack(profile, router_port=free_port(), log_dir=log_dir) as stack:
-            yield stack
-    finally:
-        if live is not None:
-            live.start()
+    stop_live_stack()
+    with Stack(profile, router_port=free_port(), log_dir=log_dir) as stack:
+        yield stack

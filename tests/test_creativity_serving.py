@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import drawing, own_stack, png_bytes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
 
 def test_creativity_profile_scores_points_and_totals(tmp_path):

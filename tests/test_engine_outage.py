@@ -11,7 +11,6 @@ The figures are printed (README, Reliability).
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,17 +22,11 @@ import pytest
 
 from tests.conftest import engine_replicas, own_stack, readyz, wait_for
 from tests.district_helpers import REPO, cli, journal_keys, journal_lines
+from tests.locust_helpers import USERS, kill, requests_logged, start_locust
 
 pytestmark = pytest.mark.integration
 
-USERS = 4
 AFTER_RECOVERY_S = 20.0
-
-
-def _requests(path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _one_engine_core() -> int:
@@ -41,25 +34,6 @@ def _one_engine_core() -> int:
     cores = [core for cores in replicas.values() for core in cores]
     assert cores, f"no vLLM EngineCore process under the engine replicas {replicas}"
     return cores[0]
-
-
-def _locust(url: str, tmp_path, name: str):
-    from loadtest.run_locust import Scenario, locust_process
-
-    log = tmp_path / name / "requests.jsonl"
-    process = locust_process(
-        url, Scenario(users=USERS, spawn_rate=USERS, run_time="900s", shed_ok=False), tmp_path / name,
-        {"KIDSART_LOCUST_REQUESTS": str(log), "KIDSART_LOCUST_IMAGES": "4"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return process, log
-
-
-def _stop(*processes) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
@@ -73,10 +47,10 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
     district = subprocess.Popen(cli(str(root), "--out", str(out), "--url", url, "--concurrency", "4", "--no-report"),
                                 cwd=REPO, env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"},
                                 stdout=district_log, stderr=subprocess.STDOUT)
-    locust, requests_log = _locust(url, tmp_path, "locust")
+    locust, requests_log = start_locust(url, tmp_path, "locust")
     old_replicas = set(engine_replicas())
     try:
-        wait_for(lambda: sum(r["outcome"] == "ok" for r in _requests(requests_log)) >= 8 and journal_lines(out) >= 5,
+        wait_for(lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8 and journal_lines(out) >= 5,
                  240, "locust and the district job to be scoring")
         killed_at = time.time()
         os.kill(_one_engine_core(), signal.SIGKILL)
@@ -89,14 +63,14 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
         locust.wait(timeout=120)
         district.wait(timeout=600)
     finally:
-        _stop(locust, district)
+        kill(locust, district)
         district_log.close()
     district_output = (tmp_path / "district.log").read_text(encoding="utf-8")
 
     # /readyz said why while the engine was down
     assert "engine" in outage_answer[1], outage_answer
     # locust: failures only inside the outage, and only 503 + Retry-After
-    answered = _requests(requests_log)
+    answered = requests_logged(requests_log)
     failures = [r for r in answered if r["outcome"] != "ok"]
     assert failures, "no request saw the outage: the kill came too late or too early"
     wrong = [r for r in failures if r["status"] != 503 or not r["retry_after"]]
@@ -120,14 +94,15 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
           f"district {len(frame)} rows, each once")
 
 
+@pytest.mark.own_ray
 def test_two_replicas_one_engine_killed_fails_no_request(tiny_profile, tmp_path):
     engine = tiny_profile.engine.model_copy(update={"num_replicas": 2, "num_cpus": 1.0})
     profile = tiny_profile.model_copy(update={"engine": engine})
     with own_stack(profile, tmp_path / "logs") as stack:
         assert stack.engine_replicas()[0] == 2 and len(engine_replicas()) == 2
-        locust, requests_log = _locust(stack.url, tmp_path, "locust-two")
+        locust, requests_log = start_locust(stack.url, tmp_path, "locust-two")
         try:
-            wait_for(lambda: sum(r["outcome"] == "ok" for r in _requests(requests_log)) >= 8, 240, "locust to be scoring")
+            wait_for(lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8, 240, "locust to be scoring")
             killed_at = time.time()
             os.kill(_one_engine_core(), signal.SIGKILL)
             wait_for(lambda: stack.engine_replicas()[0] == 1, 60, "Ray Serve to count one running replica")
@@ -138,8 +113,8 @@ def test_two_replicas_one_engine_killed_fails_no_request(tiny_profile, tmp_path)
             locust.send_signal(signal.SIGTERM)
             locust.wait(timeout=120)
         finally:
-            _stop(locust)
-    answered = _requests(requests_log)
+            kill(locust)
+    answered = requests_logged(requests_log)
     during = [r for r in answered if r["start"] >= killed_at - 5 and r["end"] <= back_at]
     failures = [r for r in answered if r["outcome"] != "ok"]
     assert not failures, f"{len(failures)} failed requests with a healthy second replica: {failures[:5]}"

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import drawing, own_stack, png_bytes
 from tests.kidsartbench_release import fabricate, their_prompt
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
 DIMS = ["realism", "deformation", "imagination", "color_richness", "color_contrast", "line_combination",
         "line_texture", "picture_organization", "transformation"]

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def score_district(
         input: Path = typer.Argument(..., help="District folder (school/grade/class/... folders) or a CSV manifest with a 'path' column."),
         out: Path = typer.Option(..., "--out", help="Output folder: journal.jsonl, scores.csv, scores.parquet, report.html."),
-        url: Optional[str] = typer.Option(None, "--url", help="Router URL (e.g. http://127.0.0.1:8000)."),
+        url: Optional[str] = typer.Option(None, "--url", help="Router URL (e.g. http://127.0.0.1:8000); from outside a Ray cluster."),
         profile: Optional[str] = typer.Option(None, "--profile", help="Without --url: start this profile's stack, score, stop it."),
         rubric: Optional[str] = typer.Option(None, "--rubric", help="Rubric of the scores (default: the profile's, or the one the router at --url serves)."),
         deployment: Optional[str] = typer.Option(None, "--deployment", help="With --profile: serve this deployment set (e.g. from `kidsart import-adapters`) on the profile's base."),
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         dimensions: str = typer.Option("", "--dimensions", help="Comma-separated dimensions (default: all of the rubric)."),
         levels: str = typer.Option("school,grade,class", "--levels", help="Names of the folder levels below the root."),
         pipeline: str = typer.Option("async", "--pipeline", help="'async' (local asyncio client) or 'ray' (Ray Data pipeline)."),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to run the Ray pipeline on (default: local)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --pipeline ray and no --url: the Ray cluster that serves the application (e.g. auto, or HEAD:6379); images are scored through its engine deployment with Ray Serve handles."),
         ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Scoring actors in the Ray pipeline (raise on a cluster)."),
         ray_batch_size: int = typer.Option(8, "--ray-batch-size", min=1, help="Images per Ray Data batch (4 batches in flight per actor)."),
         router_port: Optional[int] = typer.Option(None, "--router-port", help="With --profile: router port (default: the profile's)."),
@@ -53,8 +53,13 @@ def register(app: typer.Typer) -> None:
 
         if pipeline not in ("async", "ray"):
             raise ConfigError(f"--pipeline must be 'async' or 'ray', not {pipeline!r}")
-        if not url and not profile:
-            raise ConfigError("give --url of a running router, or --profile to start the stack for this run")
+        if ray_address and pipeline != "ray":
+            raise ConfigError("--ray-address needs --pipeline ray")
+        if ray_address and profile:
+            raise ConfigError("--profile starts a stack here; --ray-address joins a cluster that already serves: give one")
+        if not url and not profile and not ray_address:
+            raise ConfigError("give --url of a running router, --pipeline ray --ray-address of a Ray cluster that "
+                              "serves the application, or --profile to start the stack for this run")
         if deployment and not profile:
             raise ConfigError("--deployment needs --profile (the base it is served on)")
         config = DistrictJobConfig(

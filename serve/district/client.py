@@ -76,26 +76,29 @@ class ScoreClient:
                 return {"status": "error", "error_type": exc.error_type, "error": message, "http_status": exc.status}
             raise RouterProtocolError(f"POST {self.url}/v1/score: {exc}") from exc
         self.last_success = time.monotonic()
-        return self._parse_ok(body)
+        return parse_score_answer(body, self.dimensions, self.feedback)
 
-    def _parse_ok(self, body: dict) -> dict:
-        try:
-            scores = body["scores"]
-            missing = [d for d in self.dimensions if d not in scores]
-            for dim, value in scores.items():
-                float(value["score"])
-                list(value["probs"])
-            comment = body["feedback"] if self.feedback else None
-            if comment is not None and not isinstance(comment["text"], str):
-                raise TypeError("feedback.text is not a string")
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"status": "error", "error_type": "invalid_response", "http_status": 200,
-                    "error": f"the router's answer is not a score object: {exc!r}"}
-        if missing:
-            return {"status": "error", "error_type": "invalid_response", "http_status": 200,
-                    "error": f"the router's answer lacks dimensions {missing}"}
-        result = {"status": "ok", "scores": scores, "rubric": body.get("rubric", "")}
-        if comment is not None:
-            result["feedback"] = comment
-        return result
 
+
+def parse_score_answer(body: dict, dimensions: list[str], feedback: bool) -> dict:
+    """A score answer's body as a journal result: ok with the scores (and the comment), or an invalid_response
+    error when it lacks a requested dimension or is not a score object."""
+    try:
+        scores = body["scores"]
+        missing = [d for d in dimensions if d not in scores]
+        for value in scores.values():
+            float(value["score"])
+            list(value["probs"])
+        comment = body["feedback"] if feedback else None
+        if comment is not None and not isinstance(comment["text"], str):
+            raise TypeError("feedback.text is not a string")
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
+                "error": f"the answer is not a score object: {exc!r}"}
+    if missing:
+        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
+                "error": f"the answer lacks dimensions {missing}"}
+    result = {"status": "ok", "scores": scores, "rubric": body.get("rubric", "")}
+    if comment is not None:
+        result["feedback"] = comment
+    return result

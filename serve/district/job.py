@@ -76,9 +76,11 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
     os.replace(tmp, meta_path)
 
 
-def run_job(config: DistrictJobConfig, *, url: str, limits: InputLimits = DEFAULT_LIMITS) -> JobResult:
-    """Run (or resume) a district job against a router at `url`; files above
-    `limits.max_image_bytes` are rows with an error at once, never sent."""
+def run_job(config: DistrictJobConfig, *, url: str | None, limits: InputLimits = DEFAULT_LIMITS,
+            runtime: dict | None = None) -> JobResult:
+    """Run (or resume) a district job against a router at `url`, or through the engine deployment's handles when
+    `runtime` (what the application serves) is given; files above `limits.max_image_bytes` are rows with an error
+    at once, never sent."""
     from adapters.rubric import load_rubric
     from serve.district.export import build_table
     from serve.district.inputs import discover
@@ -99,7 +101,7 @@ def run_job(config: DistrictJobConfig, *, url: str, limits: InputLimits = DEFAUL
         plan = plan_work(discovery.items, journal)
         if config.resume:
             log.info("resuming: %d of %d inputs already done", plan.already_done, len(discovery.items))
-        stats = _score(config, plan, journal, url, total=len(discovery.items))
+        stats = _score(config, plan, journal, url, runtime, total=len(discovery.items))
         records = dict(journal.records)
     frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback)
     files = _write_outputs(config, frame, dims, rubric, discovery)
@@ -108,7 +110,7 @@ def run_job(config: DistrictJobConfig, *, url: str, limits: InputLimits = DEFAUL
     return JobResult(exit_code=code, summary=summary, files=files)
 
 
-def _score(config: DistrictJobConfig, plan, journal: Journal, url: str, total: int):
+def _score(config: DistrictJobConfig, plan, journal: Journal, url: str | None, runtime: dict | None, total: int):
     """Score the plan's units with the configured pipeline, journaling every result; its RunStats."""
     from serve.district.runner import score_units
 
@@ -124,7 +126,7 @@ def _score(config: DistrictJobConfig, plan, journal: Journal, url: str, total: i
             from serve.district.ray_pipeline import score_with_ray
 
             return score_with_ray(
-                plan, journal, urls=[url], dimensions=config.dimensions or None,
+                plan, journal, urls=[url] if url else [], runtime=runtime, dimensions=config.dimensions or None,
                 policy=policy, actors=config.ray_actors,
                 batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
                 feedback=config.feedback,

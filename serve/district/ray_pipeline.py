@@ -1,15 +1,20 @@
 """The district job as a Ray Data pipeline, for districts beyond one machine.
 
-score (actor pool; each actor reads its batch's files, keeps an asyncio loop and pooled
-HTTP clients and runs several batches at once in threads, each batch scored concurrently
-through the router URL(s); the router decodes, checks and prepares each image and spreads
-them over its engine replicas) -> write: the driver consumes the stream and
-appends every result to the same fsync'd journal as the local runner, so
-`--resume`, exports and the report are identical whichever path ran.
+score (actor pool; each actor reads its batch's files, keeps an asyncio loop and its
+clients and runs several batches at once in threads, each batch scored concurrently)
+-> write: the driver consumes the stream and appends every result to the same fsync'd
+journal as the local runner, so `--resume`, exports and the report are identical
+whichever path ran.
+
+Two ways to score, chosen by the CLI:
+- handles (`--pipeline ray` without `--url`): inside the cluster that serves the
+  application, each actor prepares its images and calls the engine deployment through
+  Ray Serve handles with the router's own code (serve.district.handles);
+- a router URL (`--url`, from outside the cluster): each actor posts to the router.
 
 On one machine `ray.init()` starts (or joins, when the stack runs in this process)
-a local instance; on a cluster pass `--ray-address auto` (or ray://...) and make
-the input folder visible to the workers at the same path (shared storage).
+a local instance; on a cluster pass `--ray-address auto` (or the head's address) and
+make the input folder visible to the workers at the same path (shared storage).
 """
 from __future__ import annotations
 
@@ -47,17 +52,22 @@ def _read(batch: dict) -> dict:
 
 
 class _Score:
-    """Actor: an event loop in a thread, HTTP clients on it, one batch scored concurrently per call."""
+    """Actor: an event loop in a thread, scoring clients on it (handles or HTTP), one batch scored concurrently
+    per call."""
 
     def __init__(self, urls: list[str], dimensions: list[str] | None, policy: RetryPolicy, connections: int,
-                 feedback: bool = False):
+                 feedback: bool = False, runtime: dict | None = None):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="district-score-loop").start()
         self.dimensions, self.policy, self.feedback = dimensions, policy, feedback
         self._next = count()
-        self.clients = asyncio.run_coroutine_threadsafe(self._make_clients(urls, connections), self.loop).result()
+        self.clients = asyncio.run_coroutine_threadsafe(self._make_clients(urls, connections, runtime), self.loop).result()
 
-    async def _make_clients(self, urls, connections):
+    async def _make_clients(self, urls, connections, runtime):
+        if runtime is not None:
+            from serve.district.handles import HandleScoreClient
+
+            return [HandleScoreClient(runtime, dimensions=self.dimensions, policy=self.policy, feedback=self.feedback)]
         return [ScoreClient(url, dimensions=self.dimensions, policy=self.policy, max_connections=connections,
                             feedback=self.feedback) for url in urls]
 
@@ -84,14 +94,15 @@ class _Score:
 def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions: list[str] | None,
                    policy: RetryPolicy, actors: int = 2,
                    batch_size: int = 16, actor_concurrency: int = 4, ray_address: str | None = None,
-                   progress=None, feedback: bool = False) -> RunStats:
-    """Score the plan's units with Ray Data; the driver journals every result as it streams in."""
+                   progress=None, feedback: bool = False, runtime: dict | None = None) -> RunStats:
+    """Score the plan's units with Ray Data, through the router at `urls`, or with handles when `runtime` (what
+    the application serves, serve.district.handles.served_runtime) is given; the driver journals every result as
+    it streams in."""
     import json
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect_ray(ray_address)
     stats = RunStats(local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
                      reused=sum(1 for r in plan.immediate if r.get("source") == "reused"))
     started = time.monotonic()
@@ -106,11 +117,11 @@ def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions:
 
     commit(plan.immediate)
     if plan.units:
-        for url in urls:
-            asyncio.run(_wait_ready(url, policy))
+        asyncio.run(_wait_ready(urls, policy, runtime))
         rows = [{"unit": i, "path": u.first.path, "key": u.first.key, "sha256": u.first.sha256,
                  "description": u.first.description} for i, u in enumerate(plan.units)]
-        dataset = _dataset(rows, urls=urls, dimensions=dimensions, policy=policy, actors=actors, batch_size=batch_size, actor_concurrency=actor_concurrency, feedback=feedback)
+        dataset = _dataset(rows, urls=urls, dimensions=dimensions, policy=policy, actors=actors, batch_size=batch_size,
+                           actor_concurrency=actor_concurrency, feedback=feedback, runtime=runtime)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if stats.first_result_s is None:
                 stats.first_result_s = time.monotonic() - started
@@ -128,7 +139,7 @@ def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions:
 
 
 def _dataset(rows: list[dict], *, urls: list[str], dimensions, policy: RetryPolicy, actors: int, batch_size: int,
-             actor_concurrency: int, feedback: bool):
+             actor_concurrency: int, feedback: bool, runtime: dict | None):
     """The Ray Data pipeline over the units' rows: score them in `actors` actors, `actor_concurrency` batches at
     once each."""
     import ray
@@ -139,7 +150,7 @@ def _dataset(rows: list[dict], *, urls: list[str], dimensions, policy: RetryPoli
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
     connections = batch_size * actor_concurrency
     dataset = dataset.map_batches(
-        _Score, fn_constructor_args=(urls, dimensions, policy, connections, feedback),
+        _Score, fn_constructor_args=(urls, dimensions, policy, connections, feedback, runtime),
         batch_size=batch_size, batch_format="numpy", num_cpus=0,
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=actor_concurrency + 2,
                                            max_concurrent_calls_per_actor=actor_concurrency,
@@ -148,6 +159,24 @@ def _dataset(rows: list[dict], *, urls: list[str], dimensions, policy: RetryPoli
     return dataset
 
 
-async def _wait_ready(url: str, policy: RetryPolicy) -> None:
-    async with ScoreClient(url, policy=policy) as client:
-        await client.wait_ready()
+def connect_ray(ray_address: str | None) -> None:
+    """Join the Ray cluster at `ray_address` (or this process's instance, or a new local one)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+async def _wait_ready(urls: list[str], policy: RetryPolicy, runtime: dict | None) -> None:
+    if runtime is not None:
+        from serve.district.handles import HandleScoreClient
+
+        client = HandleScoreClient(runtime, policy=policy)
+        try:
+            await client.wait_ready()
+        finally:
+            await client.aclose()
+        return
+    for url in urls:
+        async with ScoreClient(url, policy=policy) as client:
+            await client.wait_ready()

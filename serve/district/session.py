@@ -1,11 +1,15 @@
 """Where a district run gets its router, rubric and limits from, then runs the job.
 
-Two ways, chosen by the CLI's options:
-- `--url`: a running router; its `GET /v1/models` names the rubric it serves, says
-  whether it has a feedback adapter and gives its input limits (a resumed run keeps the
-  rubric it started with);
+Three ways, chosen by the CLI's options:
+- `--url`: a running router, from anywhere; its `GET /v1/models` names the rubric it
+  serves, says whether it has a feedback adapter and gives its input limits (a resumed
+  run keeps the rubric it started with);
+- `--pipeline ray --ray-address ADDR`: inside the Ray cluster that serves the
+  application: the job scores through the engine deployment with Ray Serve handles
+  (serve.district.handles), and reads what is served from a router replica;
 - `--profile`: the profile's stack (engine replicas + router) is started for this run and
-  stopped after; vLLM's processes end with their replica even if the run is killed.
+  stopped after (with `--pipeline ray`, scored through its handles); vLLM's processes end
+  with their replica even if the run is killed.
 """
 from __future__ import annotations
 
@@ -59,11 +63,12 @@ def served_models(url: str, max_wait_s: float = 30.0) -> ServedModels:
 
 
 def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info) -> JobResult:
-    """Resolve the router (or start the profile's stack), the rubric and the limits; run the job."""
+    """Resolve the router, the cluster or the profile's stack, the rubric and the limits; run the job."""
     from adapters.feedback import require_feedback_adapter
 
+    handles = config.pipeline == "ray" and not target.url
     with contextlib.ExitStack() as stack_ctx:
-        limits, url = DEFAULT_LIMITS, target.url
+        limits, url, runtime = DEFAULT_LIMITS, target.url, None
         if target.profile:
             from adapters.manifest import load_profile_deployment
             from adapters.profiles import load_profile
@@ -76,9 +81,27 @@ def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info
                 require_feedback_adapter(served.feedback is not None, f"deployment {served.name!r} ({served.source})")
             if not url:
                 url = _start_stack(stack_ctx, loaded, config, target, announce)
-        else:
+        if handles:
+            config.rubric, limits, runtime = _from_cluster(config, target)
+        elif not target.profile:
             config.rubric, limits = _from_router(url, target.rubric or previous_rubric(Path(config.out)), config.feedback)
-        return run_job(config, url=url, limits=limits)
+        return run_job(config, url=None if handles else url, limits=limits, runtime=runtime)
+
+
+def _from_cluster(config: DistrictJobConfig, target: Target) -> tuple[str, InputLimits, dict]:
+    """(rubric, limits, runtime) of the application on the Ray cluster (this process's, or `--ray-address`)."""
+    from adapters.feedback import require_feedback_adapter
+    from serve.district.handles import served_runtime
+    from serve.district.ray_pipeline import connect_ray
+
+    connect_ray(config.ray_address)
+    runtime = served_runtime()
+    rubric = str(runtime["rubric"])
+    if target.rubric and target.rubric != rubric:
+        raise ConfigError(f"--rubric {target.rubric!r}, but the application on the cluster serves {rubric!r}")
+    if config.feedback:
+        require_feedback_adapter(runtime.get("feedback_adapter") is not None, "the application on the cluster")
+    return rubric, InputLimits.model_validate(runtime["limits"]), runtime
 
 
 def _from_router(url: str, rubric: str | None, feedback: bool) -> tuple[str, InputLimits]:
