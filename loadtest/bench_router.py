@@ -68,26 +68,50 @@ async def http_run(send, images: list[bytes], concurrency: int) -> dict:
 
 
 class EngineProbe:
-    """The engine replica of a stack started here, through a Ray handle: cache resets and vLLM's counters."""
+    """The engine replicas of a stack started here, through a Ray handle: cache resets and vLLM's counters.
+
+    Ray Serve sends each call to one replica of its choosing, so a call meant for every replica is sent in rounds
+    until each running replica has answered once (replicas answer with their id)."""
+
+    ROUNDS = 20
 
     def __init__(self):
         from ray import serve
 
-        from serve.scoring import APP_NAME, ENGINE_DEPLOYMENT
+        from serve.scoring import APP_NAME, ENGINE_DEPLOYMENT, engine_status
 
         self.handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, APP_NAME)
+        self.running = lambda: engine_status(APP_NAME)[0]
+
+    def _on_every_replica(self, method: str) -> dict:
+        """replica id -> its answer to `method`, from every running replica; any failure is a BenchPhaseError."""
+        running = self.running()
+        answers: dict = {}
+        try:
+            for _ in range(self.ROUNDS):
+                for response in [getattr(self.handle, method).remote() for _ in range(2 * running)]:
+                    answer = response.result(timeout_s=60)
+                    replica, value = answer if isinstance(answer, tuple) else (answer, None)
+                    answers.setdefault(replica, value)
+                if len(answers) >= running:
+                    return answers
+        except Exception as exc:  # Ray's wrapped replica error: the benchmark cannot go on
+            raise BenchPhaseError(f"engine {method} failed: {exc.__class__.__name__}: {exc}"[:500]) from exc
+        raise BenchPhaseError(f"engine {method}: {len(answers)} of {running} replicas answered in {self.ROUNDS} rounds")
 
     def reset_caches(self) -> None:
-        """Clear the engine's prefix, processor and encoder caches; any failure is an error."""
-        try:
-            self.handle.reset_caches.remote().result(timeout_s=60)
-        except Exception as exc:  # Ray's wrapped replica error: the benchmark cannot go on
-            raise BenchPhaseError(f"engine cache reset failed: {exc.__class__.__name__}: {exc}"[:500]) from exc
+        """Clear every replica's prefix, processor and encoder caches."""
+        self._on_every_replica("reset_caches")
 
     def counters(self) -> dict[str, float]:
+        """vLLM's counters summed over the replicas."""
         from loadtest.token_accounting import counters_from_prometheus
 
-        return counters_from_prometheus(self.handle.metrics_text.remote().result(timeout_s=60))
+        total: dict[str, float] = {}
+        for text in self._on_every_replica("metrics_text").values():
+            for name, value in counters_from_prometheus(text).items():
+                total[name] = total.get(name, 0.0) + value
+        return total
 
 
 class RouterWorker:

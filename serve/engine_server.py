@@ -166,18 +166,21 @@ class EngineServer:
             self._leave()
         await self.engine.check_health()
 
-    async def reset_caches(self) -> None:
-        """Forget KV prefixes, processed images and encoder outputs (the benchmark's cold start)."""
+    async def reset_caches(self) -> str:
+        """Forget KV prefixes, processed images and encoder outputs (the benchmark's cold start); this replica's id
+        (a caller reaching every replica counts them by it)."""
         if not await self.engine.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")
         await self.engine.reset_mm_cache()
         await self.engine.reset_encoder_cache()
+        return serve.get_replica_context().replica_id.unique_id
 
-    async def metrics_text(self) -> str:
-        """vLLM's Prometheus metrics of this replica (prompt, prefill and prefix-cache counters), as text."""
+    async def metrics_text(self) -> tuple[str, str]:
+        """(this replica's id, vLLM's Prometheus metrics of this replica as text: prompt, prefill and prefix-cache
+        counters)."""
         from prometheus_client import REGISTRY, generate_latest
 
-        return generate_latest(REGISTRY).decode("utf-8")
+        return serve.get_replica_context().replica_id.unique_id, generate_latest(REGISTRY).decode("utf-8")
 
     def __del__(self):
         engine = getattr(self, "engine", None)

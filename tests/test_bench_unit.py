@@ -193,6 +193,7 @@ def _probe(handle):
 
     probe = EngineProbe.__new__(EngineProbe)  # without Ray: the handle is the fake's
     probe.handle = handle
+    probe.running = lambda: 1
     return probe
 
 
@@ -200,12 +201,39 @@ def test_a_failed_cache_reset_fails_the_benchmark():
     from loadtest.bench_worker import BenchPhaseError
 
     refused = _probe(_Handle(reset_caches=RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")))
-    with pytest.raises(BenchPhaseError, match="engine cache reset failed: RuntimeError: vLLM refused to reset"):
+    with pytest.raises(BenchPhaseError, match="engine reset_caches failed: RuntimeError: vLLM refused to reset"):
         refused.reset_caches()
-    fine = _probe(_Handle(reset_caches=None, metrics_text=PROMETHEUS))
+    fine = _probe(_Handle(reset_caches="replica-a", metrics_text=("replica-a", PROMETHEUS)))
     fine.reset_caches()
     assert fine.counters() == counters_from_prometheus(PROMETHEUS)  # vLLM's counters, read through the replica
-    assert fine.handle.calls == ["reset_caches", "metrics_text"]
+    assert set(fine.handle.calls) == {"reset_caches", "metrics_text"}
+
+
+def test_every_replica_is_reset_and_counted_however_ray_serve_routes_the_calls():
+    """Two replicas; Ray Serve's routing sends the first calls to the same one: calls go on until both answered,
+    and the counters are their sum."""
+    from loadtest.token_accounting import counters_from_prometheus
+
+    routed = iter(["a", "a", "a", "b", "a", "b"] * 10)
+
+    class Routed:
+        def __init__(self, calls, name, text=None):
+            self.calls, self.name, self.text = calls, name, text
+
+        def remote(self):
+            self.calls.append(self.name)
+            replica = next(routed)
+            return _Response((replica, self.text) if self.text else replica)
+
+    handle = _Handle()
+    handle.reset_caches = Routed(handle.calls, "reset_caches")
+    handle.metrics_text = Routed(handle.calls, "metrics_text", PROMETHEUS)
+    probe = _probe(handle)
+    probe.running = lambda: 2
+    probe.reset_caches()
+    assert handle.calls.count("reset_caches") == 4  # a round of two calls reached only "a"; the second reached "b"
+    single = counters_from_prometheus(PROMETHEUS)
+    assert probe.counters() == {name: 2 * value for name, value in single.items()}
 
 
 def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):

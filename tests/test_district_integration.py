@@ -1,4 +1,5 @@
-"""score-district against the real stack (tiny model): kills + resume, an engine restart, the Ray pipeline.
+"""score-district against the real stack (tiny model): kills + resume, an engine restart, the Ray pipeline through
+the router and, inside the stack's Ray, through the engine deployment's handles (killed and resumed).
 
 One district of 300+ inputs (broken and duplicate files included) and the
 session's one stack (`live_stack`), to amortise start-up:
@@ -7,7 +8,9 @@ session's one stack (`live_stack`), to amortise start-up:
    with the engine killed while the last resume is running (Ray Serve replaces its replica);
    rows must be identical and scores equal up to the engine's batch-composition
    noise (measured and printed; asserted below 1e-3);
-3. the Ray Data pipeline on a CSV manifest of 60 of the inputs: same scores.
+3. the Ray Data pipeline on a CSV manifest of 60 of the inputs: same scores;
+4. the same 60 through the engine deployment's Ray handles (`--ray-address`), SIGKILLed once and
+   resumed: each input once, the same scores.
 """
 from __future__ import annotations
 
@@ -111,5 +114,26 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
     dims = load_rubric("kidsartbench").dimension_names
     ok = merged[merged.status == "ok"]
     ray_noise = max(float(np.abs(ok[d].to_numpy(float) - ok[f"{d}_ref"].to_numpy(float)).max()) for d in dims)
-    print(f"ray pipeline vs uninterrupted: max |score diff| = {ray_noise:.3g}; timings {timings}")
     assert ray_noise < NOISE_LIMIT
+
+    # 4. inside the cluster: --pipeline ray --ray-address (the live stack's Ray) scores through the engine
+    # deployment with Ray handles, no URL; SIGKILLed mid-run, then resumed: every input once, the same scores
+    import ray
+
+    handles_out = tmp_path / "handles"
+    handles_args = [str(root / "subset.csv"), "--out", str(handles_out), "--pipeline", "ray", "--ray-address",
+                    ray.get_runtime_context().gcs_address, "--ray-batch-size", "4", "--no-report", "--resume"]
+    started = time.monotonic()
+    assert run_and_kill(handles_args, handles_out, 16, timeout=600) is None
+    handles_run = run(handles_args, timeout=600)
+    timings["handles_60_killed_and_resumed"] = time.monotonic() - started
+    assert handles_run.returncode in (0, 1), handles_run.stderr[-3000:]
+    keys = journal_keys(handles_out)
+    assert len(keys) == 60 and Counter(keys).most_common(1)[0][1] == 1
+    merged = pd.read_parquet(handles_out / "scores.parquet").merge(subset, on="key", suffixes=("", "_ref"))
+    assert len(merged) == 60 and (merged.status == merged.status_ref).all()
+    ok = merged[merged.status == "ok"]
+    handles_noise = max(float(np.abs(ok[d].to_numpy(float) - ok[f"{d}_ref"].to_numpy(float)).max()) for d in dims)
+    print(f"ray pipeline vs uninterrupted: max |score diff| = {ray_noise:.3g}; through handles (killed, resumed): "
+          f"{handles_noise:.3g}; timings {timings}")
+    assert handles_noise < NOISE_LIMIT

@@ -50,13 +50,15 @@ class HandleScoreClient:
     """The district job's scoring client over Ray Serve handles; the same results as `ScoreClient`."""
 
     def __init__(self, runtime: dict, *, dimensions: list[str] | None = None, policy: RetryPolicy | None = None,
-                 feedback: bool = False, app_name: str = APP_NAME):
-        from ray import serve
-
-
+                 feedback: bool = False, app_name: str = APP_NAME, engine=None, watch: EngineWatch | None = None):
+        """`engine` (the engine deployment's handle) and `watch` default to the application's own."""
         parsed = RouterRuntime.model_validate(runtime)
-        self.watch = EngineWatch(parsed.max_outage_s, app_name=app_name)
-        self.scorer = EngineScorer(parsed, serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name), self.watch)
+        if engine is None:
+            from ray import serve
+
+            engine = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name)
+        self.watch = watch or EngineWatch(parsed.max_outage_s, app_name=app_name)
+        self.scorer = EngineScorer(parsed, engine, self.watch)
         self.dimensions = list(dimensions or [])
         self.feedback = feedback
         self.policy = policy or RetryPolicy()
