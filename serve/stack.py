@@ -152,7 +152,8 @@ class Stack:
             self._start_ray()
             from ray import serve
 
-            serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port})
+            serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port},
+                        proxy_location=self.profile.router.proxy_location)
             serve.run(build_application(self.profile, self.deployment, self.api_keys), name=APP_NAME,
                       route_prefix="/", blocking=False)
             self._wait_ready(deadline)
