@@ -83,11 +83,16 @@ class Rubric(BaseModel):
         return list(range(1, len(self.score_tokens) + 1))
 
     @property
+    def total_max(self) -> int | None:
+        """The most the points total can be (e.g. 100 for five dimensions of 20 points), if the rubric has points."""
+        return None if self.points_per_dimension is None else self.points_per_dimension * len(self.dimensions)
+
+    @property
     def total_name(self) -> str | None:
         """Name of the points total (e.g. `total_100` for five dimensions of 20 points), if the rubric has points."""
         if self.points_per_dimension is None:
             return None
-        return f"total_{self.points_per_dimension * len(self.dimensions)}"
+        return f"total_{self.total_max}"
 
     def points(self, score: float) -> float:
         """A RAIL score on the rubric's points scale: (score - 1) x N / (levels - 1)."""

@@ -74,7 +74,7 @@ def run_demo(profile_name: str, out_dir: Path, port: int | None = None) -> int:
         with ScoringClient(stack.url) as client, ThreadPoolExecutor(max_workers=8) as pool:
             def one(path: Path) -> dict:
                 try:
-                    return {"image": str(path), **client.score_file(path, request_id=path.name)}
+                    return {"image": str(path), **client.score_file(path, request_id=path.name).model_dump(exclude_none=True)}
                 except Exception as exc:  # reported per image; the demo goes on
                     return {"image": str(path), "error": str(exc)}
 

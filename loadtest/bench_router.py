@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 
 from loadtest.bench_worker import BenchPhaseError, clear_counts
-from serve.client import auth_headers
+from serve.client import auth_headers, parse_answer
+from serve.protocol import ScoreAnswer
 
 log = logging.getLogger("kidsart.bench")
 
@@ -180,8 +181,7 @@ class RouterWorker:
         response = await self.client.post("/v1/score", json=body)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-        scores = response.json()["scores"]
-        return scores
+        return parse_answer(ScoreAnswer, response.json(), "POST /v1/score").scores
 
     def ready(self, timeout_s: float = 120.0) -> dict:
         """After a pause (SIGSTOP): wait until the router (and through it the engine) is ready again."""
@@ -210,7 +210,7 @@ class RouterWorker:
 
         run["image_path"] = mm_stats.read_counts(self.stats_dir) if self.stats_dir else None
         results = run.pop("results")
-        run["scores"] = {p.name: {dim: v["score"] for dim, v in r.items()} for p, r in zip(self.images, results)}
+        run["scores"] = {p.name: {dim: v.score for dim, v in r.items()} for p, r in zip(self.images, results)}
         return run
 
     def close(self) -> None:

@@ -42,9 +42,9 @@ import time
 
 from locust import HttpUser, between, events, task
 
-from loadtest.answers import check_chat as _check_chat
-from loadtest.answers import missing_dimensions
+from loadtest.answers import check_chat, check_score
 from serve.client import RetryPolicy, ScoringClient, auth_headers
+from serve.errors import RETRYABLE_STATUSES
 
 SIZES = [(224, 224), (400, 300), (640, 480), (300, 500), (1024, 768), (1600, 1200)]
 # The rubric model (all dimensions at once), read from the router when the test starts.
@@ -129,7 +129,7 @@ B64 = [(label, base64.b64encode(data).decode("ascii"), "image/jpeg" if data[:2] 
 
 
 def _shed(response) -> bool:
-    return response.status_code in (429, 503) and "retry-after" in {k.lower() for k in response.headers}
+    return response.status_code in RETRYABLE_STATUSES and "retry-after" in {k.lower() for k in response.headers}
 
 
 class ScoringUser(HttpUser):
@@ -177,21 +177,21 @@ class ScoringUser(HttpUser):
         label, b64, _ = random.choice(B64)
         self._post(
             "/v1/score", "/v1/score", {"image": b64, "id": f"locust-{label}"},
-            lambda body: missing_dimensions(body.get("scores"), DIMENSIONS), "full",
+            lambda body: check_score(body, DIMENSIONS), "full",
         )
 
     @task(2)
     def chat_rubric(self) -> None:
         _, b64, mime = random.choice(B64)
         self._post("/v1/chat/completions", "/v1/chat/completions [rubric]", _chat(RUBRIC_MODEL, b64, mime),
-                   lambda body: _check_chat(body, DIMENSIONS), "full")
+                   lambda body: check_chat(body, DIMENSIONS), "full")
 
     @task(1)
     def chat_dimension(self) -> None:
         _, b64, mime = random.choice(B64)
         dim = random.choice(DIMENSIONS)
         self._post("/v1/chat/completions", "/v1/chat/completions [dimension]", _chat(dim, b64, mime),
-                   lambda body: _check_chat(body, [dim]), "single")
+                   lambda body: check_chat(body, [dim]), "single")
 
 
 def _chat(model: str, b64: str, mime: str) -> dict:

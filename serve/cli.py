@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from adapters.errors import KidsArtError
+        from serve.protocol import ScoreAnswer
 
         if backend not in ("router", "reference"):
             raise typer.BadParameter("backend must be 'router' or 'reference'", param_hint="--backend")
@@ -100,13 +101,7 @@ def register(app: typer.Typer) -> None:
                     raw, comment = reference.score_with_feedback(data, dims, description)
                 else:
                     raw = reference.score_bytes(data, dims, description)
-                scores, total = reference.rubric.with_points(raw)
-                result = {"id": path.name, "rubric": reference.rubric.name, "scores": scores}
-                if total is not None:
-                    result[reference.rubric.total_name] = total
-                if comment is not None:
-                    result["feedback"] = comment
-                return result
+                return ScoreAnswer.of(reference.rubric, path.name, raw, comment).model_dump(exclude_none=True)
         else:
             from serve.client import ScoringClient
 
@@ -114,7 +109,7 @@ def register(app: typer.Typer) -> None:
 
             def score_one(path: Path) -> dict:
                 return client.score_file(path, dimensions=dims, request_id=path.name, description=description,
-                                         feedback=feedback)
+                                         feedback=feedback).model_dump(exclude_none=True)
 
         for image in images:
             path = Path(image)

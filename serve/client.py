@@ -27,11 +27,12 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from adapters.errors import InputError, KidsArtError
 from adapters.limits import DEFAULT_LIMITS, InputLimits
+from serve.errors import RETRYABLE_STATUSES
+from serve.protocol import ModelListing, ScoreAnswer, ScoreRequest
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "KIDSART_API_KEY"
-RETRY_STATUSES = frozenset({429, 503})
 
 
 class ScoringAPIError(KidsArtError):
@@ -48,6 +49,20 @@ class ScoringAPIError(KidsArtError):
     def error_type(self) -> str:
         error = (self.body or {}).get("error")
         return str(error.get("type")) if isinstance(error, dict) and error.get("type") else f"http_{self.status}"
+
+
+class InvalidAnswerError(ScoringAPIError):
+    """A 200 whose body is not the answer the protocol says (serve.protocol)."""
+
+    kind = "invalid_response"
+
+
+def parse_answer(model, body: dict, what: str):
+    """A 200's body as its protocol model, or InvalidAnswerError naming `what` and the problem."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidAnswerError(f"{what}: the answer is not a {model.__name__}: {exc}"[:1000], 200, body) from exc
 
 
 class RouterUnavailableError(KidsArtError):
@@ -108,17 +123,11 @@ def retry_kwargs(policy: RetryPolicy, rng: random.Random, label: str, retry_on: 
 
 def score_payload(data: bytes, *, request_id: str | None = None, dimensions: list[str] | None = None,
                   description: str | None = None, feedback: bool = False) -> dict:
-    """The JSON body of POST /v1/score for image bytes."""
-    payload: dict = {"image": base64.b64encode(data).decode("ascii")}
-    if request_id:
-        payload["id"] = request_id
-    if dimensions:
-        payload["dimensions"] = list(dimensions)
-    if description:
-        payload["description"] = description
-    if feedback:
-        payload["feedback"] = True
-    return payload
+    """The JSON body of POST /v1/score for image bytes (a serve.protocol.ScoreRequest)."""
+    request = ScoreRequest(image=base64.b64encode(data).decode("ascii"), id=request_id or None,
+                           dimensions=list(dimensions) if dimensions else None, description=description or None,
+                           feedback=feedback)
+    return request.model_dump(exclude_none=True, exclude_defaults=True)
 
 
 def auth_headers(api_key: str | None = None) -> dict:
@@ -142,7 +151,7 @@ def _answer(response: httpx.Response, what: str) -> dict:
         if body is None:
             raise ScoringAPIError(f"{what}: the answer is not a JSON object", 200)
         return body
-    if response.status_code in RETRY_STATUSES:
+    if response.status_code in RETRYABLE_STATUSES:
         raise _Transient(response)
     body = _json_or_none(response)
     error = (body or {}).get("error")
@@ -186,19 +195,15 @@ class ServedModels(BaseModel):
 
     @classmethod
     def from_listing(cls, listing: object, url: str) -> "ServedModels":
-        """Parse a listing; ScoringAPIError naming `url` when it is not one of a scoring router."""
-        data = listing.get("data") if isinstance(listing, dict) else None
-        entries = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
-        rubrics = [m["id"] for m in entries if "adapter" not in m]
+        """What a listing (a ModelListing, or its JSON) says; ScoringAPIError naming `url` when it is not a scoring
+        router's listing or lists no rubric model."""
+        if not isinstance(listing, ModelListing):
+            listing = parse_answer(ModelListing, listing, f"{url}/v1/models")
+        rubrics = [m.id for m in listing.data if m.adapter is None]
         if not rubrics:
-            raise ScoringAPIError(f"{url}/v1/models lists no rubric model: {[m['id'] for m in entries]}")
-        limits = listing.get("limits")
-        try:
-            return cls(rubric=rubrics[0], dimensions=[m["id"] for m in entries if "adapter" in m],
-                       feedback_adapter=listing.get("feedback_adapter") or None,
-                       limits=InputLimits(**limits) if isinstance(limits, dict) else DEFAULT_LIMITS)
-        except ValidationError as exc:
-            raise ScoringAPIError(f"{url}/v1/models is not a scoring router's listing: {exc}") from exc
+            raise ScoringAPIError(f"{url}/v1/models lists no rubric model: {[m.id for m in listing.data]}")
+        return cls(rubric=rubrics[0], dimensions=[m.id for m in listing.data if m.adapter is not None],
+                   feedback_adapter=listing.feedback_adapter, limits=listing.limits)
 
 
 class ScoringClient(_Base):
@@ -218,11 +223,12 @@ class ScoringClient(_Base):
             raise _unavailable(self.url, exc, self.policy) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def score(self, data: bytes, *, request_id: str | None = None, **fields) -> dict:
+    def score(self, data: bytes, *, request_id: str | None = None, **fields) -> ScoreAnswer:
         """Scores of one image (`dimensions`, `description`, `feedback` as in `score_payload`)."""
-        return self._call("POST", "/v1/score", request_id or "score", json=score_payload(data, request_id=request_id, **fields))
+        body = self._call("POST", "/v1/score", request_id or "score", json=score_payload(data, request_id=request_id, **fields))
+        return parse_answer(ScoreAnswer, body, f"POST {self.url}/v1/score")
 
-    def score_file(self, path: Path, **fields) -> dict:
+    def score_file(self, path: Path, **fields) -> ScoreAnswer:
         path = Path(path)
         try:
             data = path.read_bytes()
@@ -230,9 +236,9 @@ class ScoringClient(_Base):
             raise InputError(f"cannot read {path}: {exc.strerror}") from exc
         return self.score(data, **fields)
 
-    def models(self) -> dict:
-        """GET /v1/models as the router sends it (OpenAI's list, plus `feedback_adapter` and `limits`)."""
-        return self._call("GET", "/v1/models", "models")
+    def models(self) -> ModelListing:
+        """GET /v1/models (OpenAI's list, plus `feedback_adapter` and `limits`)."""
+        return parse_answer(ModelListing, self._call("GET", "/v1/models", "models"), f"GET {self.url}/v1/models")
 
     def served(self) -> ServedModels:
         """What the router serves: its rubric, dimensions, feedback adapter and input limits."""
@@ -268,9 +274,10 @@ class AsyncScoringClient(_Base):
             raise _unavailable(self.url, exc, self.policy) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def score(self, data: bytes, *, request_id: str | None = None, **fields) -> dict:
-        return await self._call("POST", "/v1/score", request_id or "score",
+    async def score(self, data: bytes, *, request_id: str | None = None, **fields) -> ScoreAnswer:
+        body = await self._call("POST", "/v1/score", request_id or "score",
                                 json=score_payload(data, request_id=request_id, **fields))
+        return parse_answer(ScoreAnswer, body, f"POST {self.url}/v1/score")
 
     async def wait_ready(self) -> None:
         """Wait (with the same policy) until GET /readyz answers 200."""

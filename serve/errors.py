@@ -16,6 +16,7 @@ from adapters.errors import (
     ScoreDistributionError,
     UnknownDimensionError,
 )
+from serve.protocol import ErrorBody, ErrorDetail
 
 
 class MalformedRequestError(InputError):
@@ -113,4 +114,4 @@ def error_body(error: Exception) -> dict:
     kind = getattr(error, "kind", "internal_error")
     status = status_for(error)
     message = str(error) if isinstance(error, KidsArtError) else "internal error"
-    return {"error": {"message": message, "type": kind, "code": status}}
+    return ErrorBody(error=ErrorDetail(message=message, type=kind, code=status)).model_dump()

@@ -23,7 +23,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve as ray_serve
 
 from adapters.errors import KidsArtError
@@ -34,6 +34,7 @@ from serve.body import body_limit, read_limited_body
 from serve.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
+    RETRYABLE_STATUSES,
     MalformedRequestError,
     OverloadedError,
     RequestValidationFailed,
@@ -44,24 +45,23 @@ from serve.errors import (
     status_for,
 )
 from serve.keys import key_matches
+from serve.protocol import (
+    ERROR_RESPONSES,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatResponseMessage,
+    ModelCard,
+    ModelListing,
+    ScoreAnswer,
+    ScoreRequest,
+    Usage,
+)
 from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 
 log = logging.getLogger(__name__)
 
-MAX_DESCRIPTION_CHARS = 4000
 ROUTER_DEPLOYMENT = "ScoringRouter"
-
-
-class ScoreRequest(BaseModel):
-    """JSON body of POST /v1/score."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
-    dimensions: list[str] | None = Field(default=None, max_length=64, description="Dimensions to score (default: all).")
-    id: str | None = Field(default=None, max_length=256, description="Caller's identifier, echoed back.")
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS, description="Text description of the artwork (used by rubrics that ask for it, and by the feedback adapter).")
-    feedback: bool = Field(default=False, description="Also return a teacher's comment from the deployment's feedback adapter.")
 
 
 class Admission:
@@ -102,7 +102,7 @@ def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONRes
     if not isinstance(error, KidsArtError):
         log.exception("unexpected error on %s", route, exc_info=error)
     metrics.ERRORS.labels(getattr(error, "kind", "internal_error")).inc()
-    headers = {"Retry-After": str(retry_after_s)} if status in (429, 503) else None
+    headers = {"Retry-After": str(retry_after_s)} if status in RETRYABLE_STATUSES else None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     if isinstance(error, (BodyTooLargeError, BodyTimeoutError)):
@@ -113,38 +113,55 @@ def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONRes
 
 
 def _image_and_text(messages) -> tuple[str, str | None]:
-    """The single image (data URL) and any user text from OpenAI chat messages."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestValidationFailed("`messages` must be a non-empty list")
+    """The single image (data URL) and any user text from the chat request's messages."""
     images: list[str] = []
     texts: list[str] = []
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") != "user":
+        if message.role != "user" or message.content is None:
             continue
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
+        if isinstance(message.content, str):
+            texts.append(message.content)
             continue
-        if not isinstance(content, list):
-            raise RequestValidationFailed("message content must be a string or a list of parts")
-        for part in content:
-            if not isinstance(part, dict):
-                raise RequestValidationFailed("each content part must be an object")
-            if part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
-                if not isinstance(url, str):
+        for part in message.content:
+            if part.type == "image_url":
+                if part.image_url is None:
                     raise RequestValidationFailed("an image_url part needs image_url.url")
-                if not url.startswith("data:"):
+                if not part.image_url.url.startswith("data:"):
                     raise RequestValidationFailed(
                         "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote images"
                     )
-                images.append(url)
-            elif part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                images.append(part.image_url.url)
+            elif part.type == "text" and part.text is not None:
+                texts.append(part.text)
     if len(images) != 1:
         raise RequestValidationFailed(f"the user message must contain exactly one image_url part, found {len(images)}")
     text = "\n".join(t for t in texts if t.strip()) or None
     return images[0], text
+
+
+def _validated(model, payload, what: str):
+    """`payload` as `model`, or a 422 naming each problem."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise RequestValidationFailed(f"invalid {what}: {problems}") from exc
+
+
+def _request_body(model) -> dict:
+    """OpenAPI's description of a JSON request body that the route reads itself (within the body limits)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _json(body: bytes):
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+
+
+def _answer(model) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True))
 
 
 def _form_flag(value, name: str) -> bool:
@@ -219,7 +236,8 @@ class ScoringRouter:
 
     # ---- routes ---------------------------------------------------------------------------
 
-    @api.post("/v1/score")
+    @api.post("/v1/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES,
+              openapi_extra=_request_body(ScoreRequest))
     async def score(self, request: Request):
         async def handle():
             body = await self._admit(request)
@@ -228,23 +246,15 @@ class ScoringRouter:
                 data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
             else:
                 data, dimensions, request_id, description, feedback = self._parse_json(body)
-            result, _ = await self._score(data, dimensions, description, request_id, feedback)
-            return JSONResponse(result)
+            answer, _ = await self._score(data, dimensions, description, request_id, feedback)
+            return _answer(answer)
 
         return await self._run("/v1/score", handle)
 
     def _parse_json(self, body: bytes):
         if not body:
             raise MalformedRequestError("the request body is empty; send JSON {\"image\": ...} or multipart field 'image'")
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
-        try:
-            parsed = ScoreRequest.model_validate(payload)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise RequestValidationFailed(f"invalid score request: {problems}") from exc
+        parsed = _validated(ScoreRequest, _json(body), "score request")
         self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
         if parsed.feedback:
             self.scorer.check_feedback()
@@ -272,70 +282,53 @@ class ScoringRouter:
         description = form.get("description") if isinstance(form.get("description"), str) else None
         return data, dimensions, request_id or str(uuid.uuid4()), description, feedback
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", response_model=ModelListing, responses=ERROR_RESPONSES)
     async def models(self, request: Request):
         async def handle():
             self._authorize(request)
-            return JSONResponse(self._listing())
+            return _answer(self._listing())
 
         return await self._run("/v1/models", handle)
 
-    def _listing(self) -> dict:
+    def _listing(self) -> ModelListing:
         created = int(time.time())
-        data = [{"id": self.rubric.name, "object": "model", "created": created, "owned_by": "kidsart",
-                 "description": f"all dimensions of {self.rubric.title}"}]
-        for dim in self.rubric.dimensions:
-            if dim.name in self.runtime.adapters:
-                data.append({"id": dim.name, "object": "model", "created": created, "owned_by": "kidsart",
-                             "adapter": self.runtime.adapters[dim.name], "description": dim.description})
+        data = [ModelCard(id=self.rubric.name, created=created, description=f"all dimensions of {self.rubric.title}")]
+        data += [ModelCard(id=dim.name, created=created, adapter=self.runtime.adapters[dim.name], description=dim.description)
+                 for dim in self.rubric.dimensions if dim.name in self.runtime.adapters]
         # beside OpenAI's fields: what a client without a profile needs (the district job checks files locally)
-        return {"object": "list", "data": data, "feedback_adapter": self.runtime.feedback_adapter,
-                "limits": self.runtime.limits.model_dump()}
+        return ModelListing(data=data, feedback_adapter=self.runtime.feedback_adapter, limits=self.runtime.limits)
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES,
+              openapi_extra=_request_body(ChatCompletionRequest))
     async def chat_completions(self, request: Request):
         async def handle():
             body = await self._admit(request)
-            try:
-                payload = json.loads(body) if body else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
+            payload = _json(body) if body else None
             if not isinstance(payload, dict):
                 raise MalformedRequestError("the request body must be a JSON object")
-            model = payload.get("model")
-            if model == self.rubric.name:
+            parsed = _validated(ChatCompletionRequest, payload, "chat request")
+            if parsed.model == self.rubric.name:
                 dimensions = None
-            elif isinstance(model, str) and model in self.runtime.adapters:
-                dimensions = [model]
+            elif parsed.model in self.runtime.adapters:
+                dimensions = [parsed.model]
             else:
                 raise UnsupportedModelError(
-                    f"model {model!r} does not exist; use {self.rubric.name!r} or one of {list(self.runtime.adapters)}"
+                    f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of {list(self.runtime.adapters)}"
                 )
-            feedback = payload.get("feedback", False)
-            if not isinstance(feedback, bool):
-                raise RequestValidationFailed(f"`feedback` must be true or false, not {feedback!r}")
-            if feedback:
+            if parsed.feedback:
                 self.scorer.check_feedback()
-            image_url, text = _image_and_text(payload.get("messages"))
+            image_url, text = _image_and_text(parsed.messages)
             data = decode_base64_image(image_url)
             request_id = "chatcmpl-" + uuid.uuid4().hex
             description = text if self.rubric.uses_description else None
-            result, prompt_tokens = await self._score(data, dimensions, description, request_id, feedback)
-            completion_tokens = len(result["scores"])
-            return JSONResponse({
-                "id": request_id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": json.dumps(result)},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
-            })
+            answer, prompt_tokens = await self._score(data, dimensions, description, request_id, parsed.feedback)
+            completion_tokens = len(answer.scores)
+            return _answer(ChatCompletion(
+                id=request_id, created=int(time.time()), model=parsed.model,
+                choices=[ChatChoice(message=ChatResponseMessage(content=answer.model_dump_json(exclude_none=True)))],
+                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            total_tokens=prompt_tokens + completion_tokens),
+            ))
 
         return await self._run("/v1/chat/completions", handle)
 

@@ -31,6 +31,7 @@ from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
 from serve import metrics
 from serve.errors import EngineResponseError, EngineUnavailableError
+from serve.protocol import ScoreAnswer
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +186,13 @@ class EngineScorer:
         return await asyncio.to_thread(work)
 
     async def score_upload(self, data: bytes, dimensions: list[str] | None, description: str | None,
-                           request_id: str, feedback: bool = False) -> tuple[dict, int]:
+                           request_id: str, feedback: bool = False) -> tuple[ScoreAnswer, int]:
         """One uploaded image end to end (prepare, score, points and total, the comment when asked): the score
-        answer's body and the prompt tokens used. The router and the district job's handle path both use it."""
+        answer and the prompt tokens used. The router and the district job's handle path both use it."""
         pixels = await self.prepare(data)
         scores, prompt_tokens = await self.score(pixels, dimensions, description)
         comment = await self.feedback(pixels, scores, description) if feedback else None  # its prompt has the scores
-        scores, total = self.rubric.with_points(scores)
-        result = {"id": request_id, "rubric": self.rubric.name, "scores": scores}
-        if total is not None:
-            result[self.rubric.total_name] = total
-        if comment is not None:
-            result["feedback"] = comment
-        return result, prompt_tokens
+        return ScoreAnswer.of(self.rubric, request_id, scores, comment), prompt_tokens
 
     async def score(self, pixels, dimensions: list[str] | None = None, description: str | None = None) -> tuple[dict, int]:
         """Score one prepared image (HxWx3 uint8) on the chosen dimensions; returns (scores, prompt tokens used)."""

@@ -22,7 +22,9 @@ from starlette.routing import Route
 
 from adapters.errors import InputError
 from adapters.images import decode_image
+from adapters.limits import DEFAULT_LIMITS, InputLimits
 from adapters.rail import expected_score
+from serve.protocol import ModelCard, ModelListing, ScoreAnswer
 
 DIMS = ["realism", "deformation", "imagination", "color_richness", "color_contrast",
         "line_combination", "line_texture", "picture_organization", "transformation"]
@@ -47,7 +49,7 @@ class FakeRouter:
     def __init__(self, port: int, delay_s: float = 0.01, feedback_adapter: str | None = None,
                  max_image_bytes: int | None = None):
         self.port = port
-        self.max_image_bytes = max_image_bytes  # None: a listing without limits, as an older router's
+        self.max_image_bytes = max_image_bytes  # None: the default limits
         self.feedback_adapter = feedback_adapter
         self.delay_s = delay_s
         self.down_until = 0.0
@@ -68,12 +70,12 @@ class FakeRouter:
 
     async def models(self, request: Request):
         """The router's listing: the rubric model, then one model per dimension (with its adapter)."""
-        listing = {"object": "list", "data": [{"id": "kidsartbench", "object": "model"}] + [
-            {"id": dim, "object": "model", "adapter": f"{dim}@fake"} for dim in DIMS],
-            "feedback_adapter": self.feedback_adapter}
-        if self.max_image_bytes is not None:
-            listing["limits"] = {"image_size": 224, "max_image_bytes": self.max_image_bytes, "max_image_pixels": 10**6}
-        return JSONResponse(listing)
+        limits = DEFAULT_LIMITS if self.max_image_bytes is None else InputLimits(
+            image_size=224, max_image_bytes=self.max_image_bytes, max_image_pixels=10**6)
+        listing = ModelListing(data=[ModelCard(id="kidsartbench", created=0, description="all")] + [
+            ModelCard(id=dim, created=0, description=dim, adapter=f"{dim}@fake") for dim in DIMS],
+            feedback_adapter=self.feedback_adapter, limits=limits)
+        return JSONResponse(listing.model_dump(mode="json"))
 
     async def readyz(self, request: Request):
         if time.monotonic() < self.down_until:
@@ -96,10 +98,11 @@ class FakeRouter:
             return JSONResponse({"error": {"type": "feedback_not_deployed", "message": "no feedback adapter"}},
                                 status_code=422)
         self.scored_ids.append(body.get("id"))
-        result = {"id": body.get("id"), "rubric": "kidsartbench", "scores": fake_scores(data, body.get("dimensions") or DIMS)}
-        if body.get("feedback"):
-            result["feedback"] = {"text": fake_comment(data), "adapter": self.feedback_adapter}
-        return JSONResponse(result)
+        answer = ScoreAnswer(id=body.get("id") or "fake", rubric="kidsartbench",
+                             scores=fake_scores(data, body.get("dimensions") or DIMS),
+                             feedback={"text": fake_comment(data), "adapter": self.feedback_adapter}
+                             if body.get("feedback") else None)
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
 
     def start(self) -> "FakeRouter":
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")

@@ -249,17 +249,21 @@ def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_pat
     assert images_per_second(timing)["images_s"] == pytest.approx(32 / 40)
 
 
-def test_locust_success_needs_every_requested_dimension():
-    from loadtest.answers import check_chat as _check_chat
-    from loadtest.answers import missing_dimensions
+def test_locust_success_needs_the_protocols_answer_with_every_requested_dimension():
+    from loadtest.answers import check_chat, check_score
 
-    both = {"realism": {"score": 3.1}, "deformation": {"score": 2.0}}
-    assert missing_dimensions(both, ["realism", "deformation"]) is None
-    assert "deformation" in missing_dimensions({"realism": {"score": 3.1}}, ["realism", "deformation"])
-    assert missing_dimensions(None, ["realism"]) == "no scores in the answer"
-    chat = {"choices": [{"message": {"content": json.dumps({"scores": {"realism": {"score": 2.5}}})}}]}
-    assert _check_chat(chat, ["realism"]) is None
-    assert _check_chat(chat, ["realism", "deformation"]) is not None
+    entry = {"score": 3.1, "probs": [0.1, 0.2, 0.3, 0.2, 0.2], "std": 1.2, "adapter": "realism@abc"}
+    both = {"id": "a", "rubric": "kidsartbench", "scores": {"realism": entry, "deformation": entry}}
+    assert check_score(both, ["realism", "deformation"]) is None
+    one = {**both, "scores": {"realism": entry}}
+    assert "deformation" in check_score(one, ["realism", "deformation"])
+    assert check_score({"scores": {"realism": {"score": 3.1}}}, ["realism"]).startswith("not a score answer")
+    chat = {"id": "c", "created": 1, "model": "realism", "usage": {"prompt_tokens": 9, "completion_tokens": 1,
+                                                                   "total_tokens": 10},
+            "choices": [{"message": {"role": "assistant", "content": json.dumps(one)}}]}
+    assert check_chat(chat, ["realism"]) is None
+    assert "deformation" in check_chat(chat, ["realism", "deformation"])
+    assert check_chat({"choices": []}, ["realism"]).startswith("not a chat completion")
 
 
 def test_read_locust_stats(tmp_path):

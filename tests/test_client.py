@@ -11,9 +11,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from serve.client import AsyncScoringClient, RetryPolicy, RouterUnavailableError, ScoringAPIError, ScoringClient
+from serve.protocol import ScoreAnswer
 from tests.conftest import free_port
 
-OK = {"id": "x", "rubric": "kidsartbench", "scores": {"realism": {"score": 3.0, "probs": [0.2] * 5}}}
+OK = ScoreAnswer(id="x", rubric="kidsartbench", scores={"realism": {"score": 3.0, "probs": [0.2] * 5, "std": 1.41,
+                                                                     "adapter": "realism@t"}})
+LIMITS = {"image_size": 224, "max_image_bytes": 4096, "max_image_pixels": 10_000}
+
+
+def _card(model_id: str, adapter: str | None = None) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kidsart", "description": model_id,
+            **({"adapter": adapter} if adapter else {})}
 
 
 class Scripted:
@@ -37,10 +45,11 @@ class Scripted:
             status, headers = self.script.pop(0)
             return JSONResponse({"error": {"type": f"t{status}", "message": f"scripted {status}"}}, status_code=status,
                                 headers=headers)
-        return JSONResponse(OK)
+        return JSONResponse(OK.model_dump(exclude_none=True))
 
     async def models(self, request: Request):
-        return JSONResponse({"object": "list", "data": [{"id": "kidsartbench"}], "feedback_adapter": None})
+        return JSONResponse({"object": "list", "data": [_card("kidsartbench")], "feedback_adapter": None,
+                             "limits": LIMITS})
 
     def __enter__(self) -> "Scripted":
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -126,24 +135,22 @@ def test_the_async_client_shares_the_policy_and_the_key_from_the_environment(mon
 
 def test_models_listing_goes_through_the_same_client():
     with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:
-        assert client.models()["data"][0]["id"] == "kidsartbench"
+        assert client.models().data[0].id == "kidsartbench"
 
 
 def test_what_a_router_serves_is_read_from_its_listing_or_refused_by_name():
     from adapters.limits import DEFAULT_LIMITS
     from serve.client import ScoringAPIError, ServedModels
 
-    listing = {"data": [{"id": "creativity5"}, {"id": "color", "adapter": "color@raft-1"},
-                        {"id": "texture", "adapter": "texture@raft-1"}],
+    listing = {"object": "list", "data": [_card("creativity5"), _card("color", "color@raft-1"),
+                                          _card("texture", "texture@raft-1")],
                "feedback_adapter": "feedback@sft-3", "limits": {"image_size": 112, "max_image_bytes": 4096,
                                                                  "max_image_pixels": 10_000}}
     served = ServedModels.from_listing(listing, "http://r")
     assert (served.rubric, served.dimensions, served.feedback_adapter) == ("creativity5", ["color", "texture"], "feedback@sft-3")
     assert served.limits.image_size == 112 and served.limits.max_image_bytes == 4096
-    older = ServedModels.from_listing({"data": [{"id": "kidsartbench"}], "feedback_adapter": None}, "http://r")
-    assert older.limits == DEFAULT_LIMITS and older.feedback_adapter is None and older.dimensions == []
-    for bad in ({}, {"data": "x"}, {"data": [{"id": "realism", "adapter": "realism@1"}]}, [],
-                {"data": [{"id": "k"}], "limits": {"image_size": 1}}):
+    for bad in ({}, {"data": "x"}, {"data": [_card("realism", "realism@1")], "limits": LIMITS}, [],
+                {"data": [_card("k")], "limits": {"image_size": 1}}, {"data": [_card("kidsartbench")]}):
         with pytest.raises(ScoringAPIError, match="http://r/v1/models"):
             ServedModels.from_listing(bad, "http://r")
     with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:

@@ -36,12 +36,13 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
             assert list(result["scores"]) == rubric_dims
             for entry in result["scores"].values():
                 assert entry["points"] == pytest.approx((entry["score"] - 1) * 5) and 0 <= entry["points"] <= 20
-            assert result["total_100"] == pytest.approx(sum(e["points"] for e in result["scores"].values()))
+            assert result["total"] == pytest.approx(sum(e["points"] for e in result["scores"].values()))
+            assert result["total_max"] == 100
         # the description is part of the prompt: it changes what the adapters see
         assert answers["a red house under a yellow sun"]["scores"] != answers[None]["scores"]
         one = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(),
                                                          "dimensions": ["color"]}, timeout=120).json()
-        assert "total_100" not in one and "points" in one["scores"]["color"]  # no total for a subset
+        assert "total" not in one and "points" in one["scores"]["color"]  # no total for a subset
         # this deployment has no feedback adapter: asking for feedback is a 422 naming it, on every route
         refused = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(), "feedback": True},
                              timeout=60)

@@ -7,7 +7,13 @@ from adapters.errors import ImageDecodeError, ImageTooLargeError, UnknownDimensi
 from serve.errors import (
     EngineUnavailableError, MalformedRequestError, OverloadedError, RequestValidationFailed, error_body, status_for,
 )
-from serve.router import Admission, _image_and_text
+from serve.protocol import ChatCompletionRequest
+from serve.router import Admission, _image_and_text, _validated
+
+
+def _chat_input(messages):
+    """The image and text of a chat request's messages, validated by the protocol first (as the route does)."""
+    return _image_and_text(_validated(ChatCompletionRequest, {"model": "m", "messages": messages}, "chat request").messages)
 
 
 @pytest.mark.parametrize("error, status", [
@@ -28,11 +34,13 @@ def test_image_and_text_from_openai_messages():
     messages = [{"role": "system", "content": "sys"},
                 {"role": "user", "content": [{"type": "text", "text": "my dog"},
                                              {"type": "image_url", "image_url": {"url": url}}]}]
-    assert _image_and_text(messages) == (url, "my dog")
+    assert _chat_input(messages) == (url, "my dog")
 
 
 @pytest.mark.parametrize("messages, match", [
-    ([], "non-empty"),
+    ([], "messages: List should have at least 1 item"),
+    ([{"role": "user", "content": [{"type": "image_url"}]}], "needs image_url.url"),
+    ([{"role": "user", "content": 5}], "invalid chat request: messages.0.content"),
     ([{"role": "user", "content": "no image"}], "exactly one image_url"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "data URLs"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}},
@@ -40,7 +48,7 @@ def test_image_and_text_from_openai_messages():
 ])
 def test_bad_chat_messages(messages, match):
     with pytest.raises(RequestValidationFailed, match=match):
-        _image_and_text(messages)
+        _chat_input(messages)
 
 
 def test_admission_queues_then_refuses_beyond_capacity():

@@ -55,13 +55,13 @@ def score_router(dataset, url: str, *, concurrency: int = 16, api_key: str | Non
 
     def one(sample) -> dict:
         try:
-            scores = client.score_file(sample.image_path, request_id=sample.name, description=sample.description).get("scores", {})
+            answer = client.score_file(sample.image_path, request_id=sample.name, description=sample.description)
         except KidsArtError as exc:
             raise EvalBackendError(f"router {url} failed on {sample.name}: {exc}") from exc
-        missing = [d for d in dataset.dimensions if d not in scores]
+        missing = answer.missing(dataset.dimensions)
         if missing:
             raise EvalBackendError(f"router response for {sample.name} lacks dimensions {missing}")
-        return scores
+        return {d: s.model_dump() for d, s in answer.scores.items()}
 
     with ScoringClient(url, api_key=api_key, max_connections=concurrency) as client, ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))

@@ -16,7 +16,8 @@ import logging
 import time
 
 from adapters.errors import KidsArtError
-from serve.client import AsyncScoringClient, RetryPolicy, RouterUnavailableError, ScoringAPIError
+from serve.client import AsyncScoringClient, InvalidAnswerError, RetryPolicy, RouterUnavailableError, ScoringAPIError
+from serve.protocol import ScoreAnswer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class ScoreClient:
                                         description=description or None, feedback=self.feedback)
         except RouterUnavailableError as exc:
             raise RouterUnavailableError(f"{exc}; rerun with --resume once it is back") from exc
+        except InvalidAnswerError as exc:
+            return {"status": "error", "error_type": "invalid_response", "error": str(exc), "http_status": 200}
         except ScoringAPIError as exc:
             if exc.status in INPUT_ERROR_STATUSES or (exc.status or 0) >= 500:
                 self.last_success = time.monotonic()
@@ -80,25 +83,18 @@ class ScoreClient:
 
 
 
-def parse_score_answer(body: dict, dimensions: list[str], feedback: bool) -> dict:
-    """A score answer's body as a journal result: ok with the scores (and the comment), or an invalid_response
-    error when it lacks a requested dimension or is not a score object."""
-    try:
-        scores = body["scores"]
-        missing = [d for d in dimensions if d not in scores]
-        for value in scores.values():
-            float(value["score"])
-            list(value["probs"])
-        comment = body["feedback"] if feedback else None
-        if comment is not None and not isinstance(comment["text"], str):
-            raise TypeError("feedback.text is not a string")
-    except (ValueError, KeyError, TypeError) as exc:
-        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
-                "error": f"the answer is not a score object: {exc!r}"}
+def parse_score_answer(answer: ScoreAnswer, dimensions: list[str], feedback: bool) -> dict:
+    """A score answer as a journal result: ok with the scores (and the comment), or an invalid_response error when
+    it lacks a requested dimension or the comment asked for."""
+    missing = answer.missing(dimensions)
     if missing:
         return {"status": "error", "error_type": "invalid_response", "http_status": 200,
                 "error": f"the answer lacks dimensions {missing}"}
-    result = {"status": "ok", "scores": scores, "rubric": body.get("rubric", "")}
-    if comment is not None:
-        result["feedback"] = comment
+    if feedback and answer.feedback is None:
+        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
+                "error": "the answer has no feedback although it was asked for"}
+    result = {"status": "ok", "scores": {d: s.model_dump(exclude_none=True) for d, s in answer.scores.items()},
+              "rubric": answer.rubric}
+    if feedback:
+        result["feedback"] = answer.feedback.model_dump()
     return result

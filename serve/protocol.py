@@ -1,0 +1,180 @@
+"""The router's requests and answers, one definition each (as vLLM's `protocol.py`).
+
+The router builds every answer from these models and FastAPI publishes them in
+`/openapi.json`; every client of ours (`serve.client`, the district job, the locust users,
+the benchmark's router phase) parses answers with them. Nothing else builds or parses a
+score answer by hand.
+
+- `ScoreRequest` -> `ScoreAnswer` (`POST /v1/score`): per dimension a `DimensionScore`; for
+  a rubric with points (creativity5), each dimension's `points` and the fixed fields
+  `total` / `total_max` (the district CSV keeps its column `total_100`);
+- `ModelListing` (`GET /v1/models`): the rubric model, one model per dimension, the
+  feedback adapter and the input limits;
+- `ChatCompletionRequest` -> `ChatCompletion` (`POST /v1/chat/completions`): the subset of
+  OpenAI's chat API we accept and give; the assistant message's content is a `ScoreAnswer`
+  as JSON;
+- `ErrorBody`: every error, in OpenAI's shape, so the `openai` client raises its own
+  exception class with our message.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.limits import InputLimits
+
+MAX_DESCRIPTION_CHARS = 4000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreRequest(_Strict):
+    """JSON body of POST /v1/score (multipart takes the same fields, the image as a file field `image`)."""
+
+    image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
+    dimensions: list[str] | None = Field(default=None, max_length=64, description="Dimensions to score (default: all).")
+    id: str | None = Field(default=None, max_length=256, description="Caller's identifier, echoed back.")
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS, description="Text description of "
+                                    "the artwork (read by rubrics that ask for it, and by the feedback adapter).")
+    feedback: bool = Field(default=False, description="Also return a teacher's comment from the deployment's feedback "
+                           "adapter.")
+
+
+class DimensionScore(_Strict):
+    """One dimension's RAIL score."""
+
+    score: float = Field(description="Expected level sum_k k * p(k) over the score tokens (1..5).")
+    probs: list[float] = Field(description="p(1)..p(5): the model's distribution over the levels (sums to 1).")
+    std: float = Field(ge=0.0, description="Standard deviation of that distribution (how unsure the model is).")
+    adapter: str = Field(description="The adapter that scored it, name@version.")
+    points: float | None = Field(default=None, description="For rubrics with points: this dimension's points.")
+
+
+class Feedback(_Strict):
+    """A teacher's comment written by the feedback adapter, with the scores in its prompt."""
+
+    text: str = Field(description="The comment.")
+    adapter: str = Field(description="The feedback adapter, name@version.")
+
+
+class ScoreAnswer(_Strict):
+    """Answer of POST /v1/score (and the content of a chat completion's message)."""
+
+    id: str = Field(description="The request's `id`, or one made by the router.")
+    rubric: str = Field(description="The rubric scored.")
+    scores: dict[str, DimensionScore] = Field(description="Dimension -> its score, for every dimension asked for.")
+    total: float | None = Field(default=None, description="For rubrics with points, when every dimension was scored: "
+                                "the sum of the points.")
+    total_max: float | None = Field(default=None, description="The most `total` can be (e.g. 100).")
+    feedback: Feedback | None = Field(default=None, description="The comment, when `feedback` was asked.")
+
+    @classmethod
+    def of(cls, rubric, request_id: str, scores: dict[str, dict], feedback: dict | None = None) -> "ScoreAnswer":
+        """The answer for `scores` (dimension -> score, probs, std, adapter) on `rubric`, with its points and total."""
+        scores, total = rubric.with_points(scores)
+        return cls(id=request_id, rubric=rubric.name, scores=scores, feedback=feedback, total=total,
+                   total_max=rubric.total_max if total is not None else None)
+
+    def missing(self, dimensions: list[str]) -> list[str]:
+        """The dimensions asked for that the answer lacks."""
+        return [d for d in dimensions if d not in self.scores]
+
+
+class ModelCard(_Strict):
+    id: str = Field(description="The rubric's name (all its dimensions) or one dimension's.")
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time of the listing.")
+    owned_by: str = "kidsart"
+    description: str = Field(description="What the model scores.")
+    adapter: str | None = Field(default=None, description="A dimension's adapter, name@version.")
+
+
+class ModelListing(_Strict):
+    """Answer of GET /v1/models: OpenAI's listing plus what a client without a profile needs."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+    feedback_adapter: str | None = Field(default=None, description="The feedback adapter, or None (feedback: 422).")
+    limits: InputLimits = Field(description="Image size and input limits the router applies.")
+
+
+class ErrorDetail(_Strict):
+    message: str = Field(description="What went wrong, for a person.")
+    type: str = Field(description="The error's kind (e.g. image_too_large, engine_unavailable).")
+    code: int = Field(description="The HTTP status.")
+
+
+class ErrorBody(_Strict):
+    """Every error answer (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+class ImageURL(BaseModel):
+    url: str = Field(description="A data URL (data:image/...;base64,...); remote URLs are refused.")
+
+
+class ContentPart(BaseModel):
+    """A part of a user message: text, or the artwork as an image_url."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="'text' or 'image_url' (other parts are ignored).")
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat request the router reads; other OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="The rubric's name (every dimension) or one dimension's.")
+    messages: list[ChatMessage] = Field(min_length=1, description="Exactly one image_url part in the user messages; "
+                                        "their text is the artwork's description.")
+    feedback: bool = Field(default=False, description="Also write a teacher's comment (the openai client's extra_body).")
+
+
+class ChatResponseMessage(_Strict):
+    role: Literal["assistant"] = "assistant"
+    content: str = Field(description="A ScoreAnswer as JSON.")
+
+
+class ChatChoice(_Strict):
+    index: int = 0
+    message: ChatResponseMessage
+    finish_reason: Literal["stop"] = "stop"
+    logprobs: None = None
+
+
+class Usage(_Strict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(_Strict):
+    """Answer of POST /v1/chat/completions."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+    def answer(self) -> ScoreAnswer:
+        return ScoreAnswer.model_validate_json(self.choices[0].message.content)
+
+
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 413, 422, 429, 502, 503)}
