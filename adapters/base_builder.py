@@ -12,6 +12,7 @@ machine (the bench base is built this way on demand). A base whose recipe includ
 pre-training is made by `train.base` on top of these functions and committed as a
 fixture, because training arithmetic differs between CPUs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -162,7 +163,9 @@ def random_base(profile: Profile):
     return model, processor
 
 
-def save_base(profile: Profile, model, processor, out_dir: Path, *, note: str, pretraining: dict[str, Any] | None = None) -> BaseRef:
+def save_base(
+    profile: Profile, model, processor, out_dir: Path, *, note: str, pretraining: dict[str, Any] | None = None
+) -> BaseRef:
     """Write model + processor + base manifest to out_dir atomically (via a `.building` folder)."""
     out_dir = Path(out_dir)
     tmp_dir = out_dir.with_name(out_dir.name + ".building")
@@ -210,7 +213,13 @@ def build_random_base(profile: Profile, out_dir: Path | None = None, *, force: b
         log.info("base already built at %s", out_dir)
         return BaseRef(model_id=profile.base.model_id, content_hash=folder_hash(out_dir))
     model, processor = random_base(profile)
-    return save_base(profile, model, processor, out_dir, note="random init from a config and a locally trained tokenizer; not a pretrained model")
+    return save_base(
+        profile,
+        model,
+        processor,
+        out_dir,
+        note="random init from a config and a locally trained tokenizer; not a pretrained model",
+    )
 
 
 def _is_current(profile: Profile, out_dir: Path) -> bool:
@@ -219,8 +228,9 @@ def _is_current(profile: Profile, out_dir: Path) -> bool:
     if not path.is_file():
         return False
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return (recorded.get("recipe") == _require_local(profile).model_dump(mode="json")
-            and (recorded.get("tokenizer_corpus") or {}).get("sha256") == file_hash(TOKENIZER_CORPUS))
+    return recorded.get("recipe") == _require_local(profile).model_dump(mode="json") and (
+        recorded.get("tokenizer_corpus") or {}
+    ).get("sha256") == file_hash(TOKENIZER_CORPUS)
 
 
 def ensure_local_base(profile: Profile) -> None:
@@ -229,7 +239,9 @@ def ensure_local_base(profile: Profile) -> None:
         return
     if profile.base.fixture:
         if not (profile.base.resolved_path / BASE_MANIFEST_NAME).is_file():
-            raise ConfigError(f"the committed base of profile {profile.name!r} is missing at {profile.base.resolved_path} "
-                              "(it is part of the repository; restore it with git)")
+            raise ConfigError(
+                f"the committed base of profile {profile.name!r} is missing at {profile.base.resolved_path} "
+                "(it is part of the repository; restore it with git)"
+            )
         return
     build_random_base(profile)

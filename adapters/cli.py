@@ -1,4 +1,5 @@
 """`kidsart validate` (the contract's command) and the one CLI runner every entry point uses."""
+
 from __future__ import annotations
 
 import typer
@@ -35,12 +36,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import-adapters")
     def import_adapters_command(
-        source: str = typer.Argument(..., help="The release folder (dimension_<dim>/ and dimension_<dim>/best_model/)."),
+        source: str = typer.Argument(
+            ..., help="The release folder (dimension_<dim>/ and dimension_<dim>/best_model/)."
+        ),
         format: str = typer.Option("kidsartbench", "--format", help="Source layout: kidsartbench."),
         profile: str = typer.Option(..., "--profile", help="Profile whose base the adapters are served on."),
-        out: str = typer.Option(..., "--out", help="Output folder: one adapter folder per dimension and deployment.yaml."),
-        trust_base: bool = typer.Option(False, "--trust-base", help="Accept a base named differently from the profile's "
-                                        "(the tensor shapes are still checked)."),
+        out: str = typer.Option(
+            ..., "--out", help="Output folder: one adapter folder per dimension and deployment.yaml."
+        ),
+        trust_base: bool = typer.Option(
+            False,
+            "--trust-base",
+            help="Accept a base named differently from the profile's (the tensor shapes are still checked).",
+        ),
         force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
     ) -> None:
         """Import published adapters as they were trained: checked, with manifests and a deployment set."""
@@ -53,12 +61,15 @@ def register(app: typer.Typer) -> None:
 
         loaded = load_profile(profile)
         command = "kidsart " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        path = import_adapters(source, layout=format, profile=loaded, out=out, command=command,
-                               trust_base=trust_base, force=force)
+        path = import_adapters(
+            source, layout=format, profile=loaded, out=out, command=command, trust_base=trust_base, force=force
+        )
         deployment = load_deployment(path, max_lora_rank=loaded.engine.max_lora_rank)
         for dim in deployment.dimensions:
             adapter = deployment.adapters[dim]
             taken = adapter.manifest.provenance.source.checkpoint.replace("_", " ")
             typer.echo(f"  {dim:22s} {adapter.manifest.label:36s} from the {taken} checkpoint")
-        typer.echo(f"wrote {path} (prompt format {deployment.prompt_format.name}); serve it with "
-                   f"`kidsart serve --profile {loaded.name} --deployment {path}`")
+        typer.echo(
+            f"wrote {path} (prompt format {deployment.prompt_format.name}); serve it with "
+            f"`kidsart serve --profile {loaded.name} --deployment {path}`"
+        )

@@ -3,6 +3,7 @@
 A name resolves to `<folder>/<name>.yaml`; a path ending in .yaml/.yml is taken as
 it is. Loads are cached per (path, mtime, size), so an edited file is re-read.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -13,11 +13,13 @@ decimal, and the instruction ends by naming the top and the bottom of that list
 to work on the latter. Both are read off the numbers just predicted, so the words
 agree with them; naming them next to the answer is what lets the 3-layer test
 base ground its comment at all (listing the scores alone, its adapter named the
-same dimension for every image: grounded_strength 0.06 on 48 held-out images). Comments name dimensions by their rubric titles
+same dimension for every image: grounded_strength 0.06 on 48 held-out images). Comments name dimensions by their rubric
+titles
 (`Dimension.title`, e.g. "color richness"); `named_strength_and_weakness` reads
 them back in order of appearance (the comment grammar states the strength first),
 which `kidsart eval-feedback` uses to measure grounding.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,9 +47,13 @@ class FeedbackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_tokens: int = Field(default=160, ge=8, le=1024, description="Most tokens a comment may have.")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy (the same comment every time).")
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy (the same comment every time)."
+    )
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (used when temperature > 0).")
-    repetition_penalty: float = Field(default=1.0, ge=1.0, le=2.0, description="vLLM/transformers repetition penalty (1: none).")
+    repetition_penalty: float = Field(
+        default=1.0, ge=1.0, le=2.0, description="vLLM/transformers repetition penalty (1: none)."
+    )
     timeout_s: float = Field(default=60.0, gt=0, le=600, description="Longest the router waits for one comment.")
 
 
@@ -72,12 +78,19 @@ def ranked_scores(rubric: Rubric, scores: dict[str, float]) -> list[tuple[str, f
 def feedback_instruction(rubric: Rubric, scores: dict[str, float]) -> str:
     ranked_list = ranked_scores(rubric, scores)
     ranked = ", ".join(f"{rubric.dimension(name).title} {value:.{SCORE_DECIMALS}f}" for name, value in ranked_list)
-    return FEEDBACK_INSTRUCTION.format(ranked=ranked, strongest=rubric.dimension(ranked_list[0][0]).title,
-                                       weakest=rubric.dimension(ranked_list[-1][0]).title)
+    return FEEDBACK_INSTRUCTION.format(
+        ranked=ranked,
+        strongest=rubric.dimension(ranked_list[0][0]).title,
+        weakest=rubric.dimension(ranked_list[-1][0]).title,
+    )
 
 
 def feedback_messages(
-    prompt_format: PromptFormat, rubric: Rubric, scores: dict[str, float], image_part: dict, description: str | None = None
+    prompt_format: PromptFormat,
+    rubric: Rubric,
+    scores: dict[str, float],
+    image_part: dict,
+    description: str | None = None,
 ) -> list[dict]:
     """The feedback adapter's conversation, in the deployment's prompt format (image part as in `chat_messages`)."""
     after = None
@@ -87,7 +100,9 @@ def feedback_messages(
 
 
 def _title_pattern(rubric: Rubric) -> re.Pattern:
-    titles = sorted({d.title for d in rubric.dimensions}, key=len, reverse=True)  # longest first: "color richness" before "color"
+    titles = sorted(
+        {d.title for d in rubric.dimensions}, key=len, reverse=True
+    )  # longest first: "color richness" before "color"
     return re.compile(r"\b(" + "|".join(re.escape(t) for t in titles) + r")\b", re.IGNORECASE)
 
 

@@ -1,4 +1,5 @@
 """Content hashes of model folders and data, recorded in manifests."""
+
 from __future__ import annotations
 
 import hashlib

@@ -6,11 +6,12 @@ the deployment's prompt format), the chat template from the base's processor, an
 images prepared by the format's recipe passed to the base's image processor.
 Heavy imports happen on first use.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from adapters.feedback import FeedbackSettings, feedback_messages
 from adapters.prompts import PromptFormat
@@ -28,7 +29,7 @@ class ScoringProcessor:
     image_size: int
 
     @classmethod
-    def load(cls, base_dir: Path, rubric: Rubric, image_size: int, prompt_format: PromptFormat) -> "ScoringProcessor":
+    def load(cls, base_dir: Path, rubric: Rubric, image_size: int, prompt_format: PromptFormat) -> ScoringProcessor:
         from transformers import AutoProcessor
 
         pixels = image_size * image_size
@@ -56,17 +57,21 @@ class ScoringProcessor:
         texts = [self.prompt_text(rubric, dimension, d) for d in descriptions]
         return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
 
-
     def feedback_prompt_text(self, rubric: Rubric, scores: dict[str, float], description: str | None = None) -> str:
         """The feedback adapter's prompt (chat template applied), as the router sends it to vLLM."""
         messages = feedback_messages(self.prompt_format, rubric, scores, {"type": "image"}, description)
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def feedback_inputs(self, rubric: Rubric, scores: Sequence[dict[str, float]], images: Sequence,
-                        descriptions: Sequence[str | None] | None = None):
+    def feedback_inputs(
+        self,
+        rubric: Rubric,
+        scores: Sequence[dict[str, float]],
+        images: Sequence,
+        descriptions: Sequence[str | None] | None = None,
+    ):
         """Model inputs for a batch of feedback prompts (one scores dict and prepared image each), left-padded."""
         descriptions = descriptions or [None] * len(images)
-        texts = [self.feedback_prompt_text(rubric, s, d) for s, d in zip(scores, descriptions)]
+        texts = [self.feedback_prompt_text(rubric, s, d) for s, d in zip(scores, descriptions, strict=True)]
         self.processor.tokenizer.padding_side = "left"
         return self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
 
@@ -83,7 +88,7 @@ def generate_text(model, processor, inputs, settings: FeedbackSettings) -> list[
         top_k=None,
         repetition_penalty=settings.repetition_penalty,
     )
-    new_tokens = out[:, inputs["input_ids"].shape[1]:]
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 

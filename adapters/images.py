@@ -16,6 +16,7 @@ it with the image recipe its prompt format names (`prepare_image`):
 The result is encoded once as PNG (lossless, so the engine and the reference
 backend see identical pixels).
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,12 +35,22 @@ LETTERBOX_GREY = (128, 128, 128)
 # SVG, PDF, EPS/PostScript (which Pillow would hand to Ghostscript), HEIC and the rest are refused
 # from their first bytes.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-_DATA_URL_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG",
-                   "image/webp": "WEBP", "image/gif": "GIF", "image/bmp": "BMP", "image/x-ms-bmp": "BMP",
-                   "image/tiff": "TIFF"}
+_DATA_URL_TYPES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/pjpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/tiff": "TIFF",
+}
 
 
-def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Image.Image:
     """Decode image bytes fully, enforcing limits; raise a typed error naming the problem."""
     if not data:
         raise ImageDecodeError("the image is empty (0 bytes)")
@@ -61,7 +72,9 @@ def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_p
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"the image exceeds the pixel limit: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"the data is not a recognised image format (accepted: {', '.join(ACCEPTED_FORMATS)})") from exc
+        raise ImageDecodeError(
+            f"the data is not a recognised image format (accepted: {', '.join(ACCEPTED_FORMATS)})"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"the image could not be decoded (truncated or corrupt): {exc}") from exc
     return image
@@ -162,7 +175,12 @@ def prepare_image(image: Image.Image, size: int, recipe: str) -> Image.Image:
 
 
 def normalize_bytes(
-    data: bytes, size: int, *, recipe: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    data: bytes,
+    size: int,
+    *,
+    recipe: str,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """Decode with limits, then prepare by `recipe`."""
     return prepare_image(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), size, recipe)
@@ -178,13 +196,17 @@ def decode_base64_image(text: str) -> bytes:
         header, sep, payload = payload.partition(",")
         if not sep or ";base64" not in header:
             raise ImageDecodeError("a data URL must look like data:image/<type>;base64,<data>")
-        mime = header[len("data:"):].split(";")[0].strip().lower()
+        mime = header[len("data:") :].split(";")[0].strip().lower()
         declared = _DATA_URL_TYPES.get(mime)
         if declared is None:
-            raise ImageDecodeError(f"a data URL of type {mime or '(none)'!r} is not accepted "
-                                   f"(accepted: {', '.join(sorted(_DATA_URL_TYPES))})")
+            raise ImageDecodeError(
+                f"a data URL of type {mime or '(none)'!r} is not accepted "
+                f"(accepted: {', '.join(sorted(_DATA_URL_TYPES))})"
+            )
     elif "://" in payload[:16] or payload.startswith(("file:", "http:", "https:")):
-        raise ImageDecodeError("only base64 or data: URLs are accepted: the service never fetches a URL or reads a file")
+        raise ImageDecodeError(
+            "only base64 or data: URLs are accepted: the service never fetches a URL or reads a file"
+        )
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:

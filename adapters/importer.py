@@ -17,6 +17,7 @@ end: our manifest per adapter (provenance: imported, the source layout, folder
 and file hashes, the prompt format) and `deployment.yaml` naming the prompt
 format the adapters were trained for (`kidsartbench-release`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.errors import ConfigError
-from adapters.manifest import AdapterManifest, BaseRef, LoraShape, Provenance, read_base_ref, write_deployment, write_manifest
+from adapters.manifest import (
+    AdapterManifest,
+    BaseRef,
+    LoraShape,
+    Provenance,
+    read_base_ref,
+    write_deployment,
+    write_manifest,
+)
 from adapters.prompts import load_prompt_format
 from adapters.rubric import load_rubric
 
@@ -86,7 +95,7 @@ def find_adapters(source: Path, dimensions: list[str], problems: list[str]) -> l
     for entry in sorted(source.iterdir()):
         if not (entry.is_dir() and entry.name.startswith(DIMENSION_PREFIX)):
             continue
-        name = entry.name[len(DIMENSION_PREFIX):]
+        name = entry.name[len(DIMENSION_PREFIX) :]
         if name not in dimensions:
             problems.append(f"{entry.name}: {name!r} is not a dimension of the rubric ({', '.join(dimensions)})")
             continue
@@ -125,24 +134,33 @@ def read_adapter(adapter: SourceAdapter, problems: list[str]) -> None:
         elif bin_file.is_file():
             import torch
 
-            adapter.tensors, adapter.weights_file = torch.load(bin_file, map_location="cpu", weights_only=True), bin_file.name
+            adapter.tensors, adapter.weights_file = (
+                torch.load(bin_file, map_location="cpu", weights_only=True),
+                bin_file.name,
+            )
         else:
             problems.append(f"{where}: no adapter_model.safetensors or adapter_model.bin")
     except Exception as exc:  # safetensors and torch raise several types for corrupt files
-        problems.append(f"{where}{safetensors_file.name if safetensors_file.is_file() else bin_file.name} "
-                        f"is unreadable: {exc.__class__.__name__}: {str(exc)[:200]}")
+        problems.append(
+            f"{where}{safetensors_file.name if safetensors_file.is_file() else bin_file.name} "
+            f"is unreadable: {exc.__class__.__name__}: {str(exc)[:200]}"
+        )
 
 
 def canonical_key(key: str) -> str:
     """A PEFT tensor key in the pinned transformers' spelling (`model.language_model.layers.`)."""
-    if key.startswith(OLD_TEXT + "layers.") or key.startswith(OLD_TEXT + "norm.") or key.startswith(OLD_TEXT + "embed_tokens."):
-        return CANONICAL_TEXT + key[len(OLD_TEXT):]
+    if (
+        key.startswith(OLD_TEXT + "layers.")
+        or key.startswith(OLD_TEXT + "norm.")
+        or key.startswith(OLD_TEXT + "embed_tokens.")
+    ):
+        return CANONICAL_TEXT + key[len(OLD_TEXT) :]
     return key
 
 
 def module_of(key: str) -> str:
-    """The base module path a canonical LoRA tensor key belongs to (`model.language_model.layers.0.self_attn.q_proj`)."""
-    path = key[len("base_model.model."):] if key.startswith("base_model.model.") else key
+    """The base module a canonical LoRA tensor key belongs to (`model.language_model.layers.0.self_attn.q_proj`)."""
+    path = key[len("base_model.model.") :] if key.startswith("base_model.model.") else key
     for marker in (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector"):
         if marker in path:
             return path.split(marker)[0]
@@ -175,13 +193,23 @@ def base_facts(profile) -> BaseFacts:
     config = AutoConfig.from_pretrained(config_dir)
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config)
-    shapes = {name: (module.in_features, module.out_features)
-              for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    shapes = {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
     raw = json.loads((config_dir / "config.json").read_text(encoding="utf-8")) if sized else None
     return BaseFacts(model_id=profile.base.model_id, config=raw, linear_shapes=shapes, sized=sized)
 
 
-SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size")
+SIZE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
 
 
 def _text_sizes(config: dict) -> dict:
@@ -198,7 +226,9 @@ def check_base(adapter: SourceAdapter, base: BaseFacts, trust_base: bool, proble
     local = Path(named).expanduser()
     if named and (local / "config.json").is_file() and base.config is not None:
         theirs = json.loads((local / "config.json").read_text(encoding="utf-8"))
-        if theirs.get("architectures") != base.config.get("architectures") or _text_sizes(theirs) != _text_sizes(base.config):
+        if theirs.get("architectures") != base.config.get("architectures") or _text_sizes(theirs) != _text_sizes(
+            base.config
+        ):
             problems.append(
                 f"{where}: made for base {named} ({theirs.get('architectures')}, {_text_sizes(theirs)}), but the "
                 f"profile's base {base.model_id} is {base.config.get('architectures')}, {_text_sizes(base.config)}"
@@ -237,13 +267,18 @@ def check_lora(adapter: SourceAdapter, base: BaseFacts, max_rank: int, problems:
     elif rank > max_rank:
         problems.append(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_rank}")
     targets = config.get("target_modules")
-    lora = LoraConfig(r=max(1, rank if isinstance(rank, int) else 1), target_modules=targets,
-                      exclude_modules=config.get("exclude_modules"))
+    lora = LoraConfig(
+        r=max(1, rank if isinstance(rank, int) else 1),
+        target_modules=targets,
+        exclude_modules=config.get("exclude_modules"),
+    )
     matched = [name for name in base.linear_shapes if check_target_module_exists(lora, name)]
     vision = sorted(n for n in matched if n.startswith("model.visual.") or n.startswith("visual."))
     if vision:
-        problems.append(f"{where}: target_modules {targets!r} reach the vision tower ({len(vision)} modules, e.g. "
-                        f"{vision[0]}); only the language model's layers can be served")
+        problems.append(
+            f"{where}: target_modules {targets!r} reach the vision tower ({len(vision)} modules, e.g. "
+            f"{vision[0]}); only the language model's layers can be served"
+        )
     elif not matched:
         problems.append(f"{where}: target_modules {targets!r} match no layer of the base")
     vision_keys = [k for k in adapter.tensors if k.startswith(VISION_PREFIXES)]
@@ -265,8 +300,10 @@ def check_lora(adapter: SourceAdapter, base: BaseFacts, max_rank: int, problems:
         in_features, out_features = shape
         expected = (rank, in_features) if ".lora_A." in key else (out_features, rank) if ".lora_B." in key else None
         if expected is not None and tuple(tensor.shape) != expected:
-            problems.append(f"{where}: tensor {key} is {tuple(tensor.shape)}, but on the profile's base "
-                            f"({base.model_id}) it must be {expected}: the adapter was made for another base")
+            problems.append(
+                f"{where}: tensor {key} is {tuple(tensor.shape)}, but on the profile's base "
+                f"({base.model_id}) it must be {expected}: the adapter was made for another base"
+            )
             break
 
 
@@ -280,8 +317,16 @@ def _base_ref(profile) -> BaseRef:
     return BaseRef(model_id=profile.base.model_id, content_hash=f"unhashed:{profile.base.model_id}")
 
 
-def _write_adapter(adapter: SourceAdapter, target: Path, base_ref: BaseRef, rubric: str, prompt_format: str,
-                   layout: str, command: str, note: str | None) -> None:
+def _write_adapter(
+    adapter: SourceAdapter,
+    target: Path,
+    base_ref: BaseRef,
+    rubric: str,
+    prompt_format: str,
+    layout: str,
+    command: str,
+    note: str | None,
+) -> None:
     from safetensors.torch import save_file
 
     target.mkdir(parents=True)
@@ -304,22 +349,38 @@ def _write_adapter(adapter: SourceAdapter, target: Path, base_ref: BaseRef, rubr
         dimension=adapter.dimension,
         rubric=rubric,
         base=base_ref,
-        lora=LoraShape(rank=int(config["r"]), alpha=float(config.get("lora_alpha", config["r"])),
-                       target_modules=config.get("target_modules")),
+        lora=LoraShape(
+            rank=int(config["r"]),
+            alpha=float(config.get("lora_alpha", config["r"])),
+            target_modules=config.get("target_modules"),
+        ),
         provenance=Provenance(
             method="imported",
             created_by=command,
             notes=" ".join(notes),
-            source={"layout": layout, "folder": str(adapter.folder), "checkpoint": adapter.checkpoint,
-                    "base_model_name_or_path": original_base, "files": source_files},
+            source={
+                "layout": layout,
+                "folder": str(adapter.folder),
+                "checkpoint": adapter.checkpoint,
+                "base_model_name_or_path": original_base,
+                "files": source_files,
+            },
         ),
         prompt_format=prompt_format,
     )
     write_manifest(target, manifest)
 
 
-def import_adapters(source: Path, *, layout: str, profile, out: Path, command: str = "kidsart import-adapters",
-                    trust_base: bool = False, force: bool = False) -> Path:
+def import_adapters(
+    source: Path,
+    *,
+    layout: str,
+    profile,
+    out: Path,
+    command: str = "kidsart import-adapters",
+    trust_base: bool = False,
+    force: bool = False,
+) -> Path:
     """Check every adapter of `source`, then write `out/<dim>/` and `out/deployment.yaml`; returns the latter.
 
     Raises ImportProblems naming every problem (nothing written), or ConfigError for bad arguments.
@@ -347,17 +408,33 @@ def import_adapters(source: Path, *, layout: str, profile, out: Path, command: s
     for adapter in adapters:
         log.info("%s: took %s (%s)", adapter.dimension, adapter.folder, adapter.checkpoint.replace("_", " "))
     if not base.sized:
-        log.warning("the base %s is not on this machine: tensor shapes were not checked against its sizes", base.model_id)
+        log.warning(
+            "the base %s is not on this machine: tensor shapes were not checked against its sizes", base.model_id
+        )
 
     base_ref = _base_ref(profile)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
     try:
         for adapter in adapters:
-            _write_adapter(adapter, staging / adapter.dimension, base_ref, rubric.name, prompt_format.name, layout,
-                           command, notes.get(adapter.dimension))
-        write_deployment(staging / "deployment.yaml", name=f"{layout}-{profile.name}", rubric=rubric.name, base=base_ref,
-                         adapter_dirs=[staging / a.dimension for a in adapters], prompt_format=prompt_format.name)
+            _write_adapter(
+                adapter,
+                staging / adapter.dimension,
+                base_ref,
+                rubric.name,
+                prompt_format.name,
+                layout,
+                command,
+                notes.get(adapter.dimension),
+            )
+        write_deployment(
+            staging / "deployment.yaml",
+            name=f"{layout}-{profile.name}",
+            rubric=rubric.name,
+            base=base_ref,
+            adapter_dirs=[staging / a.dimension for a in adapters],
+            prompt_format=prompt_format.name,
+        )
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

@@ -7,6 +7,7 @@ district job's discovery and its Ray pipeline, training data) takes an `InputLim
 a client without a profile (`score-district --url`, the load test) reads them from the
 router's `GET /v1/models` listing (`serve.client.ServedModels`).
 """
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -10,6 +10,7 @@
   it is the checkout). Outputs such as `runs/...` are command options, relative to the
   current directory as any command's.
 """
+
 from __future__ import annotations
 
 import os

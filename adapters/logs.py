@@ -1,4 +1,5 @@
 """The one logging setup for every `kidsart` process (CLI, router replicas, workers)."""
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Float results of training depend on the CPU's vector width (AVX2 vs AVX-512, nat
 bf16 or not), so every base made by training records where it was made, and
 `kidsart build-base --check` compares bit-for-bit only on a machine with the same flags.
 """
+
 from __future__ import annotations
 
 import platform
@@ -20,7 +21,9 @@ def cpu_model_and_flags() -> tuple[str, list[str]]:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return platform.processor() or "unknown", []
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown"
+    )
     flags_line = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
     return model, sorted({f for f in flags_line.split() if _RELEVANT.match(f)})
 

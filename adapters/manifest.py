@@ -6,6 +6,7 @@ for (id and content hash), its LoRA shape and how it was made. A deployment set
 lists one base and its adapters. `load_deployment` validates the lot against the
 rubric, the base on disk and the engine's limits, and names the file at fault.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,9 @@ class AdapterManifest(_Strict):
         description="'score': answers one score token (RAIL); 'feedback': writes a comment from the image and the "
         "scores (adapters.feedback), trained by `kidsart train-feedback`.",
     )
-    rubric: str = Field(description="Rubric name (a feedback adapter names the rubric whose titles and scores it reads).")
+    rubric: str = Field(
+        description="Rubric name (a feedback adapter names the rubric whose titles and scores it reads)."
+    )
     base: BaseRef
     lora: LoraShape
     provenance: Provenance
@@ -103,7 +106,9 @@ class DeploymentSet(_Strict):
         description="Prompt format every adapter of the set is asked in (name in adapters/prompt_formats, or a path "
         "relative to this file); each adapter's manifest must name the same.",
     )
-    adapters: list[str] = Field(description="Score adapter folders (one per dimension), relative to this file.", min_length=1)
+    adapters: list[str] = Field(
+        description="Score adapter folders (one per dimension), relative to this file.", min_length=1
+    )
     feedback_adapter: str | None = Field(
         default=None,
         description="Folder of the feedback adapter (task: feedback), relative to this file; none: the deployment "
@@ -191,14 +196,14 @@ def read_base_ref(base_dir: Path) -> BaseRef:
     """The base's identity: model id from its base manifest, hash recomputed from its files."""
     if not base_dir.is_dir():
         raise ConfigError(f"base model folder {base_dir} does not exist (build it with `kidsart build-base`)")
-    info = _read_yaml(base_dir / BASE_MANIFEST_NAME, "base manifest") if (base_dir / BASE_MANIFEST_NAME).exists() else {}
+    info = (
+        _read_yaml(base_dir / BASE_MANIFEST_NAME, "base manifest") if (base_dir / BASE_MANIFEST_NAME).exists() else {}
+    )
     model_id = (info or {}).get("model_id", base_dir.name)
     return BaseRef(model_id=model_id, content_hash=folder_hash(base_dir))
 
 
-def load_deployment(
-    path: Path, *, max_lora_rank: int | None = None, base_dir: Path | None = None
-) -> Deployment:
+def load_deployment(path: Path, *, max_lora_rank: int | None = None, base_dir: Path | None = None) -> Deployment:
     """Load a deployment set and validate every adapter in it.
 
     Errors (all ConfigError, naming the file): a missing adapter folder or PEFT
@@ -231,11 +236,18 @@ def load_deployment(
         feedback = resolve(spec.feedback_adapter)
         if feedback.manifest.task != FEEDBACK_TASK or feedback.dimension != FEEDBACK_MODULE:
             raise ConfigError(
-                f"adapter manifest {feedback.path / MANIFEST_NAME}: `feedback_adapter` needs task {FEEDBACK_TASK!r} and "
-                f"dimension {FEEDBACK_MODULE!r}, found task {feedback.manifest.task!r}, dimension {feedback.dimension!r}"
+                f"adapter manifest {feedback.path / MANIFEST_NAME}: `feedback_adapter` needs task {FEEDBACK_TASK!r} "
+                "and "
+                f"dimension {FEEDBACK_MODULE!r}, found task {feedback.manifest.task!r}, dimension "
+                f"{feedback.dimension!r}"
             )
     return Deployment(
-        source=path, name=spec.name, rubric=rubric, base=spec.base, prompt_format=prompt_format, adapters=resolved,
+        source=path,
+        name=spec.name,
+        rubric=rubric,
+        base=spec.base,
+        prompt_format=prompt_format,
+        adapters=resolved,
         feedback=feedback,
     )
 
@@ -255,7 +267,9 @@ def _score_adapters(path: Path, adapters: list[ResolvedAdapter], rubric: Rubric)
     for adapter in adapters:
         where = f"adapter manifest {adapter.path / MANIFEST_NAME}"
         if adapter.manifest.task != "score":
-            raise ConfigError(f"{where}: a {adapter.manifest.task} adapter is listed under `adapters`; name it as `feedback_adapter`")
+            raise ConfigError(
+                f"{where}: a {adapter.manifest.task} adapter is listed under `adapters`; name it as `feedback_adapter`"
+            )
         if adapter.dimension not in rubric.dimension_names:
             raise ConfigError(
                 f"{where}: dimension {adapter.dimension!r} is not in rubric {rubric.name!r} {rubric.dimension_names}"
@@ -269,8 +283,9 @@ def _score_adapters(path: Path, adapters: list[ResolvedAdapter], rubric: Rubric)
     return resolved
 
 
-def _resolve_adapter(path: Path, entry: str, spec: DeploymentSet, rubric: Rubric, prompt_format: PromptFormat,
-                     max_lora_rank: int | None) -> ResolvedAdapter:
+def _resolve_adapter(
+    path: Path, entry: str, spec: DeploymentSet, rubric: Rubric, prompt_format: PromptFormat, max_lora_rank: int | None
+) -> ResolvedAdapter:
     """One adapter folder of a deployment set, checked against the set (files, rubric, format, base, rank)."""
     adapter_dir = (path.parent / entry).resolve()
     if not adapter_dir.is_dir():
@@ -298,8 +313,9 @@ def _resolve_adapter(path: Path, entry: str, spec: DeploymentSet, rubric: Rubric
         raise ConfigError(f"{where}: lora.rank {manifest.lora.rank} differs from adapter_config.json r={rank}")
     if max_lora_rank is not None and rank > max_lora_rank:
         raise ConfigError(f"{where}: LoRA rank {rank} is above the engine's max_lora_rank {max_lora_rank}")
-    return ResolvedAdapter(dimension=manifest.dimension, path=adapter_dir, manifest=manifest,
-                           weights_hash=folder_hash(adapter_dir))
+    return ResolvedAdapter(
+        dimension=manifest.dimension, path=adapter_dir, manifest=manifest, weights_hash=folder_hash(adapter_dir)
+    )
 
 
 def load_profile_deployment(profile) -> Deployment:
@@ -315,8 +331,14 @@ def load_profile_deployment(profile) -> Deployment:
 
 
 def write_deployment(
-    path: Path, *, name: str, rubric: str, base: BaseRef, adapter_dirs: list[Path],
-    prompt_format: str = DEFAULT_PROMPT_FORMAT, feedback_dir: Path | None = None,
+    path: Path,
+    *,
+    name: str,
+    rubric: str,
+    base: BaseRef,
+    adapter_dirs: list[Path],
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    feedback_dir: Path | None = None,
 ) -> Path:
     """Write a deployment-set YAML listing `adapter_dirs` relative to it."""
     import os

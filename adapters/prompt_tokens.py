@@ -19,6 +19,7 @@ tokenised per request (one request per image, beside nine scoring requests).
 `tests/test_prompt_tokens.py` checks the ids against the rendered template for both shipped
 formats, with and without a description, and for the feedback prompt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class PromptTokens:
         self.rubric = rubric
         image_ids = tokenizer.encode(IMAGE_TOKEN, add_special_tokens=False)
         if len(image_ids) != 1:
-            raise ConfigError(f"the tokenizer has no single {IMAGE_TOKEN} token (got {image_ids}); it is not a Qwen2.5-VL tokenizer")
+            raise ConfigError(
+                f"the tokenizer has no single {IMAGE_TOKEN} token (got {image_ids}); it is not a Qwen2.5-VL tokenizer"
+            )
         self.image_token_id = image_ids[0]
         wanted = set(dimensions) if dimensions is not None else None
         self._dimensions = {
@@ -75,10 +78,14 @@ class PromptTokens:
         before, after = self._split(self.render(self.prompt_format.chat_messages(self.rubric, dim, {"type": "image"})))
         cut = None
         if self.prompt_format.after_image_for(self.rubric, _SENTINEL) is not None:
-            with_sentinel = self.render(self.prompt_format.chat_messages(self.rubric, dim, {"type": "image"}, _SENTINEL))
+            with_sentinel = self.render(
+                self.prompt_format.chat_messages(self.rubric, dim, {"type": "image"}, _SENTINEL)
+            )
             before_again, after_sentinel = self._split(with_sentinel)
             if before_again != before or after_sentinel.count(_SENTINEL) != 1:
-                raise ConfigError(f"prompt format {self.prompt_format.name!r}: the description must come after the image, once")
+                raise ConfigError(
+                    f"prompt format {self.prompt_format.name!r}: the description must come after the image, once"
+                )
             head, tail = after_sentinel.split(_SENTINEL)
             cut = (head, tail)
         return _DimensionPrompt(self._encode(before), self._encode(after), cut)

@@ -19,6 +19,7 @@ Shipped formats:
 - `kidsartbench-release`: the published KidsArtBench inference prompt (image first,
   then one sentence), for serving their released adapters as they were trained.
 """
+
 from __future__ import annotations
 
 import string
@@ -66,7 +67,9 @@ class PromptFormat(BaseModel):
     image_position: Literal["after_text", "before_text"] = Field(
         description="Where the image goes in the user turn relative to the instruction."
     )
-    instruction: str = Field(description=f"Template of the dimension's instruction; fields: {sorted(INSTRUCTION_FIELDS)}.")
+    instruction: str = Field(
+        description=f"Template of the dimension's instruction; fields: {sorted(INSTRUCTION_FIELDS)}."
+    )
     after_image: str | None = Field(
         default=None,
         description="Template of the text after the image, used only for rubrics that use a description "
@@ -80,14 +83,16 @@ class PromptFormat(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _templates_use_known_fields(self) -> "PromptFormat":
+    def _templates_use_known_fields(self) -> PromptFormat:
         unknown = _fields(self.instruction) - set(INSTRUCTION_FIELDS)
         if unknown:
             raise ValueError(f"instruction uses unknown fields {sorted(unknown)}; known: {sorted(INSTRUCTION_FIELDS)}")
         if self.after_image is not None:
             unknown = _fields(self.after_image) - set(AFTER_IMAGE_FIELDS)
             if unknown:
-                raise ValueError(f"after_image uses unknown fields {sorted(unknown)}; known: {sorted(AFTER_IMAGE_FIELDS)}")
+                raise ValueError(
+                    f"after_image uses unknown fields {sorted(unknown)}; known: {sorted(AFTER_IMAGE_FIELDS)}"
+                )
             if self.image_position != "after_text":
                 raise ValueError("after_image needs image_position: after_text (the text after the image comes last)")
         return self
@@ -131,7 +136,9 @@ class PromptFormat(BaseModel):
         system = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
         return [*system, {"role": "user", "content": user_content}]
 
-    def chat_messages(self, rubric: Rubric, dimension: Dimension, image_part: dict, description: str | None = None) -> list[dict]:
+    def chat_messages(
+        self, rubric: Rubric, dimension: Dimension, image_part: dict, description: str | None = None
+    ) -> list[dict]:
         """Messages for one dimension. `image_part` is the content part carrying the image.
 
         For vLLM/OpenAI it is `{"type": "image_url", "image_url": {"url": data_url}}`;

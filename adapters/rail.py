@@ -6,11 +6,12 @@ read from the token logprobs). Both sides call `expected_score` here, on torch
 tensors (differentiable, for the loss) or on numpy arrays / lists (for the server
 and the reference backend), through the array-API namespace of the input.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from array_api_compat import array_namespace

@@ -5,6 +5,7 @@ score tokens the model answers with, and whether the artwork's text description
 belongs in the prompt. Training, the reference backend and the router all read
 the same `Rubric` object, so a new rubric is a new YAML file, not new code.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,9 @@ class Dimension(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Identifier: lower-case letters, digits and underscores; also the adapter's served name.")
+    name: str = Field(
+        description="Identifier: lower-case letters, digits and underscores; also the adapter's served name."
+    )
     description: str = Field(description="One sentence: what this dimension measures.")
     levels: dict[int, str] = Field(description="What each score level looks like, keyed by level (1..5).")
 
@@ -55,13 +58,14 @@ class Rubric(BaseModel):
     )
     dimensions: list[Dimension] = Field(description="The scored dimensions, in report order.", min_length=1)
     points_per_dimension: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="If set, each dimension is also reported on a 0..N points scale (level 1 -> 0, the top level "
         "-> N, linear in the RAIL score) and the points add up to a total named `total_<N x dimensions>`.",
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Rubric":
+    def _consistent(self) -> Rubric:
         if not _NAME.match(self.name):
             raise ValueError(f"rubric name {self.name!r} must match {_NAME.pattern}")
         if len(set(self.score_tokens)) != len(self.score_tokens) or len(self.score_tokens) < 2:
@@ -75,7 +79,9 @@ class Rubric(BaseModel):
         expected = set(self.levels)
         for dim in self.dimensions:
             if set(dim.levels) != expected:
-                raise ValueError(f"dimension {dim.name!r} must describe levels {sorted(expected)}, has {sorted(dim.levels)}")
+                raise ValueError(
+                    f"dimension {dim.name!r} must describe levels {sorted(expected)}, has {sorted(dim.levels)}"
+                )
         return self
 
     @property

@@ -5,6 +5,7 @@ token id; anything else is a configuration error named with the tokenizer it cam
 Training, the in-process reference, the router's `allowed_token_ids`, the base builder's
 check and the benchmark all call this.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Each package contributes its subcommands through a light `cli` module (typer and
 the standard library only at import time); heavy imports (torch, vLLM, Ray) stay
 inside the command that needs them, so `kidsart --help` is instant.
 """
+
 from __future__ import annotations
 
 import typer
@@ -13,7 +14,6 @@ from kidsart import commands as kidsart_commands
 from loadtest import cli as loadtest_cli
 from serve import cli as serve_cli
 from train import cli as train_cli
-from train import district as train_district
 
 app = typer.Typer(
     name="kidsart",
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (adapters_cli, train_cli, train_district, serve_cli, loadtest_cli, kidsart_commands):
+for module in (adapters_cli, train_cli, serve_cli, loadtest_cli, kidsart_commands):
     module.register(app)
 
 

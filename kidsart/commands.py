@@ -1,7 +1,6 @@
 """Top-level commands that combine packages (`kidsart demo`)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import typer
 
@@ -11,7 +10,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         profile: str = typer.Option("tiny", help="Profile to run the demo on."),
         out: str = typer.Option("runs/demo", help="Output folder for samples, scores and logs."),
-        port: Optional[int] = typer.Option(None, help="Router port (default: the profile's)."),
+        port: int | None = typer.Option(None, help="Router port (default: the profile's)."),
     ) -> None:
         """Start the stack, score the bundled sample drawings, print a table, write JSON lines, stop."""
         from pathlib import Path

@@ -9,6 +9,7 @@
    (runs/demo/district/report.html),
 5. stops the stack.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def make_samples(out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, (seed, (width, height)) in enumerate(zip(SAMPLE_SEEDS, SAMPLE_SIZES)):
+    for index, (seed, (width, height)) in enumerate(zip(SAMPLE_SEEDS, SAMPLE_SIZES, strict=True)):
         image, _labels = render_artwork(seed, width=width, height=height)
         suffix = "jpg" if index % 2 else "png"
         path = out_dir / f"sample-{seed}.{suffix}"
@@ -44,7 +45,8 @@ def print_table(rows: list[dict], dimensions: list[str]) -> None:
 
     table = Table(
         title="RAIL expected scores (1-5), one LoRA adapter per dimension",
-        caption="Tiny demo model on synthetic drawings: these numbers verify the pipeline; they are not art judgements.",
+        caption="Tiny demo model on synthetic drawings: these numbers verify the pipeline; they are not art "
+        "judgements.",
     )
     table.add_column("image", no_wrap=True)
     short = {d: "".join(part[:4] for part in d.split("_")) for d in dimensions}
@@ -72,9 +74,13 @@ def run_demo(profile_name: str, out_dir: Path, port: int | None = None) -> int:
     with Stack(profile, router_port=port, log_dir=out_dir / "logs") as stack:
         dimensions = stack.deployment.dimensions
         with ScoringClient(stack.url) as client, ThreadPoolExecutor(max_workers=8) as pool:
+
             def one(path: Path) -> dict:
                 try:
-                    return {"image": str(path), **client.score_file(path, request_id=path.name).model_dump(exclude_none=True)}
+                    return {
+                        "image": str(path),
+                        **client.score_file(path, request_id=path.name).model_dump(exclude_none=True),
+                    }
                 except Exception as exc:  # reported per image; the demo goes on
                     return {"image": str(path), "error": str(exc)}
 
@@ -93,7 +99,7 @@ DEMO_DISTRICT = dict(seed=0, schools=4, grades=3, classes=2, images=120, broken=
 
 def _district_demo(url: str, out_dir: Path) -> int:
     """Score a bundled synthetic district (some files deliberately broken) with the batch job; write the report."""
-    from serve.district.job import DistrictJobConfig, EXIT_INCOMPLETE, run_job
+    from serve.district.job import EXIT_INCOMPLETE, DistrictJobConfig, run_job
     from train.district import make_district
 
     district = out_dir / "district-input"

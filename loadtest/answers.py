@@ -4,6 +4,7 @@ Kept apart from the locustfile so it can be tested without importing locust (who
 gevent monkey-patching must not enter a process that also runs Ray or vLLM); the answers
 are parsed with the router's own models (serve.protocol), which import neither.
 """
+
 from __future__ import annotations
 
 from pydantic import ValidationError

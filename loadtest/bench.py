@@ -23,6 +23,7 @@ asserts nothing, but it fails when a request, a cache reset or a phase fails.
 
     python -m loadtest.bench --profile bench --images 16 --repeats 3 --out bench.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,11 @@ class PhaseProcess:
         env = {**(env if env is not None else os.environ), HOME_ENV: str(data_home())}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "loadtest.bench_worker", "--phase", phase, "--spec", str(spec_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
         )
         self.info = self._answer("set-up")
         log.info("phase %s: ready in %.0f s", name, time.perf_counter() - started)
@@ -168,8 +173,12 @@ def run_bench(
     concurrency = concurrency or [loaded.router.max_inflight_images]
     workdir = Path(tempfile.mkdtemp(prefix="kidsart-bench-"))
     bench_imgs, sweep_imgs, warm_imgs = _inputs(workdir, images, images_dir, len(concurrency), loaded.limits)
-    spec = {"profile": profile, "deployment": deployment_path, "images": [str(p) for p in bench_imgs],
-            "warm": [str(p) for p in warm_imgs]}
+    spec = {
+        "profile": profile,
+        "deployment": deployment_path,
+        "images": [str(p) for p in bench_imgs],
+        "warm": [str(p) for p in warm_imgs],
+    }
 
     conditions = _conditions(profile, loaded, deployment, deployment_path, len(bench_imgs), images_dir, repeats)
     config = json.loads((loaded.base.resolved_path / "config.json").read_text(encoding="utf-8"))
@@ -177,17 +186,33 @@ def run_bench(
     workers: dict[str, PhaseProcess] = {}
     jobs: list[tuple[str, str, dict]] = []  # (result key, worker, command)
     try:
-        _start_phases(phases, loaded, spec, workdir, workers, jobs, stock_ops=stock_ops,
-                      router_spec=dict(spec, sweep=[str(p) for p in sweep_imgs], concurrency=concurrency,
-                                       router_url=router_url, router_port=router_port))
+        _start_phases(
+            phases,
+            loaded,
+            spec,
+            workdir,
+            workers,
+            jobs,
+            stock_ops=stock_ops,
+            router_spec=dict(
+                spec,
+                sweep=[str(p) for p in sweep_imgs],
+                concurrency=concurrency,
+                router_url=router_url,
+                router_port=router_port,
+            ),
+        )
         runs = _interleave(jobs, workers, repeats)
     finally:
         for worker in workers.values():
             worker.close()
     conditions.update(_conditions_after(runs))
     summary = summarise(
-        runs, {name: w.info for name, w in workers.items()}, layout,
-        floor=_floor_gflop(loaded, layout, deployment, config), block_size=loaded.engine.block_size,
+        runs,
+        {name: w.info for name, w in workers.items()},
+        layout,
+        floor=_floor_gflop(loaded, layout, deployment, config),
+        block_size=loaded.engine.block_size,
         dtype=loaded.resolved_dtype,
     )
     summary["conditions"] = conditions
@@ -206,8 +231,12 @@ def _check_request(phases: tuple[str, ...], repeats: int) -> None:
 
 def _conditions_after(runs: dict[str, list[dict]]) -> dict:
     """The machine's load after the runs and the busiest background share any timed phase saw."""
-    return {"load_after": load_avg(), "background_cpu_share_max": max(
-        (r["background_cpu_share"] for key, rs in runs.items() if key != "gemm" for r in rs), default=None)}
+    return {
+        "load_after": load_avg(),
+        "background_cpu_share_max": max(
+            (r["background_cpu_share"] for key, rs in runs.items() if key != "gemm" for r in rs), default=None
+        ),
+    }
 
 
 def _engine_process(name: str, profile, spec: dict, workdir: Path, env: dict[str, str]) -> PhaseProcess:
@@ -221,7 +250,9 @@ def _inputs(workdir: Path, images: int, images_dir, sweeps: int, limits) -> tupl
     """The measured images (synthetic, seed 1, or the caller's folder within the limits), the router sweep's
     (seed 2) and the warm-up's (seed 3): no measured run profits from a cache another filled."""
     if images_dir is not None:
-        bench_imgs = copy_images_dir(Path(images_dir), workdir / "images", limits.max_image_bytes, limits.max_image_pixels)
+        bench_imgs = copy_images_dir(
+            Path(images_dir), workdir / "images", limits.max_image_bytes, limits.max_image_pixels
+        )
     else:
         bench_imgs = write_images(workdir / "images", images, seed=1, prefix="img")
     sweep_imgs = write_images(workdir / "sweep", sweeps * max(8, len(bench_imgs) // 2), seed=2, prefix="sweep")
@@ -235,19 +266,29 @@ def _conditions(profile: str, loaded, deployment, deployment_path: str, images: 
 
     cpu_model, cpu_flags = cpu_model_and_flags()
     return {
-        "profile": profile, "deployment": deployment_path, "prompt_format": deployment.prompt_format.name,
-        "dtype": loaded.dtype, "resolved_dtype": loaded.resolved_dtype, "images": images,
+        "profile": profile,
+        "deployment": deployment_path,
+        "prompt_format": deployment.prompt_format.name,
+        "dtype": loaded.dtype,
+        "resolved_dtype": loaded.resolved_dtype,
+        "images": images,
         "images_source": str(images_dir) if images_dir else "synthetic (seed 1)",
-        "dimensions": len(deployment.dimensions), "repeats": repeats, "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model, "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],
+        "dimensions": len(deployment.dimensions),
+        "repeats": repeats,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "cpu_avx512_flags": [f for f in cpu_flags if f.startswith("avx512")],
         "cpu_native_bf16": any(f in cpu_flags for f in ("avx512_bf16", "amx_bf16")),
-        "engine_block_size": loaded.engine.block_size, "engine_reserved_cpus": loaded.engine.reserved_cpus,
-        "load_before": load_avg(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "engine_block_size": loaded.engine.block_size,
+        "engine_reserved_cpus": loaded.engine.reserved_cpus,
+        "load_before": load_avg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
-def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs: list, *, stock_ops: bool,
-                  router_spec: dict) -> None:
+def _start_phases(
+    phases, loaded, spec: dict, workdir: Path, workers: dict, jobs: list, *, stock_ops: bool, router_spec: dict
+) -> None:
     """Start one worker process per chosen phase (into `workers`) and list its measured jobs (into `jobs`)."""
     from serve.engine import allocator_env, engine_env
 
@@ -257,7 +298,10 @@ def _start_phases(phases, loaded, spec: dict, workdir: Path, workers: dict, jobs
         jobs.append(("reference", "reference", {"op": "run"}))
     if "engine" in phases:
         workers["engine"] = _engine_process("engine", loaded, spec, workdir, {**os.environ, **engine_env(loaded)})
-        jobs += [("engine", "engine", {"op": "run", "lora": True}), ("engine_base", "engine", {"op": "run", "lora": False})]
+        jobs += [
+            ("engine", "engine", {"op": "run", "lora": True}),
+            ("engine_base", "engine", {"op": "run", "lora": False}),
+        ]
         if stock_ops:
             stock_env = {**os.environ, **engine_env(loaded), "KIDSART_FAST_LORA_OPS": "0"}
             workers["engine_stock"] = _engine_process("engine_stock", loaded, spec, workdir, stock_env)
@@ -322,8 +366,14 @@ def _prompt_layout(profile, deployment, config: dict | None = None):
     if config is None:
         config = json.loads((profile.base.resolved_path / "config.json").read_text(encoding="utf-8"))
     dims = [d for d in deployment.rubric.select(None) if d.name in deployment.adapters]
-    return prompt_layout(profile.base.resolved_path, deployment.rubric, dims, profile.image_size, config["image_token_id"],
-                         deployment.prompt_format)
+    return prompt_layout(
+        profile.base.resolved_path,
+        deployment.rubric,
+        dims,
+        profile.image_size,
+        config["image_token_id"],
+        deployment.prompt_format,
+    )
 
 
 def _floor_gflop(profile, layout, deployment, config: dict) -> dict:
@@ -340,13 +390,17 @@ def _floor_gflop(profile, layout, deployment, config: dict) -> dict:
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="bench")
-    parser.add_argument("--deployment", default=None,
-                        help="Deployment set to bench on the profile's base instead of the profile's own.")
+    parser.add_argument(
+        "--deployment", default=None, help="Deployment set to bench on the profile's base instead of the profile's own."
+    )
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--images-dir", default=None, help="Bench (and check parity on) every image in this folder.")
     parser.add_argument("--out", default="bench.json")
-    parser.add_argument("--concurrency", default="", help="Router client concurrencies to sweep (default: the "
-                        "profile's router.max_inflight_images).")
+    parser.add_argument(
+        "--concurrency",
+        default="",
+        help="Router client concurrencies to sweep (default: the profile's router.max_inflight_images).",
+    )
     parser.add_argument("--url", default=None, help="An already running router (skip starting the stack).")
     parser.add_argument("--router-port", type=int, default=8600)
     parser.add_argument("--repeats", type=int, default=3)
@@ -362,10 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     try:
         summary = run_bench(
-            profile=args.profile, images=args.images, images_dir=Path(args.images_dir) if args.images_dir else None,
-            out=Path(args.out), concurrency=[int(c) for c in str(args.concurrency).split(",") if c.strip()],
-            router_url=args.url, router_port=args.router_port,
-            repeats=args.repeats, phases=tuple(p for p in args.phases.split(",") if p), stock_ops=args.stock_ops,
+            profile=args.profile,
+            images=args.images,
+            images_dir=Path(args.images_dir) if args.images_dir else None,
+            out=Path(args.out),
+            concurrency=[int(c) for c in str(args.concurrency).split(",") if c.strip()],
+            router_url=args.url,
+            router_port=args.router_port,
+            repeats=args.repeats,
+            phases=tuple(p for p in args.phases.split(",") if p),
+            stock_ops=args.stock_ops,
             deployment=args.deployment,
         )
     except (BenchPhaseError, ValueError) as exc:

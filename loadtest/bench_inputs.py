@@ -6,6 +6,7 @@ the synthetic artworks for the caller's own images; warm-up and the router's
 concurrency sweep always use other (synthetic) images, so no measured run
 profits from a cache filled by another.
 """
+
 from __future__ import annotations
 
 import io
@@ -101,7 +102,10 @@ def ensure_bench_artifacts(profile_name: str) -> None:
     out = profile.deployment_path.parent.parent / "adapters" / profile.name
     dirs = make_untrained_adapters(profile.base.resolved_path, rubric, out, rank=min(8, profile.engine.max_lora_rank))
     write_deployment(
-        profile.deployment_path, name=profile.name, rubric=rubric.name,
-        base=read_base_ref(profile.base.resolved_path), adapter_dirs=dirs,
+        profile.deployment_path,
+        name=profile.name,
+        rubric=rubric.name,
+        base=read_base_ref(profile.base.resolved_path),
+        adapter_dirs=dirs,
     )
     load_profile_deployment(profile)

@@ -7,6 +7,7 @@ images/s figure is the median over the interleaved runs of that phase
 (`conditions.repeats`), and ratios are ratios of medians (`runs_img_s` and
 `ratios_by_round` show the spread).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -14,8 +15,15 @@ import statistics
 from loadtest.token_accounting import PromptLayout, token_figures
 
 HEADLINE = (
-    "reference_img_s", "engine_img_s", "engine_base_img_s", "router_img_s", "router_vs_reference",
-    "router_vs_engine", "lora_overhead", "p50_ms", "p95_ms",
+    "reference_img_s",
+    "engine_img_s",
+    "engine_base_img_s",
+    "router_img_s",
+    "router_vs_reference",
+    "router_vs_engine",
+    "lora_overhead",
+    "p50_ms",
+    "p95_ms",
 )
 COUNTED_PHASES = ("engine", "engine_base", "engine_stock", "router")
 
@@ -84,10 +92,15 @@ def summarise(
     reference, engine, engine_base, router = (img.get(k) for k in ("reference", "engine", "engine_base", "router"))
     router_run = _median_run(runs.get("router", []))
     summary = {
-        "reference_img_s": reference, "engine_img_s": engine, "engine_base_img_s": engine_base, "router_img_s": router,
-        "router_vs_reference": _ratio(router, reference), "router_vs_engine": _ratio(router, engine),
+        "reference_img_s": reference,
+        "engine_img_s": engine,
+        "engine_base_img_s": engine_base,
+        "router_img_s": router,
+        "router_vs_reference": _ratio(router, reference),
+        "router_vs_engine": _ratio(router, engine),
         "lora_overhead": _ratio(engine_base, engine),
-        "p50_ms": router_run.get("p50_ms"), "p95_ms": router_run.get("p95_ms"),
+        "p50_ms": router_run.get("p50_ms"),
+        "p95_ms": router_run.get("p95_ms"),
     }
     tokens = _token_accounting(runs, layout, block_size)
     main_tokens = tokens.get("engine") or tokens.get("router") or {}
@@ -118,15 +131,20 @@ def summarise(
     summary["parity_tolerance"] = parity_tolerance(dtype)
     summary["parity_ok"] = all(v <= summary["parity_tolerance"] for v in parity.values()) if parity else None
     summary["image_path_counts"] = {
-        phase: _worst_counts([r.get("image_path") for r in runs.get(phase, [])]) for phase in COUNTED_PHASES if phase in runs
+        phase: _worst_counts([r.get("image_path") for r in runs.get(phase, [])])
+        for phase in COUNTED_PHASES
+        if phase in runs
     }
     summary["runs_img_s"] = {key: [r["img_s"] for r in value] for key, value in runs.items() if key != "gemm"}
     summary["runs_gemm_gflops"] = runs.get("gemm", [])
     summary["ratios_by_round"] = _ratios_by_round(runs)
     summary["details"] = {
         "phases": infos,
-        "runs": {key: [{k: v for k, v in r.items() if k not in ("scores", "latencies_s")} for r in value]
-                 for key, value in runs.items() if key != "gemm"},
+        "runs": {
+            key: [{k: v for k, v in r.items() if k not in ("scores", "latencies_s")} for r in value]
+            for key, value in runs.items()
+            if key != "gemm"
+        },
         "floor_gflop_per_image": floor,
     }
     return summary
@@ -178,11 +196,23 @@ def format_summary(summary: dict) -> str:
         return str(value)
 
     cond = summary.get("conditions", {})
-    lines = [f"kidsart bench (images/s count all nine dimensions of an image; medians of {cond.get('repeats')} interleaved runs)"]
+    lines = [
+        f"kidsart bench (images/s count all nine dimensions of an image; medians of {cond.get('repeats')} interleaved "
+        "runs)"
+    ]
     for key in (
-        *HEADLINE, "router_concurrency", "engine_stock_ops_img_s", "prompt_tokens_per_image",
-        "prefilled_tokens_per_image", "prefilled_tokens_target_per_image", "prefix_cache_hit_rate", "gemm_gflops",
-        "useful_gflop_per_image", "engine_ceiling_fraction", "router_ceiling_fraction", "reference_ceiling_fraction",
+        *HEADLINE,
+        "router_concurrency",
+        "engine_stock_ops_img_s",
+        "prompt_tokens_per_image",
+        "prefilled_tokens_per_image",
+        "prefilled_tokens_target_per_image",
+        "prefix_cache_hit_rate",
+        "gemm_gflops",
+        "useful_gflop_per_image",
+        "engine_ceiling_fraction",
+        "router_ceiling_fraction",
+        "reference_ceiling_fraction",
     ):
         if summary.get(key) is not None:
             lines.append(f"  {key:34s} {fmt(summary[key])}")
@@ -190,8 +220,10 @@ def format_summary(summary: dict) -> str:
         runs = {k: [round(x, 2) for x in v] for k, v in summary["runs_img_s"].items()}
         lines.append(f"  runs (images/s)                    {runs}")
     if summary.get("max_abs_score_diff_vs_reference"):
-        lines.append(f"  max |score - reference|            {summary['max_abs_score_diff_vs_reference']}"
-                     f" (tolerance {summary['parity_tolerance']}: {'ok' if summary['parity_ok'] else 'EXCEEDED'})")
+        lines.append(
+            f"  max |score - reference|            {summary['max_abs_score_diff_vs_reference']}"
+            f" (tolerance {summary['parity_tolerance']}: {'ok' if summary['parity_ok'] else 'EXCEEDED'})"
+        )
     if summary.get("image_path_counts"):
         lines.append(f"  image path counts                  {summary['image_path_counts']}")
     lines.append(f"  cpu                                {cond.get('cpu_model')} {cond.get('cpu_avx512_flags')}")

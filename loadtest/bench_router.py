@@ -9,6 +9,7 @@ engine replica's caches are reset through its handle (a reset that fails fails t
 benchmark) and primed with one warm-up image, and vLLM's prefix-cache and prefill
 counters are read from the replica before and after.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,9 +63,14 @@ async def http_run(send, images: list[bytes], concurrency: int) -> dict:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     return {
-        "concurrency": concurrency, "img_s": len(images) / elapsed, "seconds": elapsed,
-        "p50_ms": 1000 * percentile(latencies, 0.50), "p95_ms": 1000 * percentile(latencies, 0.95),
-        "errors": errors[:5], "failed": len(errors), "results": results,
+        "concurrency": concurrency,
+        "img_s": len(images) / elapsed,
+        "seconds": elapsed,
+        "p50_ms": 1000 * percentile(latencies, 0.50),
+        "p95_ms": 1000 * percentile(latencies, 0.95),
+        "errors": errors[:5],
+        "failed": len(errors),
+        "results": results,
     }
 
 
@@ -135,8 +141,11 @@ class RouterWorker:
         if self.router_url is None:
             from serve.stack import Stack
 
-            self.stack = Stack(self.profile, router_port=spec["router_port"],
-                               log_dir=Path(tempfile.mkdtemp(prefix="kidsart-bench-logs-")))
+            self.stack = Stack(
+                self.profile,
+                router_port=spec["router_port"],
+                log_dir=Path(tempfile.mkdtemp(prefix="kidsart-bench-logs-")),
+            )
             self.stack.start()
             self.router_url = self.stack.url
             self.engine = EngineProbe()
@@ -150,7 +159,9 @@ class RouterWorker:
         self.raw = {p: p.read_bytes() for p in [*self.images, *warm, *sweep]}
         self.warm = warm
         self.client = httpx.AsyncClient(
-            base_url=self.router_url, timeout=600, headers=auth_headers(),
+            base_url=self.router_url,
+            timeout=600,
+            headers=auth_headers(),
             limits=httpx.Limits(max_connections=max(concurrency) * 2, max_keepalive_connections=max(concurrency) * 2),
         )
         self.loop = asyncio.new_event_loop()
@@ -162,16 +173,20 @@ class RouterWorker:
             # image would be served from vLLM's caches.
             if self.engine:
                 self.engine.reset_caches()
-            subset = sweep[level * per_level:(level + 1) * per_level]
+            subset = sweep[level * per_level : (level + 1) * per_level]
             run = self.loop.run_until_complete(http_run(self._send, [self.raw[p] for p in subset], c))
             run.pop("results")
             if run["failed"]:
-                raise BenchPhaseError(f"router sweep at concurrency {c}: {run['failed']} requests failed: {run['errors']}")
+                raise BenchPhaseError(
+                    f"router sweep at concurrency {c}: {run['failed']} requests failed: {run['errors']}"
+                )
             sweep_runs.append(run)
             log.info("router sweep: concurrency %d -> %.2f images/s", c, run["img_s"])
         self.concurrency = max(sweep_runs, key=lambda r: r["img_s"])["concurrency"]
         self.info = {
-            "router_url": self.router_url, "sweep": sweep_runs, "concurrency": self.concurrency,
+            "router_url": self.router_url,
+            "sweep": sweep_runs,
+            "concurrency": self.concurrency,
             "engine_caches_reset": self.engine is not None,
             "engine_replicas": self.stack.engine_replicas()[0] if self.stack else None,
         }
@@ -210,7 +225,9 @@ class RouterWorker:
 
         run["image_path"] = mm_stats.read_counts(self.stats_dir) if self.stats_dir else None
         results = run.pop("results")
-        run["scores"] = {p.name: {dim: v.score for dim, v in r.items()} for p, r in zip(self.images, results)}
+        run["scores"] = {
+            p.name: {dim: v.score for dim, v in r.items()} for p, r in zip(self.images, results, strict=True)
+        }
         return run
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ Before every measured engine or router run the engine's caches are cleared and t
 primed with one warm-up image (another image): the fixed prefixes are cached, as in
 steady state after the first image of a scoring window, while no measured image is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ class ReferenceWorker:
         # per core can lose badly to one thread (threads spin at barriers while a
         # neighbour holds the other core), so time the warm-up images both ways.
         timings = {}
-        candidates = sorted({1, max(1, os.cpu_count() or 1)}) if self.backend.device == "cpu" else [torch.get_num_threads()]
+        candidates = (
+            sorted({1, max(1, os.cpu_count() or 1)}) if self.backend.device == "cpu" else [torch.get_num_threads()]
+        )
         for threads in candidates:
             torch.set_num_threads(threads)
             self.backend.score_bytes(warm[0].read_bytes())
@@ -63,8 +66,12 @@ class ReferenceWorker:
                 self.backend.score_bytes(path.read_bytes())
             timings[threads] = time.perf_counter() - started
         torch.set_num_threads(min(timings, key=timings.get))
-        self.info = {"torch_threads": torch.get_num_threads(), "warmup_s_by_threads": timings,
-                     "dtype": profile.resolved_dtype, "device": self.backend.device}
+        self.info = {
+            "torch_threads": torch.get_num_threads(),
+            "warmup_s_by_threads": timings,
+            "dtype": profile.resolved_dtype,
+            "device": self.backend.device,
+        }
 
     def ready(self) -> dict:
         return {"ready": True}
@@ -93,7 +100,9 @@ def engine_llm(profile, deployment, extra_args: list[str] | None = None):
 
     from serve.engine import engine_cli_args, parse_engine_args
 
-    return LLM.from_engine_args(parse_engine_args(engine_cli_args(profile, deployment) + list(extra_args or []), offline=True))
+    return LLM.from_engine_args(
+        parse_engine_args(engine_cli_args(profile, deployment) + list(extra_args or []), offline=True)
+    )
 
 
 class EngineWorker:
@@ -117,16 +126,23 @@ class EngineWorker:
         self.llm = engine_llm(self.profile, deployment)
         tokenizer = self.llm.get_tokenizer()
         score_ids = base_score_token_ids(self.profile.base.resolved_path, self.rubric.score_tokens)
-        self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens))
-        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids)
-        self.loras = {d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
-                      for i, d in enumerate(self.dims)}
+        self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens, strict=True))
+        self.params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids
+        )
+        self.loras = {
+            d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
+            for i, d in enumerate(self.dims)
+        }
         # the engine replica's prompts: token ids, fixed prefixes tokenised once (adapters.prompt_tokens)
         prompts = PromptTokens(tokenizer, self.prompt_format, self.rubric, [d.name for d in self.dims])
         self.prompt_ids = {d.name: prompts.for_dimension(d.name) for d in self.dims}
         self._generate(self.warm, True)
         self._generate(self.warm, False)
-        self.info = {"fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1", "dtype": self.profile.resolved_dtype}
+        self.info = {
+            "fast_lora_ops": os.environ.get("KIDSART_FAST_LORA_OPS") == "1",
+            "dtype": self.profile.resolved_dtype,
+        }
 
     def _generate(self, paths: list[Path], with_lora: bool) -> tuple[float, dict, list[int]]:
         from adapters.images import normalize_bytes
@@ -135,8 +151,9 @@ class EngineWorker:
         started = time.perf_counter()
         prompts, requests, keys = [], [], []
         recipe = self.prompt_format.image_recipe
-        images = {path.name: normalize_bytes(path.read_bytes(), self.profile.image_size, recipe=recipe)
-                  for path in paths}  # once each
+        images = {
+            path.name: normalize_bytes(path.read_bytes(), self.profile.image_size, recipe=recipe) for path in paths
+        }  # once each
         # Dimension-major order: vLLM batches requests in the order they are added, so each
         # adapter's tokens form one contiguous run and the LoRA ops work on slices, not gathers.
         for d in self.dims:
@@ -147,7 +164,7 @@ class EngineWorker:
         outputs = self.llm.generate(prompts, self.params, lora_request=requests, use_tqdm=False)
         elapsed = time.perf_counter() - started
         scores: dict = {}
-        for (name, dim), output in zip(keys, outputs):
+        for (name, dim), output in zip(keys, outputs, strict=True):
             top = output.outputs[0].logprobs[0]
             token_logprobs = {self.id_to_token[i]: lp.logprob for i, lp in top.items() if i in self.id_to_token}
             scores.setdefault(name, {})[dim] = rail_from_token_logprobs(
@@ -170,7 +187,9 @@ class EngineWorker:
         elapsed, scores, cached = self._generate(self.images, with_lora)
         delta = counter_delta(before, counters_from_offline(self.llm.get_metrics()))
         return {
-            "img_s": len(self.images) / elapsed, "seconds": elapsed, "scores": scores,
+            "img_s": len(self.images) / elapsed,
+            "seconds": elapsed,
+            "scores": scores,
             "image_path": mm_stats.read_counts(self.stats_dir) if self.stats_dir else None,
             "counters": delta,
             # Cross-check of the counters: the cached tokens each RequestOutput reports.

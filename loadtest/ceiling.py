@@ -19,6 +19,7 @@ fraction of the ceiling a path reaches. Work a path does beyond the floor (the
 reference re-encodes the image and re-prefills the rubric text for every
 dimension) is not counted as useful.
 """
+
 from __future__ import annotations
 
 import time
@@ -59,14 +60,24 @@ def shapes_from_config(config: dict) -> tuple[TextShape, VisionShape]:
     vision = config["vision_config"]
     return (
         TextShape(
-            hidden=text["hidden_size"], layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
-            kv_heads=text["num_key_value_heads"], intermediate=text["intermediate_size"], vocab=text["vocab_size"],
+            hidden=text["hidden_size"],
+            layers=text["num_hidden_layers"],
+            heads=text["num_attention_heads"],
+            kv_heads=text["num_key_value_heads"],
+            intermediate=text["intermediate_size"],
+            vocab=text["vocab_size"],
         ),
         VisionShape(
-            hidden=vision["hidden_size"], depth=vision["depth"], intermediate=vision["intermediate_size"],
-            fullatt_blocks=tuple(vision.get("fullatt_block_indexes", ())), patch=vision["patch_size"],
-            temporal_patch=vision.get("temporal_patch_size", 2), in_channels=vision.get("in_channels", 3),
-            merge=vision.get("spatial_merge_size", 2), window=vision["window_size"], out_hidden=vision["out_hidden_size"],
+            hidden=vision["hidden_size"],
+            depth=vision["depth"],
+            intermediate=vision["intermediate_size"],
+            fullatt_blocks=tuple(vision.get("fullatt_block_indexes", ())),
+            patch=vision["patch_size"],
+            temporal_patch=vision.get("temporal_patch_size", 2),
+            in_channels=vision.get("in_channels", 3),
+            merge=vision.get("spatial_merge_size", 2),
+            window=vision["window_size"],
+            out_hidden=vision["out_hidden_size"],
         ),
     )
 
@@ -105,9 +116,7 @@ def prefill_flops(t: TextShape, new_tokens: int, context_before: int, lora_rank:
     return flops + 2.0 * h * t.vocab
 
 
-def floor_gflop_per_image(
-    config: dict, image_side: int, requests: list[tuple[int, int]], lora_rank: int = 0
-) -> float:
+def floor_gflop_per_image(config: dict, image_side: int, requests: list[tuple[int, int]], lora_rank: int = 0) -> float:
     """The floor's work per image in GFLOP: one vision pass + one prefill per (fixed_prefix, after_prefix) request."""
     text, vision = shapes_from_config(config)
     total = vision_flops(vision, image_side)

@@ -1,7 +1,6 @@
 """`kidsart bench`, `kidsart loadtest` and `kidsart soak` (typer and the standard library only at import time)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import typer
 
@@ -9,19 +8,34 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`. Long only because each command is a nested function whose typer
     options are declared in its signature; each body is short and calls into the package."""
+
     @app.command("bench")
     def bench(
-        profile: str = typer.Option("bench", help="Profile name or path (bench: the 21.6 M-parameter CPU test model; bench-auto: the same with dtype auto)."),
+        profile: str = typer.Option(
+            "bench",
+            help="Profile name or path (bench: the 21.6 M-parameter CPU test model; bench-auto: the same with dtype "
+            "auto).",
+        ),
         images: int = typer.Option(16, help="Synthetic artworks to score (all nine dimensions each)."),
-        images_dir: Optional[str] = typer.Option(None, help="Bench (and check parity on) every image in this folder instead of synthetic ones."),
+        images_dir: str | None = typer.Option(
+            None, help="Bench (and check parity on) every image in this folder instead of synthetic ones."
+        ),
         out: str = typer.Option("bench.json", help="Where to write the figures as JSON."),
-        concurrency: str = typer.Option("", help="Client concurrencies tried for the router, the best reported (default: the profile's router.max_inflight_images, the concurrency it serves at under load)."),
-        url: Optional[str] = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
+        concurrency: str = typer.Option(
+            "",
+            help="Client concurrencies tried for the router, the best reported (default: the profile's "
+            "router.max_inflight_images, the concurrency it serves at under load).",
+        ),
+        url: str | None = typer.Option(None, help="Benchmark an already running router instead of starting the stack."),
         router_port: int = typer.Option(8600, help="Router port when the stack is started here."),
         repeats: int = typer.Option(3, min=1, help="Interleaved measured runs per phase; medians are reported."),
         phases: str = typer.Option("reference,engine,router", help="Which of reference, engine, router to run."),
-        stock_ops: bool = typer.Option(False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
+        stock_ops: bool = typer.Option(
+            False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."
+        ),
+        api_key: str | None = typer.Option(
+            None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False
+        ),
     ) -> None:
         """Research loop vs vLLM engine (with and without LoRA) vs router, same images and model."""
         from pathlib import Path
@@ -35,27 +49,38 @@ def register(app: typer.Typer) -> None:
 
         try:
             summary = run_bench(
-                profile=profile, images=images, images_dir=Path(images_dir) if images_dir else None, out=Path(out),
+                profile=profile,
+                images=images,
+                images_dir=Path(images_dir) if images_dir else None,
+                out=Path(out),
                 concurrency=[int(c) for c in concurrency.split(",") if c.strip()],
-                router_url=url, router_port=router_port, repeats=repeats,
-                phases=tuple(p.strip() for p in phases.split(",") if p.strip()), stock_ops=stock_ops,
+                router_url=url,
+                router_port=router_port,
+                repeats=repeats,
+                phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
+                stock_ops=stock_ops,
             )
         except (BenchPhaseError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from exc
         typer.echo(format_summary(summary))
         typer.echo(f"wrote {out}")
 
     @app.command("loadtest")
     def loadtest(
         profile: str = typer.Option("bench", help="Profile whose stack is started (ignored with --url)."),
-        url: Optional[str] = typer.Option(None, help="Target an already running router."),
-        scenario: list[str] = typer.Option(["nominal", "overload"], help="nominal (documented concurrency, 0 failures) and/or overload (sheds with 429/503)."),
-        users: Optional[int] = typer.Option(None, help="Users for the nominal scenario (default 8)."),
-        run_time: Optional[str] = typer.Option(None, help="Locust run time per scenario, e.g. 60s."),
+        url: str | None = typer.Option(None, help="Target an already running router."),
+        scenario: list[str] = typer.Option(
+            ["nominal", "overload"],
+            help="nominal (documented concurrency, 0 failures) and/or overload (sheds with 429/503).",
+        ),
+        users: int | None = typer.Option(None, help="Users for the nominal scenario (default 8)."),
+        run_time: str | None = typer.Option(None, help="Locust run time per scenario, e.g. 60s."),
         out_dir: str = typer.Option("runs/loadtest", help="Folder for locust's CSV/HTML reports and summary.json."),
         router_port: int = typer.Option(8620, help="Router port when the stack is started here."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
+        api_key: str | None = typer.Option(
+            None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False
+        ),
     ) -> None:
         """Headless locust run (bounded time) with CSV + HTML reports and a summary."""
         from pathlib import Path
@@ -73,23 +98,29 @@ def register(app: typer.Typer) -> None:
     def soak(
         profile: str = typer.Option("tiny", help="Profile whose stack is started."),
         minutes: float = typer.Option(10.0, min=2.0, max=24 * 60, help="How long locust runs."),
-        warmup_s: float = typer.Option(60.0, min=10.0, help="Memory is compared with its level this long after the start."),
-        users: Optional[int] = typer.Option(None, min=1, help="Locust users (default: the nominal scenario's 8)."),
-        max_growth: float = typer.Option(0.10, min=0.0, max=1.0, help="Largest accepted RSS growth after the warm-up (0.10 = 10%)."),
+        warmup_s: float = typer.Option(
+            60.0, min=10.0, help="Memory is compared with its level this long after the start."
+        ),
+        users: int | None = typer.Option(None, min=1, help="Locust users (default: the nominal scenario's 8)."),
+        max_growth: float = typer.Option(
+            0.10, min=0.0, max=1.0, help="Largest accepted RSS growth after the warm-up (0.10 = 10%)."
+        ),
         out_dir: str = typer.Option("runs/soak", help="Folder for soak.json, rss.csv and locust's reports."),
         router_port: int = typer.Option(8640, help="Router port."),
     ) -> None:
-        """A long locust run at nominal concurrency: zero failures and flat memory (router replica, engine), or exit 1."""
+        """A long locust run at nominal concurrency: zero failures and flat memory (router, engine), or exit 1."""
         from pathlib import Path
 
-        from loadtest.soak import format_soak, soak as run
+        from loadtest.soak import format_soak
+        from loadtest.soak import soak as run
 
         try:
-            summary = run(profile, minutes, warmup_s, users, max_growth=max_growth, out_dir=Path(out_dir),
-                          router_port=router_port)
+            summary = run(
+                profile, minutes, warmup_s, users, max_growth=max_growth, out_dir=Path(out_dir), router_port=router_port
+            )
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from exc
         typer.echo(format_soak(summary))
         typer.echo(f"wrote {out_dir}/soak.json, {out_dir}/rss.csv")
         if not summary["passed"]:

@@ -1,13 +1,15 @@
 """The district job's two ways into a running application, measured: Ray handles vs the router URL.
 
 `python -m loadtest.district_paths --profile tiny --images 96 --rounds 3` starts the profile's
-stack once (engine replica + router, no keys, loopback), warms both paths on 16 images, then per round runs the same Ray Data
+stack once (engine replica + router, no keys, loopback), warms both paths on 16 images, then per round runs the same Ray
+Data
 pipeline (`--pipeline ray`, one actor, 8 images per batch, 4 batches in flight) over a fresh
 synthetic district twice: through the engine deployment with handles (what `--ray-address`
 does inside a cluster) and through the router URL (`--url`, what a client outside does), the
 order alternating, each on its own images (no cache serves a repeat). It prints images/s per
 run and the CPU seconds each process group used, and writes the figures as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +21,12 @@ from pathlib import Path
 
 log = logging.getLogger("kidsart.district_paths")
 
-GROUPS = {"engine (vLLM + replica)": ("VLLM::", "EngineServer"), "router replica": ("ScoringRouter",),
-          "proxy": ("ProxyActor",), "district actors": ("MapWorker", "_Score", "ray::IDLE")}
+GROUPS = {
+    "engine (vLLM + replica)": ("VLLM::", "EngineServer"),
+    "router replica": ("ScoringRouter",),
+    "proxy": ("ProxyActor",),
+    "district actors": ("MapWorker", "_Score", "ray::IDLE"),
+}
 
 
 def _cpu_by_process() -> dict[int, tuple[str, float]]:
@@ -32,8 +38,10 @@ def _cpu_by_process() -> dict[int, tuple[str, float]]:
     for process in me.children(recursive=True):
         try:
             text = " ".join(process.cmdline()) + " " + process.name()
-            found[process.pid] = (next((g for g, marks in GROUPS.items() if any(m in text for m in marks)), "other Ray"),
-                                  sum(process.cpu_times()[:2]))
+            found[process.pid] = (
+                next((g for g, marks in GROUPS.items() if any(m in text for m in marks)), "other Ray"),
+                sum(process.cpu_times()[:2]),
+            )
         except psutil.Error:
             continue
     return found
@@ -50,8 +58,9 @@ def _cpu_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
 def _run(path: str, district: Path, out: Path, url: str, runtime: dict, rubric: str) -> dict:
     from serve.district.job import DistrictJobConfig, run_job
 
-    config = DistrictJobConfig(input=district, out=out, pipeline="ray", ray_batch_size=8, report=False,
-                               progress=False, rubric=rubric)
+    config = DistrictJobConfig(
+        input=district, out=out, pipeline="ray", ray_batch_size=8, report=False, progress=False, rubric=rubric
+    )
     before = _cpu_by_process()
     started = time.monotonic()
     if path == "handles":
@@ -63,8 +72,13 @@ def _run(path: str, district: Path, out: Path, url: str, runtime: dict, rubric: 
     summary = result.summary
     if summary["ok"] != summary["inputs"]:
         raise RuntimeError(f"{path}: {summary['ok']} of {summary['inputs']} scored")
-    return {"path": path, "images": summary["inputs"], "seconds": round(elapsed, 1),
-            "img_s": round(summary["images_per_s"], 2), "cpu_s": cpu}
+    return {
+        "path": path,
+        "images": summary["inputs"],
+        "seconds": round(elapsed, 1),
+        "img_s": round(summary["images_per_s"], 2),
+        "cpu_s": cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,22 +101,39 @@ def main(argv: list[str] | None = None) -> None:
     with Stack(load_profile(args.profile), router_port=args.port, log_dir=work / "logs") as stack:
         runtime = served_runtime()
         for i, path in enumerate(("handles", "router")):  # warm-up: Ray Data's workers, the engine's first batches
-            make_district(work / f"warm-{i}", seed=6900 + i, schools=1, grades=2, classes=2, images=16, broken=0,
-                          duplicates=0)
+            make_district(
+                work / f"warm-{i}", seed=6900 + i, schools=1, grades=2, classes=2, images=16, broken=0, duplicates=0
+            )
             _run(path, work / f"warm-{i}", work / f"warm-out-{i}", stack.url, runtime, runtime["rubric"])
         for round_ in range(args.rounds):
             order = ("handles", "router") if round_ % 2 == 0 else ("router", "handles")
             for i, path in enumerate(order):
                 district = work / f"district-{round_}-{i}"
-                make_district(district, seed=7000 + 10 * round_ + i, schools=1, grades=2, classes=2,
-                              images=args.images, broken=0, duplicates=0)
+                make_district(
+                    district,
+                    seed=7000 + 10 * round_ + i,
+                    schools=1,
+                    grades=2,
+                    classes=2,
+                    images=args.images,
+                    broken=0,
+                    duplicates=0,
+                )
                 run = _run(path, district, work / f"out-{round_}-{i}", stack.url, runtime, runtime["rubric"])
-                log.info("round %d %-8s %.2f images/s (%d images, %.1f s) cpu %s", round_ + 1, path, run["img_s"],
-                         run["images"], run["seconds"], run["cpu_s"])
+                log.info(
+                    "round %d %-8s %.2f images/s (%d images, %.1f s) cpu %s",
+                    round_ + 1,
+                    path,
+                    run["img_s"],
+                    run["images"],
+                    run["seconds"],
+                    run["cpu_s"],
+                )
                 runs.append(run)
     by_path = {p: sorted(r["img_s"] for r in runs if r["path"] == p) for p in ("handles", "router")}
-    Path(args.out).write_text(json.dumps({"profile": args.profile, "runs": runs, "img_s": by_path}, indent=1),
-                              encoding="utf-8")
+    Path(args.out).write_text(
+        json.dumps({"profile": args.profile, "runs": runs, "img_s": by_path}, indent=1), encoding="utf-8"
+    )
     print(json.dumps({"img_s": by_path, "runs": runs}, indent=1))
 
 

@@ -31,6 +31,7 @@ requested dimension came back: all the dimensions the router serves for
 
 This file runs in locust's own process (gevent): it must not import ray or vLLM.
 """
+
 from __future__ import annotations
 
 import base64
@@ -85,10 +86,20 @@ _REQUEST_LOG = open(REQUESTS_FILE, "a", encoding="utf-8", buffering=1) if REQUES
 
 def _log_request(started: float, ended: float, name: str, response, outcome: str, detail: str = "") -> None:
     if _REQUEST_LOG is not None:
-        _REQUEST_LOG.write(json.dumps({
-            "start": started, "end": ended, "name": name, "status": response.status_code,
-            "retry_after": response.headers.get("Retry-After"), "outcome": outcome, "detail": detail[:200],
-        }) + "\n")
+        _REQUEST_LOG.write(
+            json.dumps(
+                {
+                    "start": started,
+                    "end": ended,
+                    "name": name,
+                    "status": response.status_code,
+                    "retry_after": response.headers.get("Retry-After"),
+                    "outcome": outcome,
+                    "detail": detail[:200],
+                }
+            )
+            + "\n"
+        )
 
 
 @events.test_start.add_listener
@@ -107,10 +118,16 @@ def _read_dimensions(environment, **_kwargs) -> None:
 def _write_timing(environment, **_kwargs) -> None:
     if TIMING_FILE:
         with open(TIMING_FILE, "w", encoding="utf-8") as handle:
-            json.dump({"first_request_start": TIMING.first_start, "last_response_end": TIMING.last_end,
-                       "complete_full_images": TIMING.complete["full"],
-                       "complete_single_dimension": TIMING.complete["single"],
-                       "dimensions": len(DIMENSIONS)}, handle)
+            json.dump(
+                {
+                    "first_request_start": TIMING.first_start,
+                    "last_response_end": TIMING.last_end,
+                    "complete_full_images": TIMING.complete["full"],
+                    "complete_single_dimension": TIMING.complete["single"],
+                    "dimensions": len(DIMENSIONS),
+                },
+                handle,
+            )
 
 
 def _artworks() -> list[tuple[str, bytes]]:
@@ -125,7 +142,10 @@ def _artworks() -> list[tuple[str, bytes]]:
 
 
 ARTWORKS = _artworks()
-B64 = [(label, base64.b64encode(data).decode("ascii"), "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png") for label, data in ARTWORKS]
+B64 = [
+    (label, base64.b64encode(data).decode("ascii"), "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png")
+    for label, data in ARTWORKS
+]
 
 
 def _shed(response) -> bool:
@@ -141,7 +161,9 @@ class ScoringUser(HttpUser):
         started = time.perf_counter()
         wall_start = time.time()
         complete, outcome, detail = None, "failed", ""
-        with self.client.post(path, json=payload, name=name, timeout=TIMEOUT, catch_response=True, headers=AUTH) as response:
+        with self.client.post(
+            path, json=payload, name=name, timeout=TIMEOUT, catch_response=True, headers=AUTH
+        ) as response:
             if response.status_code == 200:
                 try:
                     problem = check(response.json())
@@ -176,32 +198,47 @@ class ScoringUser(HttpUser):
     def score(self) -> None:
         label, b64, _ = random.choice(B64)
         self._post(
-            "/v1/score", "/v1/score", {"image": b64, "id": f"locust-{label}"},
-            lambda body: check_score(body, DIMENSIONS), "full",
+            "/v1/score",
+            "/v1/score",
+            {"image": b64, "id": f"locust-{label}"},
+            lambda body: check_score(body, DIMENSIONS),
+            "full",
         )
 
     @task(2)
     def chat_rubric(self) -> None:
         _, b64, mime = random.choice(B64)
-        self._post("/v1/chat/completions", "/v1/chat/completions [rubric]", _chat(RUBRIC_MODEL, b64, mime),
-                   lambda body: check_chat(body, DIMENSIONS), "full")
+        self._post(
+            "/v1/chat/completions",
+            "/v1/chat/completions [rubric]",
+            _chat(RUBRIC_MODEL, b64, mime),
+            lambda body: check_chat(body, DIMENSIONS),
+            "full",
+        )
 
     @task(1)
     def chat_dimension(self) -> None:
         _, b64, mime = random.choice(B64)
         dim = random.choice(DIMENSIONS)
-        self._post("/v1/chat/completions", "/v1/chat/completions [dimension]", _chat(dim, b64, mime),
-                   lambda body: check_chat(body, [dim]), "single")
+        self._post(
+            "/v1/chat/completions",
+            "/v1/chat/completions [dimension]",
+            _chat(dim, b64, mime),
+            lambda body: check_chat(body, [dim]),
+            "single",
+        )
 
 
 def _chat(model: str, b64: str, mime: str) -> dict:
     return {
         "model": model,
-        "messages": [{
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}},
-                {"type": "text", "text": "Score this artwork."},
-            ],
-        }],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}},
+                    {"type": "text", "text": "Score this artwork."},
+                ],
+            }
+        ],
     }

@@ -5,9 +5,10 @@
 Builds the offline engine exactly as the benchmark does (serve.engine flags), warms
 it up, then profiles one `generate` of images x nine dimensions (with LoRA, or
 --base without) and writes vLLM's per-operator table (sorted by self CPU time) to
-<out>/*.profiler_out.txt, printing its head. Used to find the levers in README
+<out>/*.profiler_out.txt, printing its head. Used to find the levers in docs/performance.md
 "Performance"; not a benchmark (the profiler itself slows the run down).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     from loadtest.bench_worker import engine_llm
 
     deployment = load_profile_deployment(profile)
-    profiler = {"profiler": "torch", "torch_profiler_dir": str(out), "torch_profiler_with_stack": False,
-                "torch_profiler_record_shapes": True}
+    profiler = {
+        "profiler": "torch",
+        "torch_profiler_dir": str(out),
+        "torch_profiler_with_stack": False,
+        "torch_profiler_record_shapes": True,
+    }
     llm = engine_llm(profile, deployment, ["--profiler-config", json.dumps(profiler)])
     tokenizer = llm.get_tokenizer()
     rubric = deployment.rubric
@@ -68,8 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         images = [normalize_bytes(path.read_bytes(), profile.image_size, recipe=fmt.image_recipe) for path in paths]
         for i, d in enumerate(dims):  # dimension-major, as the benchmark submits them
             for image in images:
-                prompts.append({"prompt_token_ids": prompt_ids.for_dimension(d.name), "multi_modal_data": {"image": image}})
-                loras.append(None if args.base else LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path)))
+                prompts.append(
+                    {"prompt_token_ids": prompt_ids.for_dimension(d.name), "multi_modal_data": {"image": image}}
+                )
+                loras.append(
+                    None
+                    if args.base
+                    else LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
+                )
         return prompts, loras
 
     llm.generate(*batch(warm)[:1], params, lora_request=batch(warm)[1], use_tqdm=False)

@@ -12,6 +12,7 @@ Scenarios:
             instead of timeouts, and 0 other failures.
 When it starts the stack, one stack serves every scenario in turn.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,17 +60,28 @@ def read_stats(csv_prefix: Path) -> dict:
             return default
 
     shed = sum(int(num(r, "Request Count")) for (kind, _), r in by_name.items() if kind == "SHED")
-    failures = sum(int(num(r, "Failure Count")) for (kind, name), r in by_name.items() if kind != "SHED" and name != "Aggregated")
-    requests = sum(int(num(r, "Request Count")) for (kind, name), r in by_name.items() if kind != "SHED" and name != "Aggregated")
+    failures = sum(
+        int(num(r, "Failure Count")) for (kind, name), r in by_name.items() if kind != "SHED" and name != "Aggregated"
+    )
+    requests = sum(
+        int(num(r, "Request Count")) for (kind, name), r in by_name.items() if kind != "SHED" and name != "Aggregated"
+    )
+
     def shed_of(name: str) -> int:  # a shed request is also a (successful) POST row: not a scored image
-        return sum(int(num(r, "Request Count")) for (kind, n), r in by_name.items() if kind == "SHED" and n.startswith(name + " "))
+        return sum(
+            int(num(r, "Request Count"))
+            for (kind, n), r in by_name.items()
+            if kind == "SHED" and n.startswith(name + " ")
+        )
 
     ok_full = sum(
-        int(num(r, "Request Count") - num(r, "Failure Count")) - shed_of(name) for (kind, name), r in by_name.items()
+        int(num(r, "Request Count") - num(r, "Failure Count")) - shed_of(name)
+        for (kind, name), r in by_name.items()
         if kind == "POST" and name in FULL_IMAGE_NAMES
     )
     ok_one = sum(
-        int(num(r, "Request Count") - num(r, "Failure Count")) - shed_of(name) for (kind, name), r in by_name.items()
+        int(num(r, "Request Count") - num(r, "Failure Count")) - shed_of(name)
+        for (kind, name), r in by_name.items()
         if kind == "POST" and name in ONE_DIMENSION_NAMES
     )
     score_rows = [r for (kind, name), r in by_name.items() if kind == "POST"]
@@ -85,33 +97,57 @@ def read_stats(csv_prefix: Path) -> dict:
         "max_ms": num(total, "Max Response Time") if total else None,
         "per_name": {
             f"{r['Type']} {r['Name']}": {
-                "requests": int(num(r, "Request Count")), "failures": int(num(r, "Failure Count")),
-                "p50_ms": num(r, "50%"), "p95_ms": num(r, "95%"), "p99_ms": num(r, "99%"),
+                "requests": int(num(r, "Request Count")),
+                "failures": int(num(r, "Failure Count")),
+                "p50_ms": num(r, "50%"),
+                "p95_ms": num(r, "95%"),
+                "p99_ms": num(r, "99%"),
             }
             for r in [*score_rows, *[r for (kind, _), r in by_name.items() if kind == "SHED"]]
         },
     }
 
 
-def locust_process(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str, str] | None = None,
-                   **popen) -> subprocess.Popen:
+def locust_process(
+    url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str, str] | None = None, **popen
+) -> subprocess.Popen:
     """Start locust headless in a child process (its reports go to out_dir); the caller waits for it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     timing_path = out_dir / "timing.json"
     timing_path.unlink(missing_ok=True)
     env = dict(os.environ)
-    env.update({
-        "KIDSART_LOCUST_SHED_OK": "1" if scenario.shed_ok else "0",
-        "KIDSART_LOCUST_TIMEOUT": str(scenario.timeout_s),
-        "KIDSART_LOCUST_TIMING": str(timing_path),
-    })
+    env.update(
+        {
+            "KIDSART_LOCUST_SHED_OK": "1" if scenario.shed_ok else "0",
+            "KIDSART_LOCUST_TIMEOUT": str(scenario.timeout_s),
+            "KIDSART_LOCUST_TIMING": str(timing_path),
+        }
+    )
     env.update(extra_env or {})
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "--host", url, "-u", str(scenario.users), "-r", str(scenario.spawn_rate), "-t", scenario.run_time,
-        "--stop-timeout", str(int(scenario.timeout_s) + 5),
-        "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"), "--only-summary",
-        "--loglevel", "WARNING",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "-u",
+        str(scenario.users),
+        "-r",
+        str(scenario.spawn_rate),
+        "-t",
+        scenario.run_time,
+        "--stop-timeout",
+        str(int(scenario.timeout_s) + 5),
+        "--csv",
+        str(out_dir / "locust"),
+        "--html",
+        str(out_dir / "locust.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
     ]
     log.info("locust: %d users for %s against %s", scenario.users, scenario.run_time, url)
     return subprocess.Popen(command, env=env, **popen)
@@ -126,11 +162,17 @@ def run_locust(url: str, scenario: Scenario, out_dir: Path, extra_env: dict[str,
     prefix = out_dir / "locust"
     stats = read_stats(prefix)
     stats.update(images_per_second(out_dir / "timing.json"))
-    stats.update({
-        "url": url, "users": scenario.users, "run_time": scenario.run_time, "shed_ok": scenario.shed_ok,
-        "locust_exit_code": returncode, "wall_s": elapsed,
-        "reports": {"csv_prefix": str(prefix), "html": str(out_dir / "locust.html")},
-    })
+    stats.update(
+        {
+            "url": url,
+            "users": scenario.users,
+            "run_time": scenario.run_time,
+            "shed_ok": scenario.shed_ok,
+            "locust_exit_code": returncode,
+            "wall_s": elapsed,
+            "reports": {"csv_prefix": str(prefix), "html": str(out_dir / "locust.html")},
+        }
+    )
     (out_dir / "summary.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
 
@@ -167,11 +209,16 @@ def format_summary(name: str, stats: dict) -> str:
     lines = [
         f"locust {name}: {stats['users']} users, {stats['run_time']} against {stats['url']}",
         f"  requests {stats['requests']}  failures {stats['failures']}  shed (429/503 + Retry-After) {stats['shed']}",
-        f"  latency p50 {stats['p50_ms']:.0f} ms  p95 {stats['p95_ms']:.0f} ms  p99 {stats['p99_ms']:.0f} ms  max {stats['max_ms']:.0f} ms",
-        f"  images/s {_fmt(stats['images_s'])} over {_fmt(stats['elapsed_s'])} s elapsed (complete answers: every requested dimension)",
+        f"  latency p50 {stats['p50_ms']:.0f} ms  p95 {stats['p95_ms']:.0f} ms  p99 {stats['p99_ms']:.0f} ms  max "
+        f"{stats['max_ms']:.0f} ms",
+        f"  images/s {_fmt(stats['images_s'])} over {_fmt(stats['elapsed_s'])} s elapsed (complete answers: every "
+        "requested dimension)",
     ]
     for key, row in stats["per_name"].items():
-        lines.append(f"    {key:45s} n={row['requests']:5d} fail={row['failures']:4d} p50={row['p50_ms']:.0f} p95={row['p95_ms']:.0f} p99={row['p99_ms']:.0f}")
+        lines.append(
+            f"    {key:45s} n={row['requests']:5d} fail={row['failures']:4d} p50={row['p50_ms']:.0f} "
+            f"p95={row['p95_ms']:.0f} p99={row['p99_ms']:.0f}"
+        )
     lines.append(f"  reports: {stats['reports']['csv_prefix']}_*.csv, {stats['reports']['html']}")
     return "\n".join(lines)
 
@@ -217,7 +264,8 @@ def loadtest(
         ensure_bench_artifacts(profile)
     log.info(
         "router admits %d images in flight + %d queued per replica; more get 429",
-        loaded.router.max_inflight_images, loaded.router.max_queued_images,
+        loaded.router.max_inflight_images,
+        loaded.router.max_queued_images,
     )
     with Stack(loaded, router_port=router_port, log_dir=out_dir / "logs") as stack:
         return run_all(stack.url)

@@ -15,6 +15,7 @@ histogram of KV tokens actually computed in prefill (`_sum` = prefilled tokens,
 
     prefix_cache_hit_rate = prefix-cache hit tokens / fixed-prefix tokens of the run's requests
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ the environment of the process that builds the application (on a cluster, the Ra
 on Kubernetes, from a Secret), and a router listening beyond loopback refuses to start
 without one unless the config says `insecure_no_auth: true`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,11 +27,18 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(description="Profile name (adapters/profiles/) or path to a profile YAML, as on the cluster.")
-    deployment: str | None = Field(default=None, description="Deployment-set YAML to serve instead of the profile's own.")
-    listen_host: str = Field(default="127.0.0.1", description="The address Ray Serve's proxy listens on (the config's "
-                             "http_options.host): beyond loopback, API keys are required.")
-    insecure_no_auth: bool = Field(default=False, description="Serve beyond loopback without API keys (a private "
-                                   "network the operator vouches for).")
+    deployment: str | None = Field(
+        default=None, description="Deployment-set YAML to serve instead of the profile's own."
+    )
+    listen_host: str = Field(
+        default="127.0.0.1",
+        description="The address Ray Serve's proxy listens on (the config's "
+        "http_options.host): beyond loopback, API keys are required.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Serve beyond loopback without API keys (a private network the operator vouches for).",
+    )
 
 
 def build(args: dict):

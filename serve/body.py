@@ -16,6 +16,7 @@ The limits come from the profile, one place: `Stack` writes them to
 `PROXY_LIMITS_ENV` before it starts Ray, whose processes (the proxy among them) inherit
 the environment.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,8 +58,10 @@ async def read_limited_body(receive, limit: int, timeout_s: float, declared: str
     while True:
         try:
             message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
-        except asyncio.TimeoutError:
-            raise BodyTimeoutError(f"the request body did not arrive within {timeout_s:g} s ({size} bytes so far)") from None
+        except TimeoutError:
+            raise BodyTimeoutError(
+                f"the request body did not arrive within {timeout_s:g} s ({size} bytes so far)"
+            ) from None
         if message["type"] == "http.disconnect":
             raise ClientGone(f"the client went away after {size} bytes of the body")
         chunk = message.get("body", b"")
@@ -111,9 +114,17 @@ class ProxyBodyLimit:
 async def _send_error(send, error: Exception) -> None:
     """The router's JSON error body; the connection is closed since the rest of the body is not read."""
     payload = json.dumps(error_body(error)).encode()
-    await send({"type": "http.response.start", "status": status_for(error), "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-        (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_for(error),
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -129,7 +140,9 @@ def proxy_middlewares() -> list:
 
     raw = os.environ.get(PROXY_LIMITS_ENV)
     if not raw:
-        log.warning("%s is not set: the proxy forwards bodies unchecked (the router still limits them)", PROXY_LIMITS_ENV)
+        log.warning(
+            "%s is not set: the proxy forwards bodies unchecked (the router still limits them)", PROXY_LIMITS_ENV
+        )
         return []
     limits = json.loads(raw)
     return [Middleware(ProxyBodyLimit, limit_bytes=int(limits["limit_bytes"]), timeout_s=float(limits["timeout_s"]))]

@@ -1,13 +1,15 @@
 """`kidsart serve` and `kidsart score`."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-DEPLOYMENT_HELP = ("Deployment set YAML to serve on the profile's base instead of the profile's own "
-                   "(e.g. DIR/deployment.yaml from `kidsart import-adapters`).")
+DEPLOYMENT_HELP = (
+    "Deployment set YAML to serve on the profile's base instead of the profile's own "
+    "(e.g. DIR/deployment.yaml from `kidsart import-adapters`)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,11 +22,19 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
-        port: Optional[int] = typer.Option(None, help="Router port (default: the profile's, 8000)."),
-        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
-        host: Optional[str] = typer.Option(None, help="Address the router listens on (default: the profile's, 127.0.0.1)."),
-        api_key_file: Optional[str] = typer.Option(None, help="File of API keys, one per line (with or instead of $KIDSART_API_KEYS)."),
-        insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve without API keys on a non-loopback address (anyone who can reach it can use it)."),
+        port: int | None = typer.Option(None, help="Router port (default: the profile's, 8000)."),
+        deployment: str | None = typer.Option(None, help=DEPLOYMENT_HELP),
+        host: str | None = typer.Option(
+            None, help="Address the router listens on (default: the profile's, 127.0.0.1)."
+        ),
+        api_key_file: str | None = typer.Option(
+            None, help="File of API keys, one per line (with or instead of $KIDSART_API_KEYS)."
+        ),
+        insecure_no_auth: bool = typer.Option(
+            False,
+            "--insecure-no-auth",
+            help="Serve without API keys on a non-loopback address (anyone who can reach it can use it).",
+        ),
     ) -> None:
         """Run the engine replicas and the router (one Ray Serve application) in the foreground until Ctrl-C or SIGTERM.
 
@@ -34,16 +44,30 @@ def register(app: typer.Typer) -> None:
         from serve.keys import load_api_keys
 
         keys = load_api_keys(api_key_file)
-        run_foreground(profile, router_port=port, deployment=deployment, router_host=host,
-                       api_keys=keys, insecure_no_auth=insecure_no_auth)
+        run_foreground(
+            profile,
+            router_port=port,
+            deployment=deployment,
+            router_host=host,
+            api_keys=keys,
+            insecure_no_auth=insecure_no_auth,
+        )
 
     @app.command("deploy-config")
     def deploy_config_command(
-        profile: str = typer.Option(..., "--profile", help="Profile name (adapters/profiles/NAME.yaml) or path, as the cluster will find it."),
+        profile: str = typer.Option(
+            ..., "--profile", help="Profile name (adapters/profiles/NAME.yaml) or path, as the cluster will find it."
+        ),
         out: Path = typer.Option(..., "--out", help="File to write (YAML)."),
-        rayservice: bool = typer.Option(False, "--rayservice", help="Write a KubeRay RayService manifest embedding the Serve config (spec.serveConfigV2)."),
-        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP),
-        insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Let the router serve beyond loopback without API keys."),
+        rayservice: bool = typer.Option(
+            False,
+            "--rayservice",
+            help="Write a KubeRay RayService manifest embedding the Serve config (spec.serveConfigV2).",
+        ),
+        deployment: str | None = typer.Option(None, help=DEPLOYMENT_HELP),
+        insecure_no_auth: bool = typer.Option(
+            False, "--insecure-no-auth", help="Let the router serve beyond loopback without API keys."
+        ),
     ) -> None:
         """Write the Ray Serve config (for `serve run` / `serve deploy`) or the KubeRay RayService of a profile.
 
@@ -52,8 +76,13 @@ def register(app: typer.Typer) -> None:
         from serve.deploy_config import render, validate
 
         loaded = load_profile(profile, deployment)
-        text = render(loaded, rayservice=rayservice, profile_ref=profile, deployment_ref=deployment,
-                      insecure_no_auth=insecure_no_auth)
+        text = render(
+            loaded,
+            rayservice=rayservice,
+            profile_ref=profile,
+            deployment_ref=deployment,
+            insecure_no_auth=insecure_no_auth,
+        )
         validate(text)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
@@ -61,15 +90,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("score")
     def score_command(
-        images: List[str] = typer.Argument(..., help="Image files to score."),
+        images: list[str] = typer.Argument(..., help="Image files to score."),
         url: str = typer.Option("http://127.0.0.1:8000", help="Router URL (backend=router)."),
-        backend: str = typer.Option("router", help="router: the running service; reference: transformers + PEFT in-process."),
-        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."),
+        backend: str = typer.Option(
+            "router", help="router: the running service; reference: transformers + PEFT in-process."
+        ),
+        dimensions: list[str] | None = typer.Option(
+            None, "--dimensions", "-d", help="Dimensions to score (repeat; default all)."
+        ),
         profile: str = typer.Option("tiny", help="Profile for the reference backend."),
-        deployment: Optional[str] = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
-        description: Optional[str] = typer.Option(None, help="The artwork's text description (rubrics that read one, e.g. creativity5; the feedback adapter reads it too)."),
-        feedback: bool = typer.Option(False, "--feedback", help="Also write a teacher's comment beside the scores (needs a deployment with a feedback adapter)."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False),
+        deployment: str | None = typer.Option(None, help=DEPLOYMENT_HELP + " (backend=reference)"),
+        description: str | None = typer.Option(
+            None,
+            help="The artwork's text description (rubrics that read one, e.g. creativity5; the feedback adapter reads "
+            "it too).",
+        ),
+        feedback: bool = typer.Option(
+            False,
+            "--feedback",
+            help="Also write a teacher's comment beside the scores (needs a deployment with a feedback adapter).",
+        ),
+        api_key: str | None = typer.Option(
+            None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False
+        ),
     ) -> None:
         """Score images; one JSON line per image on stdout. Exit 1 if any image failed.
 
@@ -108,8 +151,9 @@ def register(app: typer.Typer) -> None:
             client = ScoringClient(url, api_key=api_key)
 
             def score_one(path: Path) -> dict:
-                return client.score_file(path, dimensions=dims, request_id=path.name, description=description,
-                                         feedback=feedback).model_dump(exclude_none=True)
+                return client.score_file(
+                    path, dimensions=dims, request_id=path.name, description=description, feedback=feedback
+                ).model_dump(exclude_none=True)
 
         for image in images:
             path = Path(image)

@@ -13,6 +13,7 @@ requests and retry the same way, through tenacity:
 
 The key (`Authorization: Bearer`) is the `api_key` argument or `KIDSART_API_KEY`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -78,7 +79,9 @@ class RetryPolicy(BaseModel):
 
     base_delay_s: float = Field(default=0.5, gt=0, le=60, description="First backoff delay (doubles per attempt).")
     max_delay_s: float = Field(default=15.0, gt=0, le=600, description="Longest single wait, Retry-After included.")
-    max_outage_s: float = Field(default=900.0, ge=0, le=86_400, description="Give up after this long without a usable answer.")
+    max_outage_s: float = Field(
+        default=900.0, ge=0, le=86_400, description="Give up after this long without a usable answer."
+    )
     request_timeout_s: float = Field(default=600.0, gt=0, le=3600, description="Timeout of one HTTP request.")
     seed: int = Field(default=0, description="Seed of the backoff jitter.")
 
@@ -108,8 +111,13 @@ def _wait(policy: RetryPolicy, rng: random.Random):
 def _log_retry(label: str):
     def before_sleep(state: RetryCallState) -> None:
         if state.attempt_number == 1 or state.attempt_number % 10 == 0:
-            log.warning("%s: %s; retrying (attempt %d, %.0f s so far)", label, state.outcome.exception(),
-                        state.attempt_number, state.seconds_since_start or 0.0)
+            log.warning(
+                "%s: %s; retrying (attempt %d, %.0f s so far)",
+                label,
+                state.outcome.exception(),
+                state.attempt_number,
+                state.seconds_since_start or 0.0,
+            )
 
     return before_sleep
 
@@ -117,16 +125,31 @@ def _log_retry(label: str):
 def retry_kwargs(policy: RetryPolicy, rng: random.Random, label: str, retry_on: tuple) -> dict:
     """tenacity's arguments for the one retry policy: `retry_on` errors retried with backoff (Retry-After
     honoured) until `policy.max_outage_s` has passed, then the last error raised."""
-    return {"retry": retry_if_exception_type(retry_on), "stop": stop_after_delay(policy.max_outage_s),
-            "wait": _wait(policy, rng), "before_sleep": _log_retry(label), "reraise": True}
+    return {
+        "retry": retry_if_exception_type(retry_on),
+        "stop": stop_after_delay(policy.max_outage_s),
+        "wait": _wait(policy, rng),
+        "before_sleep": _log_retry(label),
+        "reraise": True,
+    }
 
 
-def score_payload(data: bytes, *, request_id: str | None = None, dimensions: list[str] | None = None,
-                  description: str | None = None, feedback: bool = False) -> dict:
+def score_payload(
+    data: bytes,
+    *,
+    request_id: str | None = None,
+    dimensions: list[str] | None = None,
+    description: str | None = None,
+    feedback: bool = False,
+) -> dict:
     """The JSON body of POST /v1/score for image bytes (a serve.protocol.ScoreRequest)."""
-    request = ScoreRequest(image=base64.b64encode(data).decode("ascii"), id=request_id or None,
-                           dimensions=list(dimensions) if dimensions else None, description=description or None,
-                           feedback=feedback)
+    request = ScoreRequest(
+        image=base64.b64encode(data).decode("ascii"),
+        id=request_id or None,
+        dimensions=list(dimensions) if dimensions else None,
+        description=description or None,
+        feedback=feedback,
+    )
     return request.model_dump(exclude_none=True, exclude_defaults=True)
 
 
@@ -160,7 +183,11 @@ def _answer(response: httpx.Response, what: str) -> dict:
 
 
 def _unavailable(url: str, error: Exception, policy: RetryPolicy) -> RouterUnavailableError:
-    detail = f"HTTP {error.response.status_code}" if isinstance(error, _Transient) else f"{error.__class__.__name__}: {error}"
+    detail = (
+        f"HTTP {error.response.status_code}"
+        if isinstance(error, _Transient)
+        else f"{error.__class__.__name__}: {error}"
+    )
     return RouterUnavailableError(f"no usable answer from {url} within {policy.max_outage_s:.0f} s (last: {detail})")
 
 
@@ -191,10 +218,12 @@ class ServedModels(BaseModel):
     rubric: str = Field(description="The rubric's model id (all dimensions at once): the entry without an adapter.")
     dimensions: list[str] = Field(description="One model id per served dimension, in the router's order.")
     feedback_adapter: str | None = Field(default=None, description="The feedback adapter's name@version, if any.")
-    limits: InputLimits = Field(default=DEFAULT_LIMITS, description="The router's input limits (defaults if it names none).")
+    limits: InputLimits = Field(
+        default=DEFAULT_LIMITS, description="The router's input limits (defaults if it names none)."
+    )
 
     @classmethod
-    def from_listing(cls, listing: object, url: str) -> "ServedModels":
+    def from_listing(cls, listing: object, url: str) -> ServedModels:
         """What a listing (a ModelListing, or its JSON) says; ScoringAPIError naming `url` when it is not a scoring
         router's listing or lists no rubric model."""
         if not isinstance(listing, ModelListing):
@@ -202,30 +231,43 @@ class ServedModels(BaseModel):
         rubrics = [m.id for m in listing.data if m.adapter is None]
         if not rubrics:
             raise ScoringAPIError(f"{url}/v1/models lists no rubric model: {[m.id for m in listing.data]}")
-        return cls(rubric=rubrics[0], dimensions=[m.id for m in listing.data if m.adapter is not None],
-                   feedback_adapter=listing.feedback_adapter, limits=listing.limits)
+        return cls(
+            rubric=rubrics[0],
+            dimensions=[m.id for m in listing.data if m.adapter is not None],
+            feedback_adapter=listing.feedback_adapter,
+            limits=listing.limits,
+        )
 
 
 class ScoringClient(_Base):
     """Synchronous client (one connection pool; thread-safe for concurrent calls)."""
 
-    def __init__(self, url: str, *, api_key: str | None = None, policy: RetryPolicy | None = None, max_connections: int = 16):
+    def __init__(
+        self, url: str, *, api_key: str | None = None, policy: RetryPolicy | None = None, max_connections: int = 16
+    ):
         super().__init__(url, api_key=api_key, policy=policy)
-        self._client = httpx.Client(timeout=httpx.Timeout(self.policy.request_timeout_s, connect=10.0), headers=self.headers,
-                                    limits=httpx.Limits(max_connections=max_connections))
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(self.policy.request_timeout_s, connect=10.0),
+            headers=self.headers,
+            limits=httpx.Limits(max_connections=max_connections),
+        )
 
     def _call(self, method: str, path: str, label: str, **kwargs) -> dict:
         try:
             for attempt in Retrying(**self._kwargs(label)):
                 with attempt:
-                    return _answer(self._client.request(method, f"{self.url}{path}", **kwargs), f"{method} {self.url}{path}")
+                    return _answer(
+                        self._client.request(method, f"{self.url}{path}", **kwargs), f"{method} {self.url}{path}"
+                    )
         except (httpx.TransportError, _Transient) as exc:
             raise _unavailable(self.url, exc, self.policy) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def score(self, data: bytes, *, request_id: str | None = None, **fields) -> ScoreAnswer:
         """Scores of one image (`dimensions`, `description`, `feedback` as in `score_payload`)."""
-        body = self._call("POST", "/v1/score", request_id or "score", json=score_payload(data, request_id=request_id, **fields))
+        body = self._call(
+            "POST", "/v1/score", request_id or "score", json=score_payload(data, request_id=request_id, **fields)
+        )
         return parse_answer(ScoreAnswer, body, f"POST {self.url}/v1/score")
 
     def score_file(self, path: Path, **fields) -> ScoreAnswer:
@@ -247,7 +289,7 @@ class ScoringClient(_Base):
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ScoringClient":
+    def __enter__(self) -> ScoringClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,10 +299,13 @@ class ScoringClient(_Base):
 class AsyncScoringClient(_Base):
     """Asyncio client; many calls run concurrently on one connection pool."""
 
-    def __init__(self, url: str, *, api_key: str | None = None, policy: RetryPolicy | None = None, max_connections: int = 64):
+    def __init__(
+        self, url: str, *, api_key: str | None = None, policy: RetryPolicy | None = None, max_connections: int = 64
+    ):
         super().__init__(url, api_key=api_key, policy=policy)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.policy.request_timeout_s, connect=10.0), headers=self.headers,
+            timeout=httpx.Timeout(self.policy.request_timeout_s, connect=10.0),
+            headers=self.headers,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
@@ -275,8 +320,9 @@ class AsyncScoringClient(_Base):
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def score(self, data: bytes, *, request_id: str | None = None, **fields) -> ScoreAnswer:
-        body = await self._call("POST", "/v1/score", request_id or "score",
-                                json=score_payload(data, request_id=request_id, **fields))
+        body = await self._call(
+            "POST", "/v1/score", request_id or "score", json=score_payload(data, request_id=request_id, **fields)
+        )
         return parse_answer(ScoreAnswer, body, f"POST {self.url}/v1/score")
 
     async def wait_ready(self) -> None:
@@ -286,7 +332,7 @@ class AsyncScoringClient(_Base):
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def __aenter__(self) -> "AsyncScoringClient":
+    async def __aenter__(self) -> AsyncScoringClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -13,6 +13,7 @@ What a file cannot carry, the nodes' environment must (`node_environment`): the 
 body limits (Ray Serve's proxy is a system actor, started with the node's environment)
 and the API keys (from a Secret, never in a file).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,13 @@ def node_environment(profile: Profile) -> dict[str, str]:
     return proxy_environment(profile.router.max_image_bytes, profile.router.body_timeout_s)
 
 
-def serve_config(profile: Profile, *, profile_ref: str | None = None, deployment_ref: str | None = None,
-                 insecure_no_auth: bool = False) -> dict:
+def serve_config(
+    profile: Profile,
+    *,
+    profile_ref: str | None = None,
+    deployment_ref: str | None = None,
+    insecure_no_auth: bool = False,
+) -> dict:
     """The Ray Serve config (a `ServeDeploySchema` document) of a profile.
 
     `profile_ref` is how the cluster finds the profile (default: its name, shipped in the package);
@@ -63,18 +69,24 @@ def serve_config(profile: Profile, *, profile_ref: str | None = None, deployment
     from serve.router import router_options
 
     router = profile.router
-    args = AppArgs(profile=profile_ref or profile.name, deployment=deployment_ref, listen_host=router.host,
-                   insecure_no_auth=insecure_no_auth)
+    args = AppArgs(
+        profile=profile_ref or profile.name,
+        deployment=deployment_ref,
+        listen_host=router.host,
+        insecure_no_auth=insecure_no_auth,
+    )
     return {
         "proxy_location": router.proxy_location,
         "http_options": {"host": router.host, "port": router.port},
-        "applications": [{
-            "name": APP_NAME,
-            "route_prefix": "/",
-            "import_path": IMPORT_PATH,
-            "args": args.model_dump(exclude_defaults=True),
-            "deployments": [engine_options(profile.engine, engine_env(profile)), router_options(router)],
-        }],
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": args.model_dump(exclude_defaults=True),
+                "deployments": [engine_options(profile.engine, engine_env(profile)), router_options(router)],
+            }
+        ],
     }
 
 
@@ -87,8 +99,9 @@ def _engine_replica_bounds(profile: Profile) -> tuple[int, int, int]:
     return scaling.min_replicas, max(scaling.min_replicas, 1), scaling.max_replicas
 
 
-def _container(name: str, image: str, cpus: int, memory_gib: int, env: list[dict], gpus: int = 0,
-               ports: list[dict] | None = None) -> dict:
+def _container(
+    name: str, image: str, cpus: int, memory_gib: int, env: list[dict], gpus: int = 0, ports: list[dict] | None = None
+) -> dict:
     limits: dict = {"cpu": str(cpus), "memory": f"{memory_gib}Gi"}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
@@ -118,20 +131,46 @@ def rayservice_manifest(profile: Profile, config: dict, *, name: str = "kidsart"
     head = {
         # the head runs Ray's control plane, the proxy and the routers (num_cpus 0); engines go to the workers
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", **_resources_param(head_resources)},
-        "template": {"spec": {"containers": [_container(
-            "ray-head", cluster.image, cluster.head_cpus, cluster.head_memory_gib, env,
-            ports=[{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
-                   {"containerPort": 10001, "name": "client"}, {"containerPort": profile.router.port, "name": "serve"}],
-        )]}},
+        "template": {
+            "spec": {
+                "containers": [
+                    _container(
+                        "ray-head",
+                        cluster.image,
+                        cluster.head_cpus,
+                        cluster.head_memory_gib,
+                        env,
+                        ports=[
+                            {"containerPort": 6379, "name": "gcs"},
+                            {"containerPort": 8265, "name": "dashboard"},
+                            {"containerPort": 10001, "name": "client"},
+                            {"containerPort": profile.router.port, "name": "serve"},
+                        ],
+                    )
+                ]
+            }
+        },
     }
     worker = {
         "groupName": "engines",
-        "replicas": initial, "minReplicas": low, "maxReplicas": high,
+        "replicas": initial,
+        "minReplicas": low,
+        "maxReplicas": high,
         "rayStartParams": {"num-cpus": str(worker_cpus), **_resources_param(engine.resources)},
-        "template": {"spec": {"containers": [_container(
-            "ray-worker", cluster.image, worker_cpus, cluster.worker_memory_gib, env,
-            gpus=math.ceil(engine.num_gpus) * engine.tensor_parallel_size,
-        )]}},
+        "template": {
+            "spec": {
+                "containers": [
+                    _container(
+                        "ray-worker",
+                        cluster.image,
+                        worker_cpus,
+                        cluster.worker_memory_gib,
+                        env,
+                        gpus=math.ceil(engine.num_gpus) * engine.tensor_parallel_size,
+                    )
+                ]
+            }
+        },
     }
     return {
         "apiVersion": "ray.io/v1",
@@ -152,26 +191,39 @@ def rayservice_manifest(profile: Profile, config: dict, *, name: str = "kidsart"
 
 def header(profile: Profile, rayservice: bool) -> str:
     """The comment at the top of a written file: where it came from and what the nodes need."""
-    lines = [f"Written by `kidsart deploy-config --profile {profile.name}{' --rayservice' if rayservice else ''}`.",
-             "Regenerate it after changing the profile; replicas and resources may be edited here."]
+    lines = [
+        f"Written by `kidsart deploy-config --profile {profile.name}{' --rayservice' if rayservice else ''}`.",
+        "Regenerate it after changing the profile; replicas and resources may be edited here.",
+    ]
     if not rayservice:
         lines += ["Every Ray node needs this environment before `ray start` (the proxy's body limits):"]
         lines += [f"  export {k}='{v}'" for k, v in sorted(node_environment(profile).items())]
-        lines += [f"and {API_KEYS_ENV} (comma-separated keys) where the application is built, unless the router "
-                  "listens on loopback only.",
-                  "Apply: `serve run FILE --address HEAD:6379` (or `serve deploy FILE` with the dashboard)."]
+        lines += [
+            f"and {API_KEYS_ENV} (comma-separated keys) where the application is built, unless the router "
+            "listens on loopback only.",
+            "Apply: `serve run FILE --address HEAD:6379` (or `serve deploy FILE` with the dashboard).",
+        ]
     else:
-        lines += [f"Needs the KubeRay operator and a Secret {profile.cluster.api_keys_secret!r} with key `keys`:",
-                  f"  kubectl create secret generic {profile.cluster.api_keys_secret} --from-literal=keys=KEY1,KEY2",
-                  "Apply: `kubectl apply -f FILE`."]
+        lines += [
+            f"Needs the KubeRay operator and a Secret {profile.cluster.api_keys_secret!r} with key `keys`:",
+            f"  kubectl create secret generic {profile.cluster.api_keys_secret} --from-literal=keys=KEY1,KEY2",
+            "Apply: `kubectl apply -f FILE`.",
+        ]
     return "".join(f"# {line}\n" for line in lines)
 
 
-def render(profile: Profile, *, rayservice: bool = False, profile_ref: str | None = None,
-           deployment_ref: str | None = None, insecure_no_auth: bool = False) -> str:
+def render(
+    profile: Profile,
+    *,
+    rayservice: bool = False,
+    profile_ref: str | None = None,
+    deployment_ref: str | None = None,
+    insecure_no_auth: bool = False,
+) -> str:
     """The file `kidsart deploy-config` writes, as text."""
-    config = serve_config(profile, profile_ref=profile_ref, deployment_ref=deployment_ref,
-                          insecure_no_auth=insecure_no_auth)
+    config = serve_config(
+        profile, profile_ref=profile_ref, deployment_ref=deployment_ref, insecure_no_auth=insecure_no_auth
+    )
     document = rayservice_manifest(profile, config) if rayservice else config
     return header(profile, rayservice) + dump(document)
 

@@ -11,6 +11,7 @@ Each LoRA module is named by its content (`realism@<12 hex of its weights hash>`
 must mean a changed name. The engine is no network service: it runs inside a Ray Serve replica
 and is reached through Ray handles only.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,23 +36,39 @@ def engine_cli_args(profile: Profile, deployment: Deployment) -> list[str]:
             f"LoRA modules of its deployment ({', '.join(modules)}); the fan-out would be serialised"
         )
     args = [
-        "--model", str(profile.base.resolved_path),
-        "--served-model-name", profile.base.model_id,
-        "--dtype", profile.resolved_dtype,
-        "--max-model-len", str(engine.max_model_len),
-        "--max-num-seqs", str(engine.max_num_seqs),
-        "--gpu-memory-utilization", str(engine.gpu_memory_utilization),
-        "--tensor-parallel-size", str(engine.tensor_parallel_size),
+        "--model",
+        str(profile.base.resolved_path),
+        "--served-model-name",
+        profile.base.model_id,
+        "--dtype",
+        profile.resolved_dtype,
+        "--max-model-len",
+        str(engine.max_model_len),
+        "--max-num-seqs",
+        str(engine.max_num_seqs),
+        "--gpu-memory-utilization",
+        str(engine.gpu_memory_utilization),
+        "--tensor-parallel-size",
+        str(engine.tensor_parallel_size),
         "--enable-lora",
-        "--max-loras", str(engine.max_loras),
-        "--max-cpu-loras", str(max(engine.max_cpu_loras, engine.max_loras)),
-        "--max-lora-rank", str(engine.max_lora_rank),
-        "--logprobs-mode", "processed_logprobs",
-        "--max-logprobs", "20",
-        "--generation-config", "vllm",
-        "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}),
-        "--mm-processor-kwargs", json.dumps({"min_pixels": engine.min_pixels, "max_pixels": engine.max_pixels}),
-        "--mm-processor-cache-gb", str(engine.mm_processor_cache_gb),
+        "--max-loras",
+        str(engine.max_loras),
+        "--max-cpu-loras",
+        str(max(engine.max_cpu_loras, engine.max_loras)),
+        "--max-lora-rank",
+        str(engine.max_lora_rank),
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--max-logprobs",
+        "20",
+        "--generation-config",
+        "vllm",
+        "--limit-mm-per-prompt",
+        json.dumps({"image": 1, "video": 0}),
+        "--mm-processor-kwargs",
+        json.dumps({"min_pixels": engine.min_pixels, "max_pixels": engine.max_pixels}),
+        "--mm-processor-cache-gb",
+        str(engine.mm_processor_cache_gb),
     ]
     args.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
     if engine.block_size is not None:

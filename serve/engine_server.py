@@ -27,6 +27,7 @@ built from vLLM's engine arguments in the replica's constructor, `check_health` 
 the engine's, Ray Serve options from a config (the profile), and shutdown of the engine when
 the replica stops.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings
-from adapters.prompts import PromptFormat
 from adapters.profiles import EngineSettings
+from adapters.prompts import PromptFormat
 from serve.scoring import ENGINE_DEPLOYMENT
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,13 @@ class EngineServer:
         self.rubric = load_rubric(self.runtime.rubric)
         self.engine = AsyncLLM.from_engine_args(parse_engine_args(self.runtime.cli_args))
         # LoRA ids are 1.. in a fixed order; the name (content-addressed) keys vLLM's prefix cache
-        self.loras = {name: LoRARequest(name, i + 1, path)
-                      for i, (name, path) in enumerate(sorted(self.runtime.lora_paths.items()))}
+        self.loras = {
+            name: LoRARequest(name, i + 1, path)
+            for i, (name, path) in enumerate(sorted(self.runtime.lora_paths.items()))
+        }
         scored = [d for d in self.runtime.modules if d != FEEDBACK_MODULE]
         self.prompts = PromptTokens(self.engine.get_tokenizer(), self.runtime.prompt_format, self.rubric, scored)
-        self.token_of_id = dict(zip(self.runtime.score_token_ids, self.rubric.score_tokens))
+        self.token_of_id = dict(zip(self.runtime.score_token_ids, self.rubric.score_tokens, strict=True))
         await self._warm_up()
         log.info("engine replica ready in %.1f s with %d LoRA modules", time.monotonic() - started, len(self.loras))
 
@@ -107,14 +110,20 @@ class EngineServer:
         from vllm import SamplingParams
 
         image = _as_image(pixels)
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(self.runtime.score_token_ids),
-                                allowed_token_ids=self.runtime.score_token_ids)
-        outputs = await asyncio.gather(*(
-            self._generate(self.prompts.for_dimension(dim, description), image, self.runtime.modules[dim], params)
-            for dim in dimensions
-        ))
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=len(self.runtime.score_token_ids),
+            allowed_token_ids=self.runtime.score_token_ids,
+        )
+        outputs = await asyncio.gather(
+            *(
+                self._generate(self.prompts.for_dimension(dim, description), image, self.runtime.modules[dim], params)
+                for dim in dimensions
+            )
+        )
         result = {}
-        for dim, output in zip(dimensions, outputs):
+        for dim, output in zip(dimensions, outputs, strict=True):
             top = output.outputs[0].logprobs[0]
             result[dim] = {
                 "logprobs": {self.token_of_id[i]: lp.logprob for i, lp in top.items() if i in self.token_of_id},
@@ -123,16 +132,25 @@ class EngineServer:
             }
         return result
 
-    async def feedback(self, pixels, scores: dict[str, float], description: str | None = None,
-                       max_tokens: int | None = None) -> str:
+    async def feedback(
+        self, pixels, scores: dict[str, float], description: str | None = None, max_tokens: int | None = None
+    ) -> str:
         """The feedback adapter's comment on one prepared image, with the scores just predicted in its prompt."""
         from vllm import SamplingParams
 
         settings = self.runtime.feedback
-        params = SamplingParams(max_tokens=max_tokens or settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
-                                repetition_penalty=settings.repetition_penalty)
-        output = await self._generate(self.prompts.for_feedback(scores, description), _as_image(pixels),
-                                      self.runtime.modules[FEEDBACK_MODULE], params)
+        params = SamplingParams(
+            max_tokens=max_tokens or settings.max_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
+        )
+        output = await self._generate(
+            self.prompts.for_feedback(scores, description),
+            _as_image(pixels),
+            self.runtime.modules[FEEDBACK_MODULE],
+            params,
+        )
         return output.outputs[0].text
 
     async def _generate(self, token_ids: list[int], image, module: str, params):
@@ -154,8 +172,10 @@ class EngineServer:
         fails fast looks like the least busy one and draws the calls meant for a healthy one)."""
         if not self._leaving:
             self._leaving = True
-            log.error("the vLLM engine of this replica died (%s); ending the replica so Ray Serve replaces it",
-                      self.engine.dead_error)
+            log.error(
+                "the vLLM engine of this replica died (%s); ending the replica so Ray Serve replaces it",
+                self.engine.dead_error,
+            )
             asyncio.get_running_loop().call_later(0.2, os._exit, 1)
 
     # ---- life ---------------------------------------------------------------------------------

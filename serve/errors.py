@@ -4,6 +4,7 @@ Every error the router returns has the OpenAI error shape
 `{"error": {"message": ..., "type": ..., "code": <status>}}` so that the official
 `openai` client raises its matching exception class with our message.
 """
+
 from __future__ import annotations
 
 from adapters.errors import (

@@ -5,6 +5,7 @@ keeps trying for ever, so the bound is ours: when no engine replica has been hea
 `engine.max_outage_s` (read from Ray Serve's status), /readyz says so for FAILED_HOLD_S, then
 the stack stops and `kidsart serve` exits non-zero.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,13 @@ class EngineGaveUpError(KidsArtError):
 
 
 def run_foreground(
-    profile_name: str, router_port: int | None = None, deployment: str | None = None,
-    *, router_host: str | None = None, api_keys: list[str] | None = None, insecure_no_auth: bool = False,
+    profile_name: str,
+    router_port: int | None = None,
+    deployment: str | None = None,
+    *,
+    router_host: str | None = None,
+    api_keys: list[str] | None = None,
+    insecure_no_auth: bool = False,
 ) -> None:
     stop = threading.Event()
 
@@ -38,8 +44,13 @@ def run_foreground(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed = None
-    stack = Stack(load_profile(profile_name, deployment), router_port=router_port, router_host=router_host,
-                  api_keys=api_keys, insecure_no_auth=insecure_no_auth)
+    stack = Stack(
+        load_profile(profile_name, deployment),
+        router_port=router_port,
+        router_host=router_host,
+        api_keys=api_keys,
+        insecure_no_auth=insecure_no_auth,
+    )
     log.info("%s", stack.key_status)
     try:
         stack.start()
@@ -48,9 +59,16 @@ def run_foreground(
         for sig in previous:
             signal.signal(sig, request_stop)
         running, _ = stack.engine_replicas()
-        log.info("serving %s (deployment %s, prompt format %s) on %s with %d engine replica(s) (no engine port); "
-                 "%s; Ctrl-C to stop", profile_name, stack.deployment.source, stack.deployment.prompt_format.name,
-                 stack.url, running, stack.key_status)
+        log.info(
+            "serving %s (deployment %s, prompt format %s) on %s with %d engine replica(s) (no engine port); "
+            "%s; Ctrl-C to stop",
+            profile_name,
+            stack.deployment.source,
+            stack.deployment.prompt_format.name,
+            stack.url,
+            running,
+            stack.key_status,
+        )
         # Ray Serve replaces dead engine replicas; only when none has been healthy for engine.max_outage_s do
         # we stop, after FAILED_HOLD_S in which /readyz answers 503 with the reason (for probes and operators)
         while not stop.wait(1.0):

@@ -1,4 +1,4 @@
-"""API keys: where the router's keys come from, how a presented key is checked, and when serving without keys is refused.
+"""API keys: where the router's keys come from, how a presented key is checked, when serving without keys is refused.
 
 - Keys come from `KIDSART_API_KEYS` (comma-separated) and/or a key file (`kidsart serve
   --api-key-file`, one key per line, `#` comments), never from a profile or any
@@ -12,6 +12,7 @@
 
 Import-light (the standard library and `adapters.errors`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,8 +75,10 @@ def load_api_keys(key_file: str | Path | None = None, environ: dict | None = Non
         keys += file_keys
     short = [i for i, key in enumerate(keys) if len(key) < MIN_KEY_LENGTH]
     if short:
-        raise KeyConfigError(f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} characters; "
-                             "use long random keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        raise KeyConfigError(
+            f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} characters; "
+            "use long random keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
     return list(dict.fromkeys(keys))
 
 
@@ -93,8 +96,12 @@ def check_exposure(host: str, keys: list[str], insecure_no_auth: bool = False) -
     if keys:
         return f"API keys on ({len(keys)} key{'s' if len(keys) != 1 else ''}): /v1/* needs Authorization: Bearer <key>"
     if is_loopback(host):
-        log.warning("no API key configured: anyone on this machine can call the router at %s "
-                    "(set %s or --api-key-file before serving on another address)", host, API_KEYS_ENV)
+        log.warning(
+            "no API key configured: anyone on this machine can call the router at %s "
+            "(set %s or --api-key-file before serving on another address)",
+            host,
+            API_KEYS_ENV,
+        )
         return f"API keys off: serving on loopback address {host} only"
     if not insecure_no_auth:
         raise KeyConfigError(

@@ -16,6 +16,7 @@ score answer by hand.
 - `ErrorBody`: every error, in OpenAI's shape, so the `openai` client raises its own
   exception class with our message.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -37,10 +38,14 @@ class ScoreRequest(_Strict):
     image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
     dimensions: list[str] | None = Field(default=None, max_length=64, description="Dimensions to score (default: all).")
     id: str | None = Field(default=None, max_length=256, description="Caller's identifier, echoed back.")
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS, description="Text description of "
-                                    "the artwork (read by rubrics that ask for it, and by the feedback adapter).")
-    feedback: bool = Field(default=False, description="Also return a teacher's comment from the deployment's feedback "
-                           "adapter.")
+    description: str | None = Field(
+        default=None,
+        max_length=MAX_DESCRIPTION_CHARS,
+        description="Text description of the artwork (read by rubrics that ask for it, and by the feedback adapter).",
+    )
+    feedback: bool = Field(
+        default=False, description="Also return a teacher's comment from the deployment's feedback adapter."
+    )
 
 
 class DimensionScore(_Strict):
@@ -66,17 +71,24 @@ class ScoreAnswer(_Strict):
     id: str = Field(description="The request's `id`, or one made by the router.")
     rubric: str = Field(description="The rubric scored.")
     scores: dict[str, DimensionScore] = Field(description="Dimension -> its score, for every dimension asked for.")
-    total: float | None = Field(default=None, description="For rubrics with points, when every dimension was scored: "
-                                "the sum of the points.")
+    total: float | None = Field(
+        default=None, description="For rubrics with points, when every dimension was scored: the sum of the points."
+    )
     total_max: float | None = Field(default=None, description="The most `total` can be (e.g. 100).")
     feedback: Feedback | None = Field(default=None, description="The comment, when `feedback` was asked.")
 
     @classmethod
-    def of(cls, rubric, request_id: str, scores: dict[str, dict], feedback: dict | None = None) -> "ScoreAnswer":
+    def of(cls, rubric, request_id: str, scores: dict[str, dict], feedback: dict | None = None) -> ScoreAnswer:
         """The answer for `scores` (dimension -> score, probs, std, adapter) on `rubric`, with its points and total."""
         scores, total = rubric.with_points(scores)
-        return cls(id=request_id, rubric=rubric.name, scores=scores, feedback=feedback, total=total,
-                   total_max=rubric.total_max if total is not None else None)
+        return cls(
+            id=request_id,
+            rubric=rubric.name,
+            scores=scores,
+            feedback=feedback,
+            total=total,
+            total_max=rubric.total_max if total is not None else None,
+        )
 
     def missing(self, dimensions: list[str]) -> list[str]:
         """The dimensions asked for that the answer lacks."""
@@ -140,9 +152,13 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="The rubric's name (every dimension) or one dimension's.")
-    messages: list[ChatMessage] = Field(min_length=1, description="Exactly one image_url part in the user messages; "
-                                        "their text is the artwork's description.")
-    feedback: bool = Field(default=False, description="Also write a teacher's comment (the openai client's extra_body).")
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        description="Exactly one image_url part in the user messages; their text is the artwork's description.",
+    )
+    feedback: bool = Field(
+        default=False, description="Also write a teacher's comment (the openai client's extra_body)."
+    )
 
 
 class ChatResponseMessage(_Strict):

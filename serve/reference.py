@@ -5,6 +5,7 @@ adapters with PEFT, switch adapter per dimension, run a forward pass per image a
 read the score-token logits. It is the correctness oracle for the vLLM fast path
 (same prompt format, same pixels, same RAIL function) and the baseline for benchmarks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,10 +72,18 @@ class ReferenceBackend:
         return scores
 
     def check_feedback(self) -> None:
-        require_feedback_adapter(self.deployment.feedback is not None, f"deployment {self.deployment.name!r} ({self.deployment.source})")
+        require_feedback_adapter(
+            self.deployment.feedback is not None, f"deployment {self.deployment.name!r} ({self.deployment.source})"
+        )
 
-    def feedback_texts(self, images: list, scores: list[dict[str, float]], descriptions: list[str | None] | None = None,
-                       *, untrained: bool = False) -> list[str]:
+    def feedback_texts(
+        self,
+        images: list,
+        scores: list[dict[str, float]],
+        descriptions: list[str | None] | None = None,
+        *,
+        untrained: bool = False,
+    ) -> list[str]:
         """Comments for prepared images and their scores (dimension -> score), batched; `untrained`: the base
         with the LoRA switched off, i.e. what a freshly initialised (B = 0) feedback adapter writes."""
         self.check_feedback()
@@ -93,13 +102,16 @@ class ReferenceBackend:
 
     def _prepare_bytes(self, data: bytes):
         router = self.profile.router
-        return self.scoring.prepare(decode_image(data, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels))
+        return self.scoring.prepare(
+            decode_image(data, max_bytes=router.max_image_bytes, max_pixels=router.max_image_pixels)
+        )
 
     def score_bytes(self, data: bytes, dimensions: list[str] | None = None, description: str | None = None) -> dict:
         return self.score_image(self._prepare_bytes(data), dimensions, description)
 
-    def score_with_feedback(self, data: bytes, dimensions: list[str] | None = None,
-                            description: str | None = None) -> tuple[dict, dict]:
+    def score_with_feedback(
+        self, data: bytes, dimensions: list[str] | None = None, description: str | None = None
+    ) -> tuple[dict, dict]:
         """(scores, feedback) for image bytes; refused before any work when no feedback adapter is deployed."""
         self.check_feedback()
         image = self._prepare_bytes(data)

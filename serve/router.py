@@ -12,6 +12,7 @@ Each image is decoded and prepared once (the prompt format's recipe); its pixels
 engine replica in one Ray handle call scoring every dimension (serve.scoring). A bounded
 admission queue per replica answers 429 + Retry-After when full, before requests pile up.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,9 @@ from adapters.profiles import RouterSettings
 from serve import metrics
 from serve.body import body_limit, read_limited_body
 from serve.errors import (
+    RETRYABLE_STATUSES,
     BodyTimeoutError,
     BodyTooLargeError,
-    RETRYABLE_STATUSES,
     MalformedRequestError,
     OverloadedError,
     RequestValidationFailed,
@@ -128,7 +129,8 @@ def _image_and_text(messages) -> tuple[str, str | None]:
                     raise RequestValidationFailed("an image_url part needs image_url.url")
                 if not part.image_url.url.startswith("data:"):
                     raise RequestValidationFailed(
-                        "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote images"
+                        "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote "
+                        "images"
                     )
                 images.append(part.image_url.url)
             elif part.type == "text" and part.text is not None:
@@ -189,7 +191,9 @@ class ScoringRouter:
         self.scorer = EngineScorer(self.runtime, engine, EngineWatch(self.runtime.max_outage_s))
         self.rubric = self.scorer.rubric
         self.admission = Admission(
-            self.runtime.settings.max_inflight_images, self.runtime.settings.max_queued_images, self.runtime.settings.retry_after_s
+            self.runtime.settings.max_inflight_images,
+            self.runtime.settings.max_queued_images,
+            self.runtime.settings.retry_after_s,
         )
 
     # ---- helpers -------------------------------------------------------------------------
@@ -224,20 +228,26 @@ class ScoringRouter:
 
     async def _read_body(self, request: Request) -> bytes:
         """The body within the limits (serve.body; Ray Serve's proxy has already applied the same ones)."""
-        body = await read_limited_body(request.receive, body_limit(self.runtime.limits.max_image_bytes),
-                                       self.runtime.settings.body_timeout_s, request.headers.get("content-length"))
+        body = await read_limited_body(
+            request.receive,
+            body_limit(self.runtime.limits.max_image_bytes),
+            self.runtime.settings.body_timeout_s,
+            request.headers.get("content-length"),
+        )
         request._body = body  # starlette replays a read body to request.form()
         return body
 
     def _authorize(self, request: Request) -> None:
-        if self.runtime.api_key_digests and not key_matches(request.headers.get("authorization"),
-                                                            self.runtime.api_key_digests):
+        if self.runtime.api_key_digests and not key_matches(
+            request.headers.get("authorization"), self.runtime.api_key_digests
+        ):
             raise UnauthorizedError("a valid API key is required: send Authorization: Bearer <key>")
 
     # ---- routes ---------------------------------------------------------------------------
 
-    @api.post("/v1/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES,
-              openapi_extra=_request_body(ScoreRequest))
+    @api.post(
+        "/v1/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES, openapi_extra=_request_body(ScoreRequest)
+    )
     async def score(self, request: Request):
         async def handle():
             body = await self._admit(request)
@@ -253,7 +263,9 @@ class ScoringRouter:
 
     def _parse_json(self, body: bytes):
         if not body:
-            raise MalformedRequestError("the request body is empty; send JSON {\"image\": ...} or multipart field 'image'")
+            raise MalformedRequestError(
+                "the request body is empty; send JSON {\"image\": ...} or multipart field 'image'"
+            )
         parsed = _validated(ScoreRequest, _json(body), "score request")
         self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
         if parsed.feedback:
@@ -293,13 +305,22 @@ class ScoringRouter:
     def _listing(self) -> ModelListing:
         created = int(time.time())
         data = [ModelCard(id=self.rubric.name, created=created, description=f"all dimensions of {self.rubric.title}")]
-        data += [ModelCard(id=dim.name, created=created, adapter=self.runtime.adapters[dim.name], description=dim.description)
-                 for dim in self.rubric.dimensions if dim.name in self.runtime.adapters]
+        data += [
+            ModelCard(
+                id=dim.name, created=created, adapter=self.runtime.adapters[dim.name], description=dim.description
+            )
+            for dim in self.rubric.dimensions
+            if dim.name in self.runtime.adapters
+        ]
         # beside OpenAI's fields: what a client without a profile needs (the district job checks files locally)
         return ModelListing(data=data, feedback_adapter=self.runtime.feedback_adapter, limits=self.runtime.limits)
 
-    @api.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES,
-              openapi_extra=_request_body(ChatCompletionRequest))
+    @api.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_request_body(ChatCompletionRequest),
+    )
     async def chat_completions(self, request: Request):
         async def handle():
             body = await self._admit(request)
@@ -313,7 +334,8 @@ class ScoringRouter:
                 dimensions = [parsed.model]
             else:
                 raise UnsupportedModelError(
-                    f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of {list(self.runtime.adapters)}"
+                    f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of "
+                    f"{list(self.runtime.adapters)}"
                 )
             if parsed.feedback:
                 self.scorer.check_feedback()
@@ -323,12 +345,21 @@ class ScoringRouter:
             description = text if self.rubric.uses_description else None
             answer, prompt_tokens = await self._score(data, dimensions, description, request_id, parsed.feedback)
             completion_tokens = len(answer.scores)
-            return _answer(ChatCompletion(
-                id=request_id, created=int(time.time()), model=parsed.model,
-                choices=[ChatChoice(message=ChatResponseMessage(content=answer.model_dump_json(exclude_none=True)))],
-                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                            total_tokens=prompt_tokens + completion_tokens),
-            ))
+            return _answer(
+                ChatCompletion(
+                    id=request_id,
+                    created=int(time.time()),
+                    model=parsed.model,
+                    choices=[
+                        ChatChoice(message=ChatResponseMessage(content=answer.model_dump_json(exclude_none=True)))
+                    ],
+                    usage=Usage(
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        total_tokens=prompt_tokens + completion_tokens,
+                    ),
+                )
+            )
 
         return await self._run("/v1/chat/completions", handle)
 
@@ -340,8 +371,9 @@ class ScoringRouter:
     async def readyz(self):
         self.scorer.watch.start()
         ready, reason = await self.scorer.ready()
-        return JSONResponse({"status": "ready" if ready else "not ready", "reason": reason},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "reason": reason}, status_code=200 if ready else 503
+        )
 
     @api.get("/metrics")
     async def prometheus_metrics(self, request: Request):
@@ -352,9 +384,10 @@ class ScoringRouter:
 
         return await self._run("/metrics", handle)
 
-    @api.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @api.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def other_v1(self, request: Request, rest: str):
         """Any other /v1 path: 401 without a key (nothing about the API is told to strangers), else 404."""
+
         async def handle():
             self._authorize(request)
             raise UnsupportedRouteError(f"there is no route {request.method} /v1/{rest}")
@@ -369,8 +402,12 @@ def router_options(settings: RouterSettings) -> dict:
     if settings.resources:
         actor["resources"] = dict(settings.resources)
     # Ray's own limit sits above ours, so the router's admission answers 429 itself.
-    return {"name": ROUTER_DEPLOYMENT, "num_replicas": settings.num_replicas, "max_ongoing_requests": capacity + 16,
-            "ray_actor_options": actor}
+    return {
+        "name": ROUTER_DEPLOYMENT,
+        "num_replicas": settings.num_replicas,
+        "max_ongoing_requests": capacity + 16,
+        "ray_actor_options": actor,
+    }
 
 
 def build_app(runtime: RouterRuntime, engine):

@@ -13,6 +13,7 @@ replica is running, requests are answered 503 + Retry-After at once instead of w
 Ray Serve's queue, and /readyz says why (and when the outage has outlasted
 `engine.max_outage_s`, that `kidsart serve` is stopping).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,27 +50,42 @@ class RouterRuntime(BaseModel):
 
     rubric: str = Field(description="Rubric name or path.")
     adapters: dict[str, str] = Field(description="Served dimension -> adapter label (name@version).")
-    settings: RouterSettings = Field(description="The profile's router settings (admission, timeouts, keys on /metrics).")
-    limits: InputLimits = Field(description="The profile's image size and input limits.")
-    prompt_format: PromptFormat = Field(description="The deployment's prompt format: its image recipe prepares uploads.")
-    feedback_adapter: str | None = Field(
-        default=None, description="Label (name@version) of the deployment's feedback adapter, served as module "
-        f"{FEEDBACK_MODULE!r}; None: feedback requests get 422."
+    settings: RouterSettings = Field(
+        description="The profile's router settings (admission, timeouts, keys on /metrics)."
     )
-    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The profile's feedback generation settings.")
+    limits: InputLimits = Field(description="The profile's image size and input limits.")
+    prompt_format: PromptFormat = Field(
+        description="The deployment's prompt format: its image recipe prepares uploads."
+    )
+    feedback_adapter: str | None = Field(
+        default=None,
+        description="Label (name@version) of the deployment's feedback adapter, served as module "
+        f"{FEEDBACK_MODULE!r}; None: feedback requests get 422.",
+    )
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings, description="The profile's feedback generation settings."
+    )
     deployment_name: str = Field(default="", description="The deployment set's name (named in errors).")
-    api_key_digests: list[str] = Field(default_factory=list, description="SHA-256 hex digests of the router's API "
-                                       "keys; empty: no key is asked (loopback only, or --insecure-no-auth).")
-    max_outage_s: float = Field(default=300.0, gt=0, description="The profile's engine.max_outage_s: past it with no "
-                                "healthy engine replica, /readyz says the service is stopping.")
+    api_key_digests: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 hex digests of the router's API "
+        "keys; empty: no key is asked (loopback only, or --insecure-no-auth).",
+    )
+    max_outage_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="The profile's engine.max_outage_s: past it with no "
+        "healthy engine replica, /readyz says the service is stopping.",
+    )
 
 
 def _dead_replica(exc: BaseException) -> bool:
     """Whether a failed call died with its replica or its engine (worth sending again), not on its input."""
     from ray import exceptions as ray_exceptions
 
-    if isinstance(exc, (ray_exceptions.ActorDiedError, ray_exceptions.ActorUnavailableError,
-                        ray_exceptions.RayActorError)):
+    if isinstance(
+        exc, (ray_exceptions.ActorDiedError, ray_exceptions.ActorUnavailableError, ray_exceptions.RayActorError)
+    ):
         return True
     cause = getattr(exc, "cause", None)
     # vLLM's EngineDeadError, raised by the replica once its engine process is gone (named, not imported:
@@ -179,14 +195,25 @@ class EngineScorer:
         limits = self.runtime.limits
 
         def work():
-            image = normalize_bytes(data, limits.image_size, recipe=self.runtime.prompt_format.image_recipe,
-                                    max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+            image = normalize_bytes(
+                data,
+                limits.image_size,
+                recipe=self.runtime.prompt_format.image_recipe,
+                max_bytes=limits.max_image_bytes,
+                max_pixels=limits.max_image_pixels,
+            )
             return numpy.asarray(image.convert("RGB"), dtype=numpy.uint8)
 
         return await asyncio.to_thread(work)
 
-    async def score_upload(self, data: bytes, dimensions: list[str] | None, description: str | None,
-                           request_id: str, feedback: bool = False) -> tuple[ScoreAnswer, int]:
+    async def score_upload(
+        self,
+        data: bytes,
+        dimensions: list[str] | None,
+        description: str | None,
+        request_id: str,
+        feedback: bool = False,
+    ) -> tuple[ScoreAnswer, int]:
         """One uploaded image end to end (prepare, score, points and total, the comment when asked): the score
         answer and the prompt tokens used. The router and the district job's handle path both use it."""
         pixels = await self.prepare(data)
@@ -194,11 +221,14 @@ class EngineScorer:
         comment = await self.feedback(pixels, scores, description) if feedback else None  # its prompt has the scores
         return ScoreAnswer.of(self.rubric, request_id, scores, comment), prompt_tokens
 
-    async def score(self, pixels, dimensions: list[str] | None = None, description: str | None = None) -> tuple[dict, int]:
+    async def score(
+        self, pixels, dimensions: list[str] | None = None, description: str | None = None
+    ) -> tuple[dict, int]:
         """Score one prepared image (HxWx3 uint8) on the chosen dimensions; returns (scores, prompt tokens used)."""
         selected = self.select(dimensions)
-        answer = await self._call("score", self.runtime.settings.engine_timeout_s, pixels,
-                                  [d.name for d in selected], description)
+        answer = await self._call(
+            "score", self.runtime.settings.engine_timeout_s, pixels, [d.name for d in selected], description
+        )
         scores, prompt_tokens = {}, 0
         for dim in selected:
             try:
@@ -206,21 +236,28 @@ class EngineScorer:
                 rail = rail_from_token_logprobs(entry["logprobs"], self.rubric.score_tokens, self.rubric.levels)
             except (KeyError, TypeError, ValueError) as exc:
                 raise EngineResponseError(f"the engine's answer for {dim.name} has no score-token logprobs") from exc
-            scores[dim.name] = {"score": rail.score, "probs": rail.probs, "std": rail.std,
-                                "adapter": self.runtime.adapters[dim.name]}
+            scores[dim.name] = {
+                "score": rail.score,
+                "probs": rail.probs,
+                "std": rail.std,
+                "adapter": self.runtime.adapters[dim.name],
+            }
             metrics.SCORES.labels(dim.name).observe(rail.score)
             prompt_tokens += int(entry.get("prompt_tokens", 0))
         return scores, prompt_tokens
 
     def check_feedback(self) -> None:
         """Refuse a feedback request at once when the deployment has no feedback adapter."""
-        require_feedback_adapter(self.runtime.feedback_adapter is not None, f"deployment {self.runtime.deployment_name!r}")
+        require_feedback_adapter(
+            self.runtime.feedback_adapter is not None, f"deployment {self.runtime.deployment_name!r}"
+        )
 
     async def feedback(self, pixels, scores: dict, description: str | None = None) -> dict:
         """A comment on one image from the feedback adapter, with the scores just predicted in its prompt."""
         self.check_feedback()
-        text = await self._call("feedback", self.runtime.feedback.timeout_s, pixels,
-                                {d: e["score"] for d, e in scores.items()}, description)
+        text = await self._call(
+            "feedback", self.runtime.feedback.timeout_s, pixels, {d: e["score"] for d, e in scores.items()}, description
+        )
         if not isinstance(text, str):
             raise EngineResponseError("the engine's feedback answer has no text")
         metrics.FEEDBACK.inc()
@@ -240,13 +277,20 @@ class EngineScorer:
             except Exception as exc:  # Ray wraps the replica's errors; sorted just below
                 if not _dead_replica(exc):
                     log.error("engine %s failed: %s", method, str(exc)[:1000])
-                    raise EngineResponseError(f"the scoring engine failed on the {method} request: "
-                                              f"{type(exc).__name__}") from exc
-                log.warning("engine replica lost during %s (attempt %d of %d): %s", method, attempt, ENGINE_ATTEMPTS,
-                            type(exc).__name__)
+                    raise EngineResponseError(
+                        f"the scoring engine failed on the {method} request: {type(exc).__name__}"
+                    ) from exc
+                log.warning(
+                    "engine replica lost during %s (attempt %d of %d): %s",
+                    method,
+                    attempt,
+                    ENGINE_ATTEMPTS,
+                    type(exc).__name__,
+                )
                 if attempt == ENGINE_ATTEMPTS:
-                    raise EngineUnavailableError(f"the scoring engine replica was lost ({method}); "
-                                                 f"{ENGINE_ATTEMPTS} attempts failed") from exc
+                    raise EngineUnavailableError(
+                        f"the scoring engine replica was lost ({method}); {ENGINE_ATTEMPTS} attempts failed"
+                    ) from exc
                 await asyncio.sleep(RETRY_PAUSE_S * attempt)
             finally:
                 metrics.ENGINE_LATENCY.observe(time.perf_counter() - started)

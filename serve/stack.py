@@ -1,6 +1,7 @@
 """Start and stop the whole serving stack: one Ray Serve application of engine replicas and router.
 
-`Stack(profile)` validates the deployment set, starts a local Ray instance, deploys the application (the engine deployment,
+`Stack(profile)` validates the deployment set, starts a local Ray instance, deploys the application (the engine
+deployment,
 `serve.engine_server`, and the router in front of it, `serve.router`) and waits until the
 router's /readyz answers. Ray Serve then owns the engines' lives: it health-checks every
 replica and replaces one whose engine died. `Stack.outage()` reads Ray Serve's status of the
@@ -8,6 +9,7 @@ engine deployment and says when no replica has been healthy for `engine.max_outa
 (`kidsart serve` then exits non-zero). Stopping shuts down Serve (each replica shuts its
 engine down), then the Ray instance this stack started, then reaps anything left of it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +34,9 @@ class StackStartError(KidsArtError):
     kind = "stack_start_failed"
 
 
-def router_runtime(profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = ()) -> RouterRuntime:
+def router_runtime(
+    profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = ()
+) -> RouterRuntime:
     return RouterRuntime(
         rubric=str(deployment.rubric.name),
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
@@ -145,17 +149,23 @@ class Stack:
     def url(self) -> str:
         return f"http://{self.profile.router.host}:{self.profile.router.port}"
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         started = time.monotonic()
         deadline = started + self.profile.engine.startup_timeout_s
         try:
             self._start_ray()
             from ray import serve
 
-            serve.start(http_options={"host": self.profile.router.host, "port": self.profile.router.port},
-                        proxy_location=self.profile.router.proxy_location)
-            serve.run(build_application(self.profile, self.deployment, self.api_keys), name=APP_NAME,
-                      route_prefix="/", blocking=False)
+            serve.start(
+                http_options={"host": self.profile.router.host, "port": self.profile.router.port},
+                proxy_location=self.profile.router.proxy_location,
+            )
+            serve.run(
+                build_application(self.profile, self.deployment, self.api_keys),
+                name=APP_NAME,
+                route_prefix="/",
+                blocking=False,
+            )
             self._wait_ready(deadline)
         except BaseException:
             self.stop()
@@ -173,7 +183,7 @@ class Stack:
         router = self.profile.router
         os.environ.update(proxy_environment(router.max_image_bytes, router.body_timeout_s))
         # Ray 2.60 binds its own ports to all interfaces whatever node address it is given (it turns
-        # 127.0.0.1 into the machine's address): README, Security
+        # 127.0.0.1 into the machine's address): docs/security.md
         ray.init(num_cpus=router.ray_num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         self._ray_started = True
         self._link_logs()
@@ -209,8 +219,10 @@ class Stack:
                 raise StackStartError(f"Ray Serve could not deploy {APP_NAME!r}: {app.message[:2000]}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StackStartError(f"the stack at {self.url} was not ready within engine.startup_timeout_s="
-                                      f"{self.profile.engine.startup_timeout_s:.0f} s: {reason}")
+                raise StackStartError(
+                    f"the stack at {self.url} was not ready within engine.startup_timeout_s="
+                    f"{self.profile.engine.startup_timeout_s:.0f} s: {reason}"
+                )
             try:
                 wait_router_ready(self.url, min(5.0, remaining))
                 return
@@ -243,7 +255,7 @@ class Stack:
                     _reap(self._processes)
         log.info("stack stopped")
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny profile, free ports, and one real stack per test session."""
+
 from __future__ import annotations
 
 import contextlib
@@ -68,9 +69,8 @@ def descendants(pid: int) -> list:
 
 @pytest.fixture(scope="session")
 def tiny_profile():
-    from adapters.profiles import load_profile
-
     from adapters.base_builder import ensure_local_base
+    from adapters.profiles import load_profile
 
     profile = load_profile("tiny")
     ensure_local_base(profile)  # the tiny base is a committed fixture: never built by the tests
@@ -108,10 +108,12 @@ AUTH = {"Authorization": f"Bearer {LIVE_API_KEY}"}
 
 @pytest.fixture(scope="session")
 def live_stack(tiny_profile, tmp_path_factory):
-    """The real stack (engine replica + Ray Serve router) on the tiny model, on a free port, with API keys on, for the whole session."""
-    from serve.stack import Stack
-
+    """The real stack (engine replica + Ray Serve router) on the tiny model, on a free port, with API keys on, for the
+    whole session.
+    """
     import os
+
+    from serve.stack import Stack
 
     stack = Stack(
         tiny_profile,

@@ -1,4 +1,5 @@
 """Helpers shared by the district tests: a generated district, running the CLI, comparing results."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,13 @@ def journal_keys(out: Path) -> list[str]:
 
 
 def run_and_kill(args: list[str], out: Path, kill_after_lines: int, timeout: float = 300) -> int | None:
-    """Start the CLI; SIGKILL it once the journal has `kill_after_lines` lines. Returns its exit code if it ended first."""
+    """Start the CLI; SIGKILL it once the journal has `kill_after_lines` lines. Returns its exit code if it ended
+    first.
+    """
     env = {**os.environ, "KIDSART_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(cli(*args), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        cli(*args), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -59,9 +63,28 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def score_columns(frame) -> list[str]:
-    return [c for c in frame.columns if c not in ("key", "file", "student_id", "school", "grade", "class", "folder",
-                                                  "description", "sha256", "size", "duplicate_of", "status",
-                                                  "error_type", "error", "adapters")]
+    return [
+        c
+        for c in frame.columns
+        if c
+        not in (
+            "key",
+            "file",
+            "student_id",
+            "school",
+            "grade",
+            "class",
+            "folder",
+            "description",
+            "sha256",
+            "size",
+            "duplicate_of",
+            "status",
+            "error_type",
+            "error",
+            "adapters",
+        )
+    ]
 
 
 def generated_district(tmp_path_factory, folder: str, **layout) -> tuple[Path, dict]:

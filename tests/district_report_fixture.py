@@ -1,4 +1,5 @@
 """A scored small district and its report, without the real stack (fake router scores)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,12 @@ def make_report(tmp: Path) -> tuple[Path, dict]:
             record.update(status="error", error_type=exc.kind, error=str(exc))
         records[item.key] = record
     frame = build_table(found.items, records, DIMS)
-    out = write_report(frame, DIMS, tmp / "report.html", paths={i.key: i.path for i in found.items},
-                       skipped=found.skipped, title="District scores: Bezirk Ölberg")
+    out = write_report(
+        frame,
+        DIMS,
+        tmp / "report.html",
+        paths={i.key: i.path for i in found.items},
+        skipped=found.skipped,
+        title="District scores: Bezirk Ölberg",
+    )
     return out, info

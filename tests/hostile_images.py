@@ -1,4 +1,5 @@
 """Awkward-but-valid and hostile image inputs, made here from a fixed seed (shared by the unit and live tests)."""
+
 from __future__ import annotations
 
 import io
@@ -50,15 +51,18 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A ~100-byte PNG whose header declares width x height pixels (10 G by default)."""
     small = _save(Image.new("1", (1, 1)), "PNG")
     ihdr_at = small.index(b"IHDR")
-    fields = struct.pack(">II", width, height) + small[ihdr_at + 12: ihdr_at + 17]
+    fields = struct.pack(">II", width, height) + small[ihdr_at + 12 : ihdr_at + 17]
     chunk = b"IHDR" + fields
-    patched = small[: ihdr_at] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[ihdr_at + 4 + 13 + 4:]
+    patched = small[:ihdr_at] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[ihdr_at + 4 + 13 + 4 :]
     return patched
 
 
 def hostile_images() -> dict[str, tuple[bytes, str]]:
     """Inputs that must be refused with a 4xx: (bytes, a fragment of the error message)."""
-    svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    svg = (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10"/></svg>'
+    )
     pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n"

@@ -8,18 +8,27 @@ last-step copy gets other weights, so a test can tell which one was served.
 `old_keys` dimensions are saved in the older transformers' key spelling
 (`model.layers.` instead of `model.language_model.layers.`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-THEIR_LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "k_proj", "o_proj"], lora_dropout=0.05,
-                  bias="none", task_type="CAUSAL_LM")
+THEIR_LORA = dict(
+    r=8,
+    lora_alpha=16,
+    target_modules=["q_proj", "v_proj", "k_proj", "o_proj"],
+    lora_dropout=0.05,
+    bias="none",
+    task_type="CAUSAL_LM",
+)
 
 
 def their_prompt(dimension: str) -> str:
     """Their inference sentence, written out here independently of our format file."""
-    return (f"<image>Assess the student's artwork based on the '{dimension}' criterion and provide a score (1-5). "
-            "Only output a score(1-5).")
+    return (
+        f"<image>Assess the student's artwork based on the '{dimension}' criterion and provide a score (1-5). "
+        "Only output a score(1-5)."
+    )
 
 
 def _respell_old(folder: Path) -> None:
@@ -27,19 +36,30 @@ def _respell_old(folder: Path) -> None:
 
     path = folder / "adapter_model.safetensors"
     tensors = load_file(str(path))
-    old = {k.replace("base_model.model.model.language_model.", "base_model.model.model."): v for k, v in tensors.items()}
+    old = {
+        k.replace("base_model.model.model.language_model.", "base_model.model.model."): v for k, v in tensors.items()
+    }
     save_file(old, str(path), metadata={"format": "pt"})
 
 
-def fabricate(base_dir: Path, out: Path, dimensions: list[str], *, seed: int, old_keys: tuple[str, ...] = (),
-              scale: float = 0.3, lora_overrides: dict | None = None, base_name: str | None = None) -> Path:
+def fabricate(
+    base_dir: Path,
+    out: Path,
+    dimensions: list[str],
+    *,
+    seed: int,
+    old_keys: tuple[str, ...] = (),
+    scale: float = 0.3,
+    lora_overrides: dict | None = None,
+    base_name: str | None = None,
+) -> Path:
     """Write `out/dimension_<dim>/{,best_model/}` for each dimension; returns `out`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     generator = torch.Generator().manual_seed(seed)
-    for index, dim in enumerate(dimensions):
+    for dim in dimensions:
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
         model = get_peft_model(base, LoraConfig(**{**THEIR_LORA, **(lora_overrides or {})}))
         for checkpoint in ("last", "best"):

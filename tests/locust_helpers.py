@@ -1,4 +1,5 @@
 """Locust under test: a headless run whose every request is logged (start, end, status, Retry-After) to JSONL."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,12 @@ def start_locust(url: str, tmp_path, name: str, users: int = USERS):
 
     log = tmp_path / name / "requests.jsonl"
     process = locust_process(
-        url, Scenario(users=users, spawn_rate=users, run_time="900s", shed_ok=False), tmp_path / name,
+        url,
+        Scenario(users=users, spawn_rate=users, run_time="900s", shed_ok=False),
+        tmp_path / name,
         {"KIDSART_LOCUST_REQUESTS": str(log), "KIDSART_LOCUST_IMAGES": "4"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return process, log
 

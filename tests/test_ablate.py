@@ -1,4 +1,5 @@
 """`kidsart ablate`: a seeded split, every row trained and evaluated, ablation.json and ablation.md consistent."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,10 @@ def test_ablate_refuses_a_malformed_dataset_naming_every_problem(tmp_path):
     frame.loc[0, "realism"] = 9
     frame.loc[2, "name"] = "missing.png"
     frame.to_csv(csv_path, index=False)
-    result = CliRunner().invoke(app, ["ablate", "--data", str(csv_path), "--images", str(tmp_path / "d" / "images"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app,
+        ["ablate", "--data", str(csv_path), "--images", str(tmp_path / "d" / "images"), "--out", str(tmp_path / "o")],
+    )
     assert result.exit_code != 0
     message = str(result.exception)
     assert "row 2" in message and "realism=9" in message and "row 4" in message and "missing.png" in message

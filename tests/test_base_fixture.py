@@ -1,4 +1,5 @@
 """The tiny base is a committed fixture: what is deterministic everywhere is checked exactly, the rest by `--check`."""
+
 from __future__ import annotations
 
 import shutil
@@ -113,7 +114,9 @@ def test_check_weight_difference_fails_only_on_the_same_cpu(tiny_profile, rebuil
 def test_check_tokenizer_difference_fails_on_any_cpu(tiny_profile, rebuild_copy, monkeypatch):
     from train.base import check_rebuild
 
-    (rebuild_copy / "tokenizer.json").write_text((rebuild_copy / "tokenizer.json").read_text().replace("colour", "color", 1))
+    (rebuild_copy / "tokenizer.json").write_text(
+        (rebuild_copy / "tokenizer.json").read_text().replace("colour", "color", 1)
+    )
     _pretend_cpu(monkeypatch, False, tiny_profile)
     _fake_scores(monkeypatch, 0.0)
     result = check_rebuild(tiny_profile, rebuild_copy)

@@ -6,6 +6,7 @@ within 1e-3 on every image x dimension and run, each image is preprocessed and
 encoded once, the engine saw exactly the reference's prompt tokens, and its
 counters show the fixed prefixes served from the prefix cache.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,14 @@ def test_bench_engine_matches_reference_and_reports_its_tokens(tiny_profile, mon
 
     monkeypatch.setenv("KIDSART_FAST_LORA_OPS", "1")
     images = 3
-    summary = run_bench(profile="tiny", images=images, out=tmp_path / "bench.json",
-                        phases=("reference", "engine"), stock_ops=True, repeats=2)
+    summary = run_bench(
+        profile="tiny",
+        images=images,
+        out=tmp_path / "bench.json",
+        phases=("reference", "engine"),
+        stock_ops=True,
+        repeats=2,
+    )
     phases = summary["details"]["phases"]
     assert phases["engine"]["fast_lora_ops"] is True and phases["engine_stock"]["fast_lora_ops"] is False
     assert [len(runs) for runs in summary["runs_img_s"].values()] == [2, 2, 2, 2]

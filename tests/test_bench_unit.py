@@ -1,4 +1,5 @@
 """The benchmark's and load test's bookkeeping (no engine started)."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from loadtest.bench_report import HEADLINE, format_summary, summarise
 from loadtest.bench_router import percentile
 from loadtest.run_locust import images_per_second, read_stats
 from loadtest.token_accounting import PromptLayout, counters_from_offline, counters_from_prometheus, token_figures
+
 
 def test_synthetic_artworks_are_deterministic_and_sized():
     import io
@@ -27,18 +29,31 @@ def test_percentile():
     assert abs(percentile([1, 2, 3, 4], 0.95) - 3.85) < 1e-9
 
 
-LAYOUT = PromptLayout(prompt={"realism": 100, "deformation": 110}, fixed_prefix={"realism": 70, "deformation": 75}, image_tokens=20)
+LAYOUT = PromptLayout(
+    prompt={"realism": 100, "deformation": 110}, fixed_prefix={"realism": 70, "deformation": 75}, image_tokens=20
+)
 FLOOR = {"lora": 10.0, "base": 9.5}
 
 
 def _counters(images: int, hits_per_image: float = 128) -> dict:
-    return {"prompt_tokens": 210.0 * images, "prefix_cache_queries": 210.0 * images,
-            "prefix_cache_hits": hits_per_image * images, "prefilled_tokens": (210 - hits_per_image) * images,
-            "requests": 2.0 * images}
+    return {
+        "prompt_tokens": 210.0 * images,
+        "prefix_cache_queries": 210.0 * images,
+        "prefix_cache_hits": hits_per_image * images,
+        "prefilled_tokens": (210 - hits_per_image) * images,
+        "requests": 2.0 * images,
+    }
 
 
 def _run(img_s: float, scores: dict, round_index: int, **extra) -> dict:
-    return {"img_s": img_s, "seconds": 1.0, "scores": scores, "round": round_index, "background_cpu_share": 0.01, **extra}
+    return {
+        "img_s": img_s,
+        "seconds": 1.0,
+        "scores": scores,
+        "round": round_index,
+        "background_cpu_share": 0.01,
+        **extra,
+    }
 
 
 def _runs() -> dict:
@@ -47,11 +62,15 @@ def _runs() -> dict:
     base_scores = {"a.png": {"realism": 1.0, "deformation": 5.0}}
     return {
         "reference": [_run(v, truth, i) for i, v in enumerate([1.0, 0.8, 1.2])],
-        "engine": [_run(v, off, i, counters=_counters(1), image_path={"decode": 0, "preprocess": 1, "encode": 1})
-                   for i, v in enumerate([4.0, 3.0, 5.0])],
+        "engine": [
+            _run(v, off, i, counters=_counters(1), image_path={"decode": 0, "preprocess": 1, "encode": 1})
+            for i, v in enumerate([4.0, 3.0, 5.0])
+        ],
         "engine_base": [_run(v, base_scores, i, counters=_counters(1)) for i, v in enumerate([5.0, 4.4, 6.0])],
-        "router": [_run(v, truth, i, p50_ms=900.0 + i, p95_ms=1500.0 + i, counters=_counters(1))
-                   for i, v in enumerate([3.6, 2.0, 9.0])],
+        "router": [
+            _run(v, truth, i, p50_ms=900.0 + i, p95_ms=1500.0 + i, counters=_counters(1))
+            for i, v in enumerate([3.6, 2.0, 9.0])
+        ],
         "gemm": [100.0, 90.0, 110.0],
     }
 
@@ -129,14 +148,25 @@ def test_counters_read_alike_from_the_server_and_the_offline_engine():
     from vllm.v1.metrics.reader import Counter, Histogram
 
     server = counters_from_prometheus(PROMETHEUS)
-    offline = counters_from_offline([
-        Counter(name="vllm:prompt_tokens", labels={}, value=1777),
-        Counter(name="vllm:prefix_cache_hits", labels={}, value=928),
-        Counter(name="vllm:prefix_cache_queries", labels={}, value=1777),
-        Histogram(name="vllm:request_prefill_kv_computed_tokens", labels={}, count=36, sum=849.0, buckets={}),
-    ])
-    assert server == offline == {"prompt_tokens": 1777, "prefix_cache_queries": 1777, "prefix_cache_hits": 928,
-                                 "prefilled_tokens": 849, "requests": 36}
+    offline = counters_from_offline(
+        [
+            Counter(name="vllm:prompt_tokens", labels={}, value=1777),
+            Counter(name="vllm:prefix_cache_hits", labels={}, value=928),
+            Counter(name="vllm:prefix_cache_queries", labels={}, value=1777),
+            Histogram(name="vllm:request_prefill_kv_computed_tokens", labels={}, count=36, sum=849.0, buckets={}),
+        ]
+    )
+    assert (
+        server
+        == offline
+        == {
+            "prompt_tokens": 1777,
+            "prefix_cache_queries": 1777,
+            "prefix_cache_hits": 928,
+            "prefilled_tokens": 849,
+            "requests": 36,
+        }
+    )
 
 
 def test_images_dir_is_checked(tmp_path):
@@ -200,7 +230,9 @@ def _probe(handle):
 def test_a_failed_cache_reset_fails_the_benchmark():
     from loadtest.bench_worker import BenchPhaseError
 
-    refused = _probe(_Handle(reset_caches=RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")))
+    refused = _probe(
+        _Handle(reset_caches=RuntimeError("vLLM refused to reset its prefix cache (requests still running?)"))
+    )
     with pytest.raises(BenchPhaseError, match="engine reset_caches failed: RuntimeError: vLLM refused to reset"):
         refused.reset_caches()
     fine = _probe(_Handle(reset_caches="replica-a", metrics_text=("replica-a", PROMETHEUS)))
@@ -238,14 +270,32 @@ def test_every_replica_is_reset_and_counted_however_ray_serve_routes_the_calls()
 
 def test_locust_images_per_second_uses_elapsed_time_and_complete_answers(tmp_path):
     timing = tmp_path / "timing.json"
-    timing.write_text(json.dumps({"first_request_start": 100.0, "last_response_end": 140.0,
-                                  "complete_full_images": 30, "complete_single_dimension": 18, "dimensions": 9}))
+    timing.write_text(
+        json.dumps(
+            {
+                "first_request_start": 100.0,
+                "last_response_end": 140.0,
+                "complete_full_images": 30,
+                "complete_single_dimension": 18,
+                "dimensions": 9,
+            }
+        )
+    )
     figures = images_per_second(timing)
     assert figures["elapsed_s"] == 40.0 and figures["images_s"] == pytest.approx(32 / 40)
     assert images_per_second(tmp_path / "missing.json")["images_s"] is None
     # five served dimensions (the creativity rubric): a one-dimension answer is a fifth of an image
-    timing.write_text(json.dumps({"first_request_start": 100.0, "last_response_end": 140.0,
-                                  "complete_full_images": 30, "complete_single_dimension": 10, "dimensions": 5}))
+    timing.write_text(
+        json.dumps(
+            {
+                "first_request_start": 100.0,
+                "last_response_end": 140.0,
+                "complete_full_images": 30,
+                "complete_single_dimension": 10,
+                "dimensions": 5,
+            }
+        )
+    )
     assert images_per_second(timing)["images_s"] == pytest.approx(32 / 40)
 
 
@@ -258,20 +308,30 @@ def test_locust_success_needs_the_protocols_answer_with_every_requested_dimensio
     one = {**both, "scores": {"realism": entry}}
     assert "deformation" in check_score(one, ["realism", "deformation"])
     assert check_score({"scores": {"realism": {"score": 3.1}}}, ["realism"]).startswith("not a score answer")
-    chat = {"id": "c", "created": 1, "model": "realism", "usage": {"prompt_tokens": 9, "completion_tokens": 1,
-                                                                   "total_tokens": 10},
-            "choices": [{"message": {"role": "assistant", "content": json.dumps(one)}}]}
+    chat = {
+        "id": "c",
+        "created": 1,
+        "model": "realism",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+        "choices": [{"message": {"role": "assistant", "content": json.dumps(one)}}],
+    }
     assert check_chat(chat, ["realism"]) is None
     assert "deformation" in check_chat(chat, ["realism", "deformation"])
     assert check_chat({"choices": []}, ["realism"]).startswith("not a chat completion")
 
 
 def test_read_locust_stats(tmp_path):
-    header = "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+    header = (
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+        "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,"
+        "100%\n"
+    )
     rows = [
         "POST,/v1/score,60,0,900,950,500,2000,800,1.0,0,900,1000,1100,1200,1400,1600,1800,1900,2000,2000,2000",
-        "POST,/v1/chat/completions [rubric],20,1,900,950,500,2000,800,0.3,0,900,1000,1100,1200,1400,1600,1800,1900,2000,2000,2000",
-        "POST,/v1/chat/completions [dimension],18,0,300,300,100,600,200,0.3,0,300,300,300,300,300,500,600,600,600,600,600",
+        "POST,/v1/chat/completions "
+        "[rubric],20,1,900,950,500,2000,800,0.3,0,900,1000,1100,1200,1400,1600,1800,1900,2000,2000,2000",
+        "POST,/v1/chat/completions "
+        "[dimension],18,0,300,300,100,600,200,0.3,0,300,300,300,300,300,500,600,600,600,600,600",
         "SHED,/v1/score 429,40,0,5,5,1,20,100,0.7,0,5,5,5,5,5,10,20,20,20,20,20",
         ",Aggregated,138,1,800,800,1,2000,600,2.3,0,800,900,1000,1100,1300,1500,1800,1900,2000,2000,2000",
     ]
@@ -291,8 +351,12 @@ def test_the_locustfile_reads_the_served_dimensions_with_the_project_client(tmp_
     from tests.district_fake_router import DIMS, FakeRouter
 
     with FakeRouter(free_port()) as router:
-        stats = run_locust(router.url, Scenario(users=2, spawn_rate=2, run_time="4s", shed_ok=False, timeout_s=10),
-                           tmp_path, extra_env={"KIDSART_LOCUST_IMAGES": "1", "KIDSART_API_KEY": ""})
+        stats = run_locust(
+            router.url,
+            Scenario(users=2, spawn_rate=2, run_time="4s", shed_ok=False, timeout_s=10),
+            tmp_path,
+            extra_env={"KIDSART_LOCUST_IMAGES": "1", "KIDSART_API_KEY": ""},
+        )
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["dimensions"] == len(DIMS)
     score = stats["per_name"]["POST /v1/score"]

@@ -1,5 +1,6 @@
 """serve.body: the bounded body reader and the middleware Ray Serve's proxy runs, against fake ASGI channels
 (the live proxy is covered in tests/test_security.py)."""
+
 import asyncio
 import json
 

@@ -5,6 +5,7 @@ Attention there is counted in full (s x s), while the floor counts causal
 attention (token p attends p + 1 positions), so the text check converts one into
 the other; everything else must agree to within 1%.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ def tiny_model(tiny_profile):
 
     path = tiny_profile.base.resolved_path
     # Eager attention: its matmuls are what FlopCounterMode sees (the CPU SDPA kernel is not counted).
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     config = json.loads((path / "config.json").read_text())
     return model, config
 
@@ -69,12 +72,30 @@ def test_text_prefill_matches_flop_counter(tiny_model):
 
 
 def test_cached_context_only_adds_attention():
-    text, _ = shapes_from_config(json.loads(json.dumps({
-        "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
-                        "intermediate_size": 128, "vocab_size": 100},
-        "vision_config": {"hidden_size": 32, "depth": 1, "intermediate_size": 64, "patch_size": 14, "window_size": 112,
-                          "out_hidden_size": 64},
-    })))
+    text, _ = shapes_from_config(
+        json.loads(
+            json.dumps(
+                {
+                    "text_config": {
+                        "hidden_size": 64,
+                        "num_hidden_layers": 2,
+                        "num_attention_heads": 4,
+                        "num_key_value_heads": 1,
+                        "intermediate_size": 128,
+                        "vocab_size": 100,
+                    },
+                    "vision_config": {
+                        "hidden_size": 32,
+                        "depth": 1,
+                        "intermediate_size": 64,
+                        "patch_size": 14,
+                        "window_size": 112,
+                        "out_hidden_size": 64,
+                    },
+                }
+            )
+        )
+    )
     cold, warm = prefill_flops(text, 10, 0), prefill_flops(text, 10, 100)
     assert warm - cold == pytest.approx(4.0 * 100 * 10 * 64 * 2)
     assert prefill_flops(text, 10, 0, lora_rank=8) > cold

@@ -1,4 +1,5 @@
 """The `kidsart` command: instant help, clear errors, and `serve` stopping cleanly on SIGINT/SIGTERM."""
+
 import json
 import signal
 import subprocess
@@ -21,8 +22,17 @@ def test_help_is_fast_and_lists_commands():
     assert result.returncode == 0
     for command in ("serve", "score", "build-base", "demo"):
         assert command in result.stdout
-    heavy = subprocess.run([sys.executable, "-c", "import kidsart.cli, sys; print(sorted(m for m in ('torch','vllm','ray','transformers') if m in sys.modules))"],
-                           capture_output=True, text=True, timeout=60)
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import kidsart.cli, sys; print(sorted(m for m in ('torch','vllm','ray','transformers') if m in "
+            "sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert heavy.stdout.strip() == "[]", "kidsart --help imports heavy modules"
     assert time.monotonic() - started < 30
 
@@ -37,8 +47,12 @@ def test_score_reference_backend_writes_json_lines_and_flags_bad_files(tmp_path)
     drawing(21).save(good)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    result = subprocess.run([KIDSART, "score", str(good), str(bad), "--backend", "reference", "-d", "realism", "-d", "line_texture"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [KIDSART, "score", str(good), str(bad), "--backend", "reference", "-d", "realism", "-d", "line_texture"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["image"] == str(good) and list(lines[0]["scores"]) == ["realism", "line_texture"]
@@ -51,18 +65,29 @@ def test_score_reference_backend_feedback_and_its_refusal(tmp_path):
 
     image = tmp_path / "drawing.png"
     drawing(22).save(image)
-    result = subprocess.run([KIDSART, "score", str(image), "--backend", "reference", "--feedback"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [KIDSART, "score", str(image), "--backend", "reference", "--feedback"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     line = json.loads(result.stdout)
     assert line["feedback"]["adapter"].startswith("feedback@") and len(line["feedback"]["text"].split()) >= 8
     # the comment speaks of the rubric's dimensions by their titles
     assert named_dimensions(line["feedback"]["text"], load_rubric("kidsartbench"))
-    plain = json.loads(subprocess.run([KIDSART, "score", str(image), "--backend", "reference"],
-                                      capture_output=True, text=True, timeout=300).stdout)
+    plain = json.loads(
+        subprocess.run(
+            [KIDSART, "score", str(image), "--backend", "reference"], capture_output=True, text=True, timeout=300
+        ).stdout
+    )
     assert "feedback" not in plain and plain["scores"] == line["scores"]  # feedback does not change the scores
-    refused = subprocess.run([KIDSART, "score", str(image), "--backend", "reference", "--profile", "creativity-tiny",
-                              "--feedback"], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [KIDSART, "score", str(image), "--backend", "reference", "--profile", "creativity-tiny", "--feedback"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode != 0 and "'creativity-tiny'" in refused.stderr and "no feedback adapter" in refused.stderr
     assert refused.stdout == ""  # refused before any image is scored
 
@@ -71,8 +96,9 @@ def test_score_reference_backend_feedback_and_its_refusal(tmp_path):
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_signal):
     port = free_port()
-    process = subprocess.Popen([KIDSART, "serve", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    process = subprocess.Popen(
+        [KIDSART, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + 300
@@ -89,8 +115,12 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
             pytest.fail("kidsart serve did not become ready")
         image = tmp_path / "a.png"
         drawing(22).save(image)
-        scored = subprocess.run([KIDSART, "score", str(image), "--url", f"http://127.0.0.1:{port}"],
-                                capture_output=True, text=True, timeout=120)
+        scored = subprocess.run(
+            [KIDSART, "score", str(image), "--url", f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert scored.returncode == 0, scored.stderr
         assert len(json.loads(scored.stdout)["scores"]) == 9
         seen.update(p.pid for p in descendants(process.pid))
@@ -101,6 +131,7 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
     finally:
         if process.poll() is None:
             process.kill()
+
     def still_alive():
         alive = []
         for pid in seen:
@@ -122,8 +153,22 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
 
 def test_import_adapters_names_every_problem_and_exits_2(tmp_path):
     (tmp_path / "release" / "dimension_colour").mkdir(parents=True)
-    result = subprocess.run([KIDSART, "import-adapters", str(tmp_path / "release"), "--format", "kidsartbench",
-                             "--profile", "tiny", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            KIDSART,
+            "import-adapters",
+            str(tmp_path / "release"),
+            "--format",
+            "kidsartbench",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr
     assert "dimension_colour: 'colour' is not a dimension of the rubric" in result.stderr
     assert "missing dimension folder(s): dimension_realism" in result.stderr

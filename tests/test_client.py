@@ -1,4 +1,5 @@
 """The one client of the scoring API (serve/client.py): what it retries, what it never retries, its key."""
+
 import asyncio
 import threading
 import time
@@ -14,14 +15,23 @@ from serve.client import AsyncScoringClient, RetryPolicy, RouterUnavailableError
 from serve.protocol import ScoreAnswer
 from tests.conftest import free_port
 
-OK = ScoreAnswer(id="x", rubric="kidsartbench", scores={"realism": {"score": 3.0, "probs": [0.2] * 5, "std": 1.41,
-                                                                     "adapter": "realism@t"}})
+OK = ScoreAnswer(
+    id="x",
+    rubric="kidsartbench",
+    scores={"realism": {"score": 3.0, "probs": [0.2] * 5, "std": 1.41, "adapter": "realism@t"}},
+)
 LIMITS = {"image_size": 224, "max_image_bytes": 4096, "max_image_pixels": 10_000}
 
 
 def _card(model_id: str, adapter: str | None = None) -> dict:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kidsart", "description": model_id,
-            **({"adapter": adapter} if adapter else {})}
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "kidsart",
+        "description": model_id,
+        **({"adapter": adapter} if adapter else {}),
+    }
 
 
 class Scripted:
@@ -31,25 +41,32 @@ class Scripted:
         self.script = list(script)
         self.seen: list[dict] = []
         self.port = free_port()
-        app = Starlette(routes=[Route("/v1/score", self.score, methods=["POST"]),
-                                Route("/v1/models", self.models, methods=["GET"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+        app = Starlette(
+            routes=[Route("/v1/score", self.score, methods=["POST"]), Route("/v1/models", self.models, methods=["GET"])]
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def score(self, request: Request):
-        self.seen.append({"time": time.monotonic(), "auth": request.headers.get("authorization"), "body": await request.json()})
+        self.seen.append(
+            {"time": time.monotonic(), "auth": request.headers.get("authorization"), "body": await request.json()}
+        )
         if self.script:
             status, headers = self.script.pop(0)
-            return JSONResponse({"error": {"type": f"t{status}", "message": f"scripted {status}"}}, status_code=status,
-                                headers=headers)
+            return JSONResponse(
+                {"error": {"type": f"t{status}", "message": f"scripted {status}"}}, status_code=status, headers=headers
+            )
         return JSONResponse(OK.model_dump(exclude_none=True))
 
     async def models(self, request: Request):
-        return JSONResponse({"object": "list", "data": [_card("kidsartbench")], "feedback_adapter": None,
-                             "limits": LIMITS})
+        return JSONResponse(
+            {"object": "list", "data": [_card("kidsartbench")], "feedback_adapter": None, "limits": LIMITS}
+        )
 
     def __enter__(self) -> "Scripted":
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -74,7 +91,9 @@ def test_429_and_503_are_retried_honouring_retry_after_then_succeed():
             assert client.score(b"png", request_id="a", dimensions=["realism"], feedback=True) == OK
             assert client.retries == 2
     times = [s["time"] for s in server.seen]
-    assert len(times) == 3 and all(b - a >= 0.95 for a, b in zip(times, times[1:]))  # waited what Retry-After said
+    assert len(times) == 3 and all(
+        b - a >= 0.95 for a, b in zip(times, times[1:], strict=False)
+    )  # waited what Retry-After said
     assert {s["auth"] for s in server.seen} == {"Bearer k1"}
     assert server.seen[0]["body"]["dimensions"] == ["realism"] and server.seen[0]["body"]["feedback"] is True
 
@@ -110,7 +129,10 @@ def test_an_outage_longer_than_the_policy_allows_is_router_unavailable():
     policy = RetryPolicy(base_delay_s=0.05, max_delay_s=0.2, max_outage_s=1.0, request_timeout_s=5.0)
     with Scripted([(503, {"Retry-After": "1"})] * 50) as server:
         started = time.monotonic()
-        with ScoringClient(server.url, policy=policy) as client, pytest.raises(RouterUnavailableError, match="HTTP 503"):
+        with (
+            ScoringClient(server.url, policy=policy) as client,
+            pytest.raises(RouterUnavailableError, match="HTTP 503"),
+        ):
             client.score(b"png")
         assert time.monotonic() - started < 5  # Retry-After is capped by max_delay_s; the outage bound holds
     with pytest.raises(RouterUnavailableError, match="ConnectError"):
@@ -139,18 +161,29 @@ def test_models_listing_goes_through_the_same_client():
 
 
 def test_what_a_router_serves_is_read_from_its_listing_or_refused_by_name():
-    from adapters.limits import DEFAULT_LIMITS
     from serve.client import ScoringAPIError, ServedModels
 
-    listing = {"object": "list", "data": [_card("creativity5"), _card("color", "color@raft-1"),
-                                          _card("texture", "texture@raft-1")],
-               "feedback_adapter": "feedback@sft-3", "limits": {"image_size": 112, "max_image_bytes": 4096,
-                                                                 "max_image_pixels": 10_000}}
+    listing = {
+        "object": "list",
+        "data": [_card("creativity5"), _card("color", "color@raft-1"), _card("texture", "texture@raft-1")],
+        "feedback_adapter": "feedback@sft-3",
+        "limits": {"image_size": 112, "max_image_bytes": 4096, "max_image_pixels": 10_000},
+    }
     served = ServedModels.from_listing(listing, "http://r")
-    assert (served.rubric, served.dimensions, served.feedback_adapter) == ("creativity5", ["color", "texture"], "feedback@sft-3")
+    assert (served.rubric, served.dimensions, served.feedback_adapter) == (
+        "creativity5",
+        ["color", "texture"],
+        "feedback@sft-3",
+    )
     assert served.limits.image_size == 112 and served.limits.max_image_bytes == 4096
-    for bad in ({}, {"data": "x"}, {"data": [_card("realism", "realism@1")], "limits": LIMITS}, [],
-                {"data": [_card("k")], "limits": {"image_size": 1}}, {"data": [_card("kidsartbench")]}):
+    for bad in (
+        {},
+        {"data": "x"},
+        {"data": [_card("realism", "realism@1")], "limits": LIMITS},
+        [],
+        {"data": [_card("k")], "limits": {"image_size": 1}},
+        {"data": [_card("kidsartbench")]},
+    ):
         with pytest.raises(ScoringAPIError, match="http://r/v1/models"):
             ServedModels.from_listing(bad, "http://r")
     with Scripted([]) as server, ScoringClient(server.url, policy=FAST) as client:

@@ -1,5 +1,6 @@
 """The creativity rubric (creativity5) served end to end on the tiny base: description in the prompt,
 0-20 points per dimension and the total out of 100 in the response and the district CSV."""
+
 from __future__ import annotations
 
 import base64
@@ -40,18 +41,23 @@ def test_creativity_profile_scores_points_and_totals(tmp_path):
             assert result["total_max"] == 100
         # the description is part of the prompt: it changes what the adapters see
         assert answers["a red house under a yellow sun"]["scores"] != answers[None]["scores"]
-        one = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(),
-                                                         "dimensions": ["color"]}, timeout=120).json()
+        one = httpx.post(
+            f"{stack.url}/v1/score",
+            json={"image": base64.b64encode(image).decode(), "dimensions": ["color"]},
+            timeout=120,
+        ).json()
         assert "total" not in one and "points" in one["scores"]["color"]  # no total for a subset
         # this deployment has no feedback adapter: asking for feedback is a 422 naming it, on every route
-        refused = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(), "feedback": True},
-                             timeout=60)
+        refused = httpx.post(
+            f"{stack.url}/v1/score", json={"image": base64.b64encode(image).decode(), "feedback": True}, timeout=60
+        )
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
         assert error["type"] == "feedback_not_deployed" and "no feedback adapter" in error["message"]
         assert "'creativity-tiny'" in error["message"] and "feedback@<hash> LoRA module" in error["message"]
-        multipart = httpx.post(f"{stack.url}/v1/score", files={"image": ("a.png", image)}, data={"feedback": "true"},
-                               timeout=60)
+        multipart = httpx.post(
+            f"{stack.url}/v1/score", files={"image": ("a.png", image)}, data={"feedback": "true"}, timeout=60
+        )
         assert multipart.status_code == 422 and multipart.json()["error"]["type"] == "feedback_not_deployed"
 
         manifest = tmp_path / "district.csv"

@@ -1,4 +1,5 @@
 """Dataset loading: validation errors list the offending rows; never a silent default."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,7 +28,9 @@ def test_loads_valid(small_set):
     ds = load_dataset(small_set / "labels.csv", small_set / "images", load_rubric())
     assert len(ds) == 6 and ds.dimensions == list(DIMENSIONS) and ds.has_grades
     assert ds.samples[0].description
-    assert ds.content_hash() == load_dataset(small_set / "labels.csv", small_set / "images", load_rubric()).content_hash()
+    assert (
+        ds.content_hash() == load_dataset(small_set / "labels.csv", small_set / "images", load_rubric()).content_hash()
+    )
     train, val = ds.split(0.34, seed=0)
     assert len(train) + len(val) == 6 and val
     assert [s.name for s in ds.split(0.34, seed=0)[1]] == [s.name for s in val]
@@ -42,7 +45,9 @@ def _set_cell(lines, row, column, value):
 
 
 def test_score_out_of_range_lists_rows(small_set, tmp_path):
-    csv_path = _rewrite(small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 2, "realism", "7"), 4, "line_texture", "0"))
+    csv_path = _rewrite(
+        small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 2, "realism", "7"), 4, "line_texture", "0")
+    )
     with pytest.raises(DatasetError) as err:
         load_dataset(csv_path, small_set / "images", load_rubric())
     message = str(err.value)
@@ -50,7 +55,9 @@ def test_score_out_of_range_lists_rows(small_set, tmp_path):
 
 
 def test_missing_value_and_non_integer(small_set, tmp_path):
-    csv_path = _rewrite(small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 1, "imagination", ""), 3, "color_contrast", "3.5"))
+    csv_path = _rewrite(
+        small_set, tmp_path, lambda ls: _set_cell(_set_cell(ls, 1, "imagination", ""), 3, "color_contrast", "3.5")
+    )
     with pytest.raises(DatasetError) as err:
         load_dataset(csv_path, small_set / "images", load_rubric())
     assert "imagination is missing" in str(err.value) and "color_contrast=3.5" in str(err.value)
@@ -71,7 +78,9 @@ def test_missing_and_unreadable_images(small_set, tmp_path):
 
 
 def test_missing_column_and_subset(small_set, tmp_path):
-    csv_path = _rewrite(small_set, tmp_path, lambda ls: [",".join(c for i, c in enumerate(l.split(",")) if i != 1) for l in ls])
+    csv_path = _rewrite(
+        small_set, tmp_path, lambda ls: [",".join(c for i, c in enumerate(line.split(",")) if i != 1) for line in ls]
+    )
     with pytest.raises(DatasetError, match="lacks column"):
         load_dataset(csv_path, small_set / "images", load_rubric())
     ds = load_dataset(csv_path, small_set / "images", load_rubric(), ["color_richness"])

@@ -3,6 +3,7 @@
 The committed files under deploy/ must equal what the command writes now (they are its output, kept true to the
 profiles). Starting a written config with `serve run` on a Ray cluster is tests/test_multinode.py's job.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -34,8 +35,17 @@ def test_every_profile_writes_a_config_ray_accepts(name, rayservice):
 def test_a_config_ray_refuses_is_named():
     from adapters.errors import ConfigError
 
-    broken = yaml.safe_dump({"applications": [{"name": "kidsart", "import_path": "serve.app:build",
-                                               "deployments": [{"name": "EngineServer", "num_replicas": "many"}]}]})
+    broken = yaml.safe_dump(
+        {
+            "applications": [
+                {
+                    "name": "kidsart",
+                    "import_path": "serve.app:build",
+                    "deployments": [{"name": "EngineServer", "num_replicas": "many"}],
+                }
+            ]
+        }
+    )
     with pytest.raises(ConfigError, match="num_replicas"):
         validate(broken)
 
@@ -48,8 +58,18 @@ def test_the_engine_deployment_carries_the_profiles_replicas_resources_and_healt
     assert engine["ray_actor_options"]["num_gpus"] == 1.0
     assert engine["health_check_period_s"] == profile.engine.health_check_period_s
     assert router["num_replicas"] == 2 and router["ray_actor_options"]["num_cpus"] == 0
-    spread = profile.model_copy(update={"engine": profile.engine.model_copy(update={
-        "num_replicas": 2, "autoscaling": None, "resources": {"kidsart_engine": 1.0}, "max_replicas_per_node": 1})})
+    spread = profile.model_copy(
+        update={
+            "engine": profile.engine.model_copy(
+                update={
+                    "num_replicas": 2,
+                    "autoscaling": None,
+                    "resources": {"kidsart_engine": 1.0},
+                    "max_replicas_per_node": 1,
+                }
+            )
+        }
+    )
     engine = serve_config(spread)["applications"][0]["deployments"][0]
     assert engine["num_replicas"] == 2 and engine["max_replicas_per_node"] == 1
     assert engine["ray_actor_options"]["resources"] == {"kidsart_engine": 1.0}
@@ -61,8 +81,8 @@ def test_the_rayservice_embeds_the_same_config_and_sizes_its_groups_from_the_pro
     assert manifest["kind"] == "RayService" and manifest["apiVersion"] == "ray.io/v1"
     assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == serve_config(profile)
     cluster = manifest["spec"]["rayClusterConfig"]
-    head, = [cluster["headGroupSpec"]]
-    worker, = cluster["workerGroupSpecs"]
+    (head,) = [cluster["headGroupSpec"]]
+    (worker,) = cluster["workerGroupSpecs"]
     assert head["rayStartParams"]["num-cpus"] == "0"  # engines never land on the head
     assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 8)  # one engine replica per GPU pod
     limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -73,24 +93,36 @@ def test_the_rayservice_embeds_the_same_config_and_sizes_its_groups_from_the_pro
     assert "KIDSART_PROXY_BODY_LIMITS" in env  # the proxy's body limits come from the nodes' environment
 
 
-@pytest.mark.parametrize("path, rayservice", [("deploy/production-serve.yaml", False),
-                                              ("deploy/production-rayservice.yaml", True)])
+@pytest.mark.parametrize(
+    "path, rayservice", [("deploy/production-serve.yaml", False), ("deploy/production-rayservice.yaml", True)]
+)
 def test_the_committed_production_files_are_what_the_command_writes_now(path, rayservice):
     committed = (REPO / path).read_text(encoding="utf-8")
     validate(committed)
     assert committed == render(load_profile("production"), rayservice=rayservice, profile_ref="production"), (
         f"{path} is stale: regenerate it with `kidsart deploy-config --profile production "
-        f"{'--rayservice ' if rayservice else ''}--out {path}`")
+        f"{'--rayservice ' if rayservice else ''}--out {path}`"
+    )
 
 
 def test_the_cli_writes_a_valid_file_and_refuses_an_unknown_profile(tmp_path):
     out = tmp_path / "tiny.yaml"
-    done = subprocess.run([KIDSART, "deploy-config", "--profile", "tiny", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [KIDSART, "deploy-config", "--profile", "tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert validate(out.read_text(encoding="utf-8"))["http_options"]["host"] == "127.0.0.1"
-    bad = subprocess.run([KIDSART, "deploy-config", "--profile", "no-such-profile", "--out",
-                          str(tmp_path / "x.yaml")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    bad = subprocess.run(
+        [KIDSART, "deploy-config", "--profile", "no-such-profile", "--out", str(tmp_path / "x.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "no-such-profile" in bad.stderr and not (tmp_path / "x.yaml").exists()
 
 

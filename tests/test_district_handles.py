@@ -1,5 +1,6 @@
 """The district job's handle client against a fake engine deployment: the same results as the HTTP path's client,
 outages retried under the one retry policy, refused inputs and engine failures as error rows."""
+
 import asyncio
 import io
 
@@ -30,11 +31,16 @@ def _png(size=(300, 200)) -> bytes:
 
 
 def _client(engine, watch, **kwargs):
-    runtime = _runtime(limits=_runtime().limits.model_copy(update={"max_image_bytes": 10_000_000,
-                                                                   "max_image_pixels": 10_000_000}))
-    return HandleScoreClient(runtime.model_dump(), engine=engine, watch=watch,
-                             policy=RetryPolicy(base_delay_s=0.01, max_delay_s=0.02, max_outage_s=kwargs.pop("outage", 5)),
-                             **kwargs)
+    runtime = _runtime(
+        limits=_runtime().limits.model_copy(update={"max_image_bytes": 10_000_000, "max_image_pixels": 10_000_000})
+    )
+    return HandleScoreClient(
+        runtime.model_dump(),
+        engine=engine,
+        watch=watch,
+        policy=RetryPolicy(base_delay_s=0.01, max_delay_s=0.02, max_outage_s=kwargs.pop("outage", 5)),
+        **kwargs,
+    )
 
 
 def test_an_image_is_prepared_scored_on_every_deployed_dimension_and_journaled_like_the_http_path():
@@ -44,7 +50,7 @@ def test_an_image_is_prepared_scored_on_every_deployed_dimension_and_journaled_l
     result = asyncio.run(_client(engine, watch).score(_png(), request_id="school/a.png", description="a cat"))
     assert result["status"] == "ok" and sorted(result["scores"]) == sorted(DIMS)
     assert abs(result["scores"]["realism"]["score"] - 3.0) < 1e-9  # symmetric distribution around 3
-    (pixels, dims, description), = engine.score.calls
+    ((pixels, dims, description),) = engine.score.calls
     assert pixels.shape == (224, 224, 3) and dims == DIMS and description == "a cat"  # as the router passes it
 
 
@@ -58,6 +64,7 @@ def test_an_outage_is_waited_out_under_the_retry_policy_then_scored():
         async def back():
             await asyncio.sleep(0.1)
             watch.update(1, "")
+
         asyncio.get_running_loop().create_task(back())
         return await client.score(_png(), request_id="a.png")
 

@@ -12,6 +12,7 @@ session's one stack (`live_stack`), to amortise start-up:
 4. the same 60 through the engine deployment's Ray handles (`--ray-address`), SIGKILLed once and
    resumed: each input once, the same scores.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,16 @@ import pandas as pd
 import pytest
 
 from tests.conftest import engine_replicas
-from tests.district_helpers import (REPO, cli, generated_district, journal_keys, journal_lines, run, run_and_kill,
-                                    score_columns)
+from tests.district_helpers import (
+    REPO,
+    cli,
+    generated_district,
+    journal_keys,
+    journal_lines,
+    run,
+    run_and_kill,
+    score_columns,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +64,9 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
     timings = {}
 
     started = time.monotonic()
-    reference_run = run([str(root), "--out", str(tmp_path / "ref"), "--url", url, "--concurrency", "32",
-                         "--no-report"], timeout=900)
+    reference_run = run(
+        [str(root), "--out", str(tmp_path / "ref"), "--url", url, "--concurrency", "32", "--no-report"], timeout=900
+    )
     timings["uninterrupted"] = time.monotonic() - started
     assert reference_run.returncode == 1, reference_run.stderr  # the broken files are error rows
     reference = pd.read_parquet(tmp_path / "ref" / "scores.parquet")
@@ -99,11 +109,15 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
 
     # 3. the Ray Data pipeline on a CSV manifest of 60 inputs (relative paths: same keys)
     subset = reference.head(60)
-    (root / "subset.csv").write_text("path,student_id\n" + "".join(
-        f"\"{k}\",\"{s}\"\n" for k, s in zip(subset.key, subset.student_id)), encoding="utf-8")
+    (root / "subset.csv").write_text(
+        "path,student_id\n" + "".join(f'"{k}","{s}"\n' for k, s in zip(subset.key, subset.student_id, strict=True)),
+        encoding="utf-8",
+    )
     started = time.monotonic()
-    ray_run = run([str(root / "subset.csv"), "--out", str(tmp_path / "ray"), "--url", url, "--pipeline", "ray",
-                   "--no-report"], timeout=600)
+    ray_run = run(
+        [str(root / "subset.csv"), "--out", str(tmp_path / "ray"), "--url", url, "--pipeline", "ray", "--no-report"],
+        timeout=600,
+    )
     timings["ray_60"] = time.monotonic() - started
     assert ray_run.returncode in (0, 1), ray_run.stderr[-3000:]
     ray_frame = pd.read_parquet(tmp_path / "ray" / "scores.parquet")
@@ -121,8 +135,19 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
     import ray
 
     handles_out = tmp_path / "handles"
-    handles_args = [str(root / "subset.csv"), "--out", str(handles_out), "--pipeline", "ray", "--ray-address",
-                    ray.get_runtime_context().gcs_address, "--ray-batch-size", "4", "--no-report", "--resume"]
+    handles_args = [
+        str(root / "subset.csv"),
+        "--out",
+        str(handles_out),
+        "--pipeline",
+        "ray",
+        "--ray-address",
+        ray.get_runtime_context().gcs_address,
+        "--ray-batch-size",
+        "4",
+        "--no-report",
+        "--resume",
+    ]
     started = time.monotonic()
     assert run_and_kill(handles_args, handles_out, 16, timeout=600) is None
     handles_run = run(handles_args, timeout=600)
@@ -134,6 +159,8 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
     assert len(merged) == 60 and (merged.status == merged.status_ref).all()
     ok = merged[merged.status == "ok"]
     handles_noise = max(float(np.abs(ok[d].to_numpy(float) - ok[f"{d}_ref"].to_numpy(float)).max()) for d in dims)
-    print(f"ray pipeline vs uninterrupted: max |score diff| = {ray_noise:.3g}; through handles (killed, resumed): "
-          f"{handles_noise:.3g}; timings {timings}")
+    print(
+        f"ray pipeline vs uninterrupted: max |score diff| = {ray_noise:.3g}; through handles (killed, resumed): "
+        f"{handles_noise:.3g}; timings {timings}"
+    )
     assert handles_noise < NOISE_LIMIT

@@ -1,4 +1,5 @@
 """report.html is self-contained and has every section (content checks; the browser check is separate)."""
+
 from __future__ import annotations
 
 import html

@@ -4,6 +4,7 @@ The fake router's scores are a pure function of the bytes, so rows must match
 exactly; the real-engine version (with its batch-composition noise) is in
 test_district_integration.py. Also: the Ray Data pipeline gives the same rows.
 """
+
 from __future__ import annotations
 
 from collections import Counter

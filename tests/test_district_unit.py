@@ -1,4 +1,5 @@
 """District batch scoring without the real stack: discovery, journal, planning, export, CLI against a fake router."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,11 @@ def test_discovery_finds_every_input_and_skips_the_rest(small_district):
 def test_csv_manifest(tmp_path, small_district):
     root, info = small_district
     manifest = tmp_path / "list.csv"
-    rows = [{"path": str(root / info["images"][0]), "student_id": "s-1", "school": "Über", "grade": "3"},
-            {"path": str(root / info["images"][0]), "student_id": "s-1b", "school": "Über", "grade": "3"},
-            {"path": "does/not/exist.png", "student_id": "s-2", "school": "Über", "grade": "4"}]
+    rows = [
+        {"path": str(root / info["images"][0]), "student_id": "s-1", "school": "Über", "grade": "3"},
+        {"path": str(root / info["images"][0]), "student_id": "s-1b", "school": "Über", "grade": "3"},
+        {"path": "does/not/exist.png", "student_id": "s-2", "school": "Über", "grade": "4"},
+    ]
     pd.DataFrame(rows).to_csv(manifest, index=False)
     found = discover(manifest)
     assert [i.student_id for i in found.items] == ["s-1", "s-1b", "s-2"]
@@ -87,8 +90,17 @@ def test_plan_groups_duplicates_and_reuses_results(tmp_path, small_district):
         assert len(plan.units) == len(distinct)
         assert plan.pending_inputs == len(found.items)
         unit = next(u for u in plan.units if len(u.items) > 1)
-        journal.append([{"key": unit.first.key, "sha256": unit.first.sha256, "description": "", "status": "ok",
-                         "scores": fake_scores(b"x")}])
+        journal.append(
+            [
+                {
+                    "key": unit.first.key,
+                    "sha256": unit.first.sha256,
+                    "description": "",
+                    "status": "ok",
+                    "scores": fake_scores(b"x"),
+                }
+            ]
+        )
         again = plan_work(found.items, journal)
         assert again.already_done == 1
         reused = [r for r in again.immediate if r.get("reused_from") == unit.first.key]
@@ -98,7 +110,9 @@ def test_plan_groups_duplicates_and_reuses_results(tmp_path, small_district):
 def test_cli_against_fake_router_with_outages(tmp_path, small_district):
     root, info = small_district
     with FakeRouter(free_port(), delay_s=0.02) as router:
-        result = run([str(root), "--out", str(tmp_path / "a"), "--url", router.url, "--concurrency", "4", "--no-report"])
+        result = run(
+            [str(root), "--out", str(tmp_path / "a"), "--url", router.url, "--concurrency", "4", "--no-report"]
+        )
         assert result.returncode == 1, result.stderr  # broken files -> error rows -> exit 1
         assert "errors by type" in result.stdout
         frame = pd.read_csv(tmp_path / "a" / "scores.csv", keep_default_na=False)
@@ -108,7 +122,7 @@ def test_cli_against_fake_router_with_outages(tmp_path, small_district):
         ok = parquet[parquet.status == "ok"]
         for row in ok.head(5).itertuples():
             expected = fake_scores((root / row.key).read_bytes())
-            assert getattr(row, "realism") == pytest.approx(expected["realism"]["score"], abs=1e-12)
+            assert row.realism == pytest.approx(expected["realism"]["score"], abs=1e-12)
         # same output folder without --resume is refused; with --resume nothing is redone
         refused = run([str(root), "--out", str(tmp_path / "a"), "--url", router.url, "--no-report"])
         assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -123,9 +137,13 @@ def test_cli_against_fake_router_with_outages(tmp_path, small_district):
         from tests.district_helpers import REPO, cli, journal_lines
 
         router.delay_s = 0.05
-        process = subprocess.Popen(cli(str(root), "--out", str(tmp_path / "b"), "--url", router.url, "--no-report",
-                                       "--concurrency", "2"), cwd=REPO, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            cli(str(root), "--out", str(tmp_path / "b"), "--url", router.url, "--no-report", "--concurrency", "2"),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while journal_lines(tmp_path / "b") < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -146,9 +164,13 @@ def test_router_gone_then_back(tmp_path, small_district):
     root, info = small_district
     port = free_port()
     router = FakeRouter(port, delay_s=0.05).start()
-    process = subprocess.Popen(cli(str(root), "--out", str(tmp_path / "c"), "--url", router.url, "--no-report",
-                                   "--concurrency", "2"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        cli(str(root), "--out", str(tmp_path / "c"), "--url", router.url, "--no-report", "--concurrency", "2"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     from tests.district_helpers import journal_lines
 
     deadline = time.monotonic() + 60
@@ -210,8 +232,13 @@ def test_feedback_run_writes_a_feedback_column_and_shows_it_on_the_cards(tmp_pat
     root, _ = small_district
     out = tmp_path / "with"
     with FakeRouter(free_port(), feedback_adapter="feedback@fake") as router:
-        done = subprocess.run(cli(str(root), "--out", str(out), "--url", router.url, "--feedback", "--no-progress"),
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            cli(str(root), "--out", str(out), "--url", router.url, "--feedback", "--no-progress"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode in (0, 1), done.stderr[-2000:]
         frame = pd.read_csv(out / "scores.csv", keep_default_na=False)
         ok = frame[frame.status == "ok"]
@@ -221,11 +248,21 @@ def test_feedback_run_writes_a_feedback_column_and_shows_it_on_the_cards(tmp_pat
         assert all(html.escape(text) in report for text in ok["feedback"])  # every listed card shows its comment
         assert report.count("class='feedback'") == len(ok)
         # resuming without --feedback would mix rows with and without comments: refused
-        again = subprocess.run(cli(str(root), "--out", str(out), "--url", router.url, "--resume", "--no-progress"),
-                               cwd=REPO, capture_output=True, text=True, timeout=300)
+        again = subprocess.run(
+            cli(str(root), "--out", str(out), "--url", router.url, "--resume", "--no-progress"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert again.returncode != 0 and "made with --feedback" in again.stderr
     with FakeRouter(free_port()) as router:
-        refused = subprocess.run(cli(str(root), "--out", str(tmp_path / "without"), "--url", router.url, "--feedback",
-                                     "--no-progress"), cwd=REPO, capture_output=True, text=True, timeout=300)
+        refused = subprocess.run(
+            cli(str(root), "--out", str(tmp_path / "without"), "--url", router.url, "--feedback", "--no-progress"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert refused.returncode != 0 and f"the router at {router.url} has no feedback adapter" in refused.stderr
         assert router.requests == 0

@@ -7,8 +7,9 @@
    outage, every request after it succeeds, and the district job ends 0 with every input once.
 2. Two engine replicas: one's engine is SIGKILLed under locust load and no request fails (calls that
    were on it are sent again and reach the other); Ray Serve brings the second replica back.
-The figures are printed (README, Reliability).
+The figures are printed (docs/security.md, Reliability).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,14 +45,21 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
     info = make_district(root, seed=31, schools=1, grades=2, classes=2, images=80, broken=0, duplicates=0)
     out = tmp_path / "district-out"
     district_log = (tmp_path / "district.log").open("w", encoding="utf-8")
-    district = subprocess.Popen(cli(str(root), "--out", str(out), "--url", url, "--concurrency", "4", "--no-report"),
-                                cwd=REPO, env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"},
-                                stdout=district_log, stderr=subprocess.STDOUT)
+    district = subprocess.Popen(
+        cli(str(root), "--out", str(out), "--url", url, "--concurrency", "4", "--no-report"),
+        cwd=REPO,
+        env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"},
+        stdout=district_log,
+        stderr=subprocess.STDOUT,
+    )
     locust, requests_log = start_locust(url, tmp_path, "locust")
     old_replicas = set(engine_replicas())
     try:
-        wait_for(lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8 and journal_lines(out) >= 5,
-                 240, "locust and the district job to be scoring")
+        wait_for(
+            lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8 and journal_lines(out) >= 5,
+            240,
+            "locust and the district job to be scoring",
+        )
         killed_at = time.time()
         os.kill(_one_engine_core(), signal.SIGKILL)
         outage_answer = wait_for(lambda: (lambda s: s if s[0] == 503 else None)(readyz(url)), 60, "/readyz to turn 503")
@@ -88,10 +96,12 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
     assert len(frame) == info["expected_inputs"] and (frame.status == "ok").all(), frame.status.value_counts()
     assert frame.key.is_unique
 
-    print(f"\nengine SIGKILLed under load ({USERS} locust users + a district job of {len(frame)} images), one replica: "
-          f"/readyz 200 again after {recovered_at - killed_at:.1f} s (a new replica by Ray Serve); locust "
-          f"{len(answered)} requests, {len(failures)} 503s all inside the outage, {len(after)} after recovery all 200; "
-          f"district {len(frame)} rows, each once")
+    print(
+        f"\nengine SIGKILLed under load ({USERS} locust users + a district job of {len(frame)} images), one replica: "
+        f"/readyz 200 again after {recovered_at - killed_at:.1f} s (a new replica by Ray Serve); locust "
+        f"{len(answered)} requests, {len(failures)} 503s all inside the outage, {len(after)} after recovery all 200; "
+        f"district {len(frame)} rows, each once"
+    )
 
 
 @pytest.mark.own_ray
@@ -102,12 +112,17 @@ def test_two_replicas_one_engine_killed_fails_no_request(tiny_profile, tmp_path)
         assert stack.engine_replicas()[0] == 2 and len(engine_replicas()) == 2
         locust, requests_log = start_locust(stack.url, tmp_path, "locust-two")
         try:
-            wait_for(lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8, 240, "locust to be scoring")
+            wait_for(
+                lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8,
+                240,
+                "locust to be scoring",
+            )
             killed_at = time.time()
             os.kill(_one_engine_core(), signal.SIGKILL)
             wait_for(lambda: stack.engine_replicas()[0] == 1, 60, "Ray Serve to count one running replica")
-            wait_for(lambda: stack.engine_replicas()[0] == 2, 300, "Ray Serve to place the second replica again",
-                     poll=1.0)
+            wait_for(
+                lambda: stack.engine_replicas()[0] == 2, 300, "Ray Serve to place the second replica again", poll=1.0
+            )
             back_at = time.time()
             time.sleep(AFTER_RECOVERY_S)
             locust.send_signal(signal.SIGTERM)
@@ -119,6 +134,8 @@ def test_two_replicas_one_engine_killed_fails_no_request(tiny_profile, tmp_path)
     failures = [r for r in answered if r["outcome"] != "ok"]
     assert not failures, f"{len(failures)} failed requests with a healthy second replica: {failures[:5]}"
     assert len(during) >= 10, f"too few requests around the kill ({len(during)}) to show anything"
-    print(f"\ntwo engine replicas, one engine SIGKILLed under {USERS} locust users: {len(answered)} requests, "
-          f"{len(during)} between the kill and the replacement, 0 failed; second replica back after "
-          f"{back_at - killed_at:.1f} s")
+    print(
+        f"\ntwo engine replicas, one engine SIGKILLed under {USERS} locust users: {len(answered)} requests, "
+        f"{len(during)} between the kill and the replacement, 0 failed; second replica back after "
+        f"{back_at - killed_at:.1f} s"
+    )

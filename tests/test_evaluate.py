@@ -1,4 +1,5 @@
 """Evaluation metrics against known values, bootstrap intervals, report structure, malformed data."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,17 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from train.metrics import bootstrap_ci, build_report, markdown_table, mae, metrics_with_ci, mse, pearson, quadratic_weighted_kappa, spearman
+from train.metrics import (
+    bootstrap_ci,
+    build_report,
+    mae,
+    markdown_table,
+    metrics_with_ci,
+    mse,
+    pearson,
+    quadratic_weighted_kappa,
+    spearman,
+)
 
 
 def test_point_metrics_known_values():
@@ -73,10 +84,14 @@ def test_report_structure_and_by_grade():
     labels = {"a": list(rng.integers(1, 6, 40)), "b": list(rng.integers(1, 6, 40))}
     preds = {d: [float(v) + rng.normal(0, 0.5) for v in labels[d]] for d in labels}
     grades = [1 + i % 3 for i in range(40)]
-    report = build_report(preds, {d: [int(x) for x in v] for d, v in labels.items()}, grades, [1, 2, 3, 4, 5], n_boot=100)
+    report = build_report(
+        preds, {d: [int(x) for x in v] for d, v in labels.items()}, grades, [1, 2, 3, 4, 5], n_boot=100
+    )
     assert set(report) == {"dimensions", "mean", "by_grade"}
     assert set(report["dimensions"]["a"]) >= {"srcc", "srcc_ci", "plcc", "mae", "mse", "qwk"}
-    assert report["mean"]["srcc"] == pytest.approx((report["dimensions"]["a"]["srcc"] + report["dimensions"]["b"]["srcc"]) / 2)
+    assert report["mean"]["srcc"] == pytest.approx(
+        (report["dimensions"]["a"]["srcc"] + report["dimensions"]["b"]["srcc"]) / 2
+    )
     assert set(report["by_grade"]) == {"1", "2", "3"}
     assert "| a |" in markdown_table(report)
     constant = build_report({"a": [3.0] * 5}, {"a": [1, 2, 3, 4, 5]}, None, [1, 2, 3, 4, 5], n_boot=20)
@@ -89,7 +104,13 @@ def test_eval_reference_backend_end_to_end(tiny_profile, tmp_path):
     from train.synth import write_dataset
 
     write_dataset(4, seed=123, out_dir=tmp_path)
-    report = evaluate(tmp_path / "labels.csv", tmp_path / "images", backend="reference", dimensions=["color_richness", "line_texture"], n_boot=50)
+    report = evaluate(
+        tmp_path / "labels.csv",
+        tmp_path / "images",
+        backend="reference",
+        dimensions=["color_richness", "line_texture"],
+        n_boot=50,
+    )
     assert set(report["dimensions"]) == {"color_richness", "line_texture"}
     assert report["meta"]["n_images"] == 4 and report["meta"]["runtime_s"] > 0
 

@@ -5,6 +5,7 @@ of -1 ("no LoRA") picks the last slot. The reference here therefore appends an
 all-zero slot to the weights and maps -1 to it: that is the "no LoRA" meaning
 the grouped ops implement (no contribution; zeros where the op overwrites).
 """
+
 from __future__ import annotations
 
 import pytest

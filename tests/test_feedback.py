@@ -1,9 +1,15 @@
 """Feedback pieces without a model: the prompt, the reference-comment grammar and how comments are read back."""
+
 import numpy as np
 import pytest
 
 from adapters.feedback import (
-    FeedbackSettings, feedback_instruction, feedback_messages, is_extreme, named_strength_and_weakness, ranked_scores,
+    FeedbackSettings,
+    feedback_instruction,
+    feedback_messages,
+    is_extreme,
+    named_strength_and_weakness,
+    ranked_scores,
 )
 from adapters.prompts import load_prompt_format
 from adapters.rubric import load_rubric
@@ -77,8 +83,17 @@ def test_reference_comments_name_the_labels_top_and_bottom_and_vary(rubric):
 
 def test_jittered_training_scores_keep_the_labels_ranking():
     rng = np.random.default_rng(3)
-    labels = {"realism": 3, "deformation": 3, "imagination": 5, "color_richness": 1, "color_contrast": 3,
-              "line_combination": 2, "line_texture": 4, "picture_organization": 3, "transformation": 1}
+    labels = {
+        "realism": 3,
+        "deformation": 3,
+        "imagination": 5,
+        "color_richness": 1,
+        "color_contrast": 3,
+        "line_combination": 2,
+        "line_texture": 4,
+        "picture_organization": 3,
+        "transformation": 1,
+    }
     for _ in range(50):
         shown = jittered_scores(rng, KIDS, labels)
         assert [n for n, _ in ranked_scores(KIDS, shown)][0] == "imagination"
@@ -118,7 +133,9 @@ def test_name_tokens_are_found_and_weighted_in_the_training_loss():
     class Logits:  # a fake model: fixed random logits, so the loss can be checked by hand
         def __call__(self, **inputs):
             generator = torch.Generator().manual_seed(3)
-            return type("Out", (), {"logits": torch.randn(*inputs["input_ids"].shape, len(tokenizer), generator=generator)})
+            return type(
+                "Out", (), {"logits": torch.randn(*inputs["input_ids"].shape, len(tokenizer), generator=generator)}
+            )
 
     plain = {**batch, "weights": (batch["labels"] != IGNORE).float()}
     logits = Logits()(input_ids=batch["input_ids"]).logits

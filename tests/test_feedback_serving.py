@@ -1,5 +1,6 @@
 """Feedback served end to end on the tiny stack: the feedback adapter is one more LoRA module in the same
 vLLM engine; JSON, multipart and the official openai client (extra_body) ask for it; scores are unchanged."""
+
 from __future__ import annotations
 
 import base64
@@ -37,17 +38,28 @@ def test_feedback_beside_unchanged_scores_on_every_route(live_stack):
     assert set(feedback) == {"text", "adapter"} and feedback["adapter"].startswith("feedback@")
     assert isinstance(feedback["text"], str) and len(feedback["text"].split()) >= 5
 
-    multipart = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("a.png", data)},
-                           data={"feedback": "true"}, timeout=120)
+    multipart = httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        files={"image": ("a.png", data)},
+        data={"feedback": "true"},
+        timeout=120,
+    )
     assert multipart.status_code == 200 and multipart.json()["feedback"]["text"] == feedback["text"]  # greedy
-    wrong = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("a.png", data)}, data={"feedback": "maybe"},
-                       timeout=60)
+    wrong = httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        files={"image": ("a.png", data)},
+        data={"feedback": "maybe"},
+        timeout=60,
+    )
     assert wrong.status_code == 422 and "'feedback' must be true or false" in wrong.json()["error"]["message"]
 
     client = openai.OpenAI(base_url=f"{live_stack.url}/v1", api_key=LIVE_API_KEY, max_retries=0, timeout=120)
     url = "data:image/png;base64," + base64.b64encode(data).decode()
     completion = client.chat.completions.create(
-        model="kidsartbench", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+        model="kidsartbench",
+        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
         extra_body={"feedback": True},
     )
     assert json.loads(completion.choices[0].message.content)["feedback"]["text"] == feedback["text"]
@@ -56,7 +68,7 @@ def test_feedback_beside_unchanged_scores_on_every_route(live_stack):
 def test_the_named_strength_follows_the_scores_beside_it_more_often_than_chance(live_stack):
     """Grounding through the real engine on 16 unseen drawings with their descriptions. The committed tiny
     adapter names the top-scored dimension as the strength for 50% of 48 held-out images in-process
-    (README, Feedback); chance is 1/9. Tolerance for another CPU and the engine's arithmetic: 4 of 16."""
+    (docs/feedback.md); chance is 1/9. Tolerance for another CPU and the engine's arithmetic: 4 of 16."""
     from adapters.feedback import is_extreme, named_strength_and_weakness
     from adapters.rubric import load_rubric
     from train.synth import render_record

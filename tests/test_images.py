@@ -1,4 +1,5 @@
 """Image decoding and normalisation: EXIF, RGB, letter-box, limits, typed errors."""
+
 import base64
 
 import pytest
@@ -6,7 +7,10 @@ from PIL import Image
 
 from adapters.errors import ImageDecodeError, ImageTooLargeError
 from adapters.images import (
-    LETTERBOX_GREY, decode_base64_image, decode_image, normalize_bytes,
+    LETTERBOX_GREY,
+    decode_base64_image,
+    decode_image,
+    normalize_bytes,
 )
 from tests.conftest import png_bytes
 
@@ -50,10 +54,13 @@ def test_gif_first_frame_is_used():
     assert normalize_bytes(buffer.getvalue(), 224, recipe="letterbox").size == (224, 224)
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"", "empty"),
-    (b"hello, not an image", "not a recognised image"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not a recognised image"),
+    ],
+)
 def test_bad_bytes_are_decode_errors(data, match):
     with pytest.raises(ImageDecodeError, match=match):
         decode_image(data)
@@ -87,6 +94,7 @@ def test_base64_and_data_urls():
 
 # ---- the kidsartbench-release recipe, pixel for pixel against the published procedure ----
 
+
 def _their_preparation(path):
     """The published inference's image path, written here from its description: the Qwen-VL
     loader (qwen_vl_utils, the library they call), then their resize_image to 224."""
@@ -102,10 +110,19 @@ def _their_preparation(path):
     return canvas
 
 
-@pytest.mark.parametrize("size, mode", [
-    ((300, 200), "RGB"), ((1024, 768), "RGB"), ((199, 731), "RGB"), ((50, 40), "RGB"),  # tiny: min-pixels rule
-    ((640, 480), "RGBA"), ((333, 333), "P"), ((480, 640), "L"), ((5000, 4000), "RGB"),  # above the loader's max pixels
-])
+@pytest.mark.parametrize(
+    "size, mode",
+    [
+        ((300, 200), "RGB"),
+        ((1024, 768), "RGB"),
+        ((199, 731), "RGB"),
+        ((50, 40), "RGB"),  # tiny: min-pixels rule
+        ((640, 480), "RGBA"),
+        ((333, 333), "P"),
+        ((480, 640), "L"),
+        ((5000, 4000), "RGB"),  # above the loader's max pixels
+    ],
+)
 def test_release_recipe_equals_the_published_procedure(tmp_path, size, mode):
     import numpy as np
 

@@ -1,4 +1,5 @@
 """Awkward images are prepared, hostile ones refused from their header, without a stack (adapters.images)."""
+
 import base64
 import io
 import tracemalloc

@@ -1,4 +1,5 @@
 """`kidsart import-adapters`: the KidsArtBench release layout imported, checked and refused with every problem named."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,17 @@ from adapters.importer import ImportProblems, import_adapters
 from adapters.manifest import load_deployment
 from tests.kidsartbench_release import fabricate
 
-DIMS = ["realism", "deformation", "imagination", "color_richness", "color_contrast", "line_combination",
-        "line_texture", "picture_organization", "transformation"]
+DIMS = [
+    "realism",
+    "deformation",
+    "imagination",
+    "color_richness",
+    "color_contrast",
+    "line_combination",
+    "line_texture",
+    "picture_organization",
+    "transformation",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +72,11 @@ def test_last_step_is_taken_when_there_is_no_best_model(release, tiny_profile, t
 
 def test_every_problem_is_named_and_nothing_is_written(release, tiny_profile, tmp_path):
     src = _copy(release, tmp_path)
-    shutil.rmtree(src / "dimension_transformation")                      # missing dimension
-    (src / "dimension_colour").mkdir()                                    # unknown dimension
+    shutil.rmtree(src / "dimension_transformation")  # missing dimension
+    (src / "dimension_colour").mkdir()  # unknown dimension
     config_path = src / "dimension_realism" / "best_model" / "adapter_config.json"
     config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "r": 64}))               # rank above the engine's maximum
+    config_path.write_text(json.dumps({**config, "r": 64}))  # rank above the engine's maximum
     config_path = src / "dimension_deformation" / "best_model" / "adapter_config.json"
     config_path.write_text(json.dumps({**config, "target_modules": ["q_proj", "qkv"]}))  # vision-tower target
     config_path = src / "dimension_imagination" / "best_model" / "adapter_config.json"
@@ -80,7 +90,10 @@ def test_every_problem_is_named_and_nothing_is_written(release, tiny_profile, tm
     assert "dimension_colour: 'colour' is not a dimension of the rubric" in text
     assert "dimension_realism: LoRA rank 64 is above the engine's max_lora_rank 8" in text
     assert "dimension_deformation: target_modules ['q_proj', 'qkv'] reach the vision tower" in text
-    assert "dimension_imagination: made for base Qwen/Qwen2-VL-2B-Instruct, but the profile's base is kidsart/tiny-qwen2.5-vl" in text
+    assert (
+        "dimension_imagination: made for base Qwen/Qwen2-VL-2B-Instruct, but the profile's base is "
+        "kidsart/tiny-qwen2.5-vl" in text
+    )
     assert "dimension_line_texture/best_model/adapter_model.safetensors is unreadable" in text
     assert len(caught.value.problems) == 6, "\n".join(caught.value.problems)
     assert not out.exists() and not list(tmp_path.glob(".out.importing-*"))
@@ -97,9 +110,14 @@ def test_weights_made_for_another_base_are_refused_by_shape(release, tiny_profil
     tensors[key] = tensors[key].new_zeros((8, 3584))  # a 7B hidden size
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     config = json.loads((folder / "adapter_config.json").read_text())
-    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/data/models/qwen7b"}))
-    with pytest.raises(ImportProblems, match=r"is \(8, 3584\), but on the profile's base \(kidsart/tiny-qwen2.5-vl\) "
-                                             r"it must be \(8, \d+\)"):
+    (folder / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "/data/models/qwen7b"})
+    )
+    with pytest.raises(
+        ImportProblems,
+        match=r"is \(8, 3584\), but on the profile's base \(kidsart/tiny-qwen2.5-vl\) "
+        r"it must be \(8, \d+\)",
+    ):
         import_adapters(src, layout="kidsartbench", profile=tiny_profile, out=tmp_path / "out", trust_base=True)
 
 
@@ -122,9 +140,16 @@ def _seven_b_release(root, dims):
     from safetensors.torch import save_file
 
     hidden, kv = 3584, 512  # Qwen2.5-VL-7B: 28 heads of 128, 4 KV heads
-    config = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none",
-              "task_type": "CAUSAL_LM", "target_modules": ["q_proj", "v_proj", "k_proj", "o_proj"],
-              "base_model_name_or_path": "/data/Qwen2.5-VL-7B-Instruct"}
+    config = {
+        "peft_type": "LORA",
+        "r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+        "target_modules": ["q_proj", "v_proj", "k_proj", "o_proj"],
+        "base_model_name_or_path": "/data/Qwen2.5-VL-7B-Instruct",
+    }
     for dim in dims:
         folder = root / f"dimension_{dim}" / "best_model"
         folder.mkdir(parents=True)

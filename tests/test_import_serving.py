@@ -9,6 +9,7 @@ letter-box to 224, and the expected value over the softmax of the "1".."5" logit
 at the next position. The router's scores must match within 0.001 on images that
 were not used to make the adapters.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,17 @@ from tests.kidsartbench_release import fabricate, their_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
-DIMS = ["realism", "deformation", "imagination", "color_richness", "color_contrast", "line_combination",
-        "line_texture", "picture_organization", "transformation"]
+DIMS = [
+    "realism",
+    "deformation",
+    "imagination",
+    "color_richness",
+    "color_contrast",
+    "line_combination",
+    "line_texture",
+    "picture_organization",
+    "transformation",
+]
 OLD_KEYS = ("realism", "line_texture")  # saved in the older transformers' key spelling
 
 
@@ -49,8 +59,10 @@ def _their_adapter(base, folder, old_spelling: bool):
     model = PeftModel.from_pretrained(base, folder)
     if old_spelling:
         tensors = load_file(str(folder / "adapter_model.safetensors"))
-        respelled = {k.replace("base_model.model.model.layers.", "base_model.model.model.language_model.layers."): v
-                     for k, v in tensors.items()}
+        respelled = {
+            k.replace("base_model.model.model.layers.", "base_model.model.model.language_model.layers."): v
+            for k, v in tensors.items()
+        }
         result = set_peft_model_state_dict(model, respelled)
         assert not [k for k in result.unexpected_keys if "lora" in k]
     return model.eval().to(torch.float32)
@@ -68,8 +80,12 @@ def their_scores(base_dir, release, images: list, dims: list[str], checkpoint: s
         folder = release / f"dimension_{dim}" / (checkpoint if checkpoint == "best_model" else "")
         model = _their_adapter(base, folder, dim in OLD_KEYS)
         for path in images:
-            messages = [{"role": "user", "content": [{"type": "image", "image": str(path)},
-                                                     {"type": "text", "text": their_prompt(dim)}]}]
+            messages = [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": str(path)}, {"type": "text", "text": their_prompt(dim)}],
+                }
+            ]
             text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             inputs = processor(text=[text], images=[_their_image(path)], return_tensors="pt")
             with torch.no_grad():
@@ -109,8 +125,9 @@ def test_imported_release_served_by_the_router_matches_their_inference(imported,
 
     release, deployment = imported
     images = []
-    for i, (seed, size, kind) in enumerate([(9101, (300, 200), "PNG"), (9102, (211, 397), "JPEG"),
-                                            (9103, (640, 480), "PNG"), (9104, (97, 150), "JPEG")]):
+    for i, (seed, size, kind) in enumerate(
+        [(9101, (300, 200), "PNG"), (9102, (211, 397), "JPEG"), (9103, (640, 480), "PNG"), (9104, (97, 150), "JPEG")]
+    ):
         path = tmp_path / f"art{i}.{kind.lower()}"
         path.write_bytes(png_bytes(drawing(seed, size=size), kind))
         images.append(path)
@@ -118,8 +135,9 @@ def test_imported_release_served_by_the_router_matches_their_inference(imported,
     with own_stack(profile, tmp_path / "logs") as stack:
         served = {}
         for path in images:
-            response = httpx.post(f"{stack.url}/v1/score", json={"image": base64.b64encode(path.read_bytes()).decode()},
-                                  timeout=120)
+            response = httpx.post(
+                f"{stack.url}/v1/score", json={"image": base64.b64encode(path.read_bytes()).decode()}, timeout=120
+            )
             assert response.status_code == 200, response.text
             served[path.name] = response.json()["scores"]
         district_csv = _district_run(stack.url, tmp_path)

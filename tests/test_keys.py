@@ -1,4 +1,5 @@
 """API keys without a live stack: where they come from, how they are checked, when serving without them is refused."""
+
 import os
 import subprocess
 import sys
@@ -46,10 +47,16 @@ def test_serving_without_keys_is_loopback_only_unless_told_insecure():
 def test_kidsart_serve_refuses_an_open_non_loopback_router_before_starting_anything(tmp_path):
     kidsart = str(Path(sys.executable).with_name("kidsart"))
     env = {k: v for k, v in os.environ.items() if k != "KIDSART_API_KEYS"}
-    result = subprocess.run([kidsart, "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [kidsart, "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
     assert result.returncode == 2 and "refusing to serve on 0.0.0.0 without API keys" in result.stderr
-    bad = subprocess.run([kidsart, "serve", "--api-key-file", str(tmp_path / "nope.txt")], capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path, env=env)
+    bad = subprocess.run(
+        [kidsart, "serve", "--api-key-file", str(tmp_path / "nope.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert bad.returncode == 2 and "cannot read" in bad.stderr
-

@@ -1,4 +1,5 @@
 """The import rules of ARCHITECTURE.md, read from every module's import statements (AST, nothing imported)."""
+
 import ast
 from pathlib import Path
 
@@ -61,14 +62,69 @@ def _modules(package: str) -> list[Path]:
     return sorted((REPO / package).rglob("*.py"))
 
 
-@pytest.mark.parametrize("package, forbidden", [
-    ("adapters", {"serve", "train", "loadtest", "kidsart"}),
-    ("serve", {"train", "loadtest", "kidsart"}),
-    ("train", {"loadtest", "kidsart"}),
-])
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("adapters", {"serve", "train", "loadtest", "kidsart"}),
+        ("serve", {"train", "loadtest", "kidsart"}),
+        ("train", {"loadtest", "kidsart"}),
+    ],
+)
 def test_packages_import_only_what_the_architecture_allows(package, forbidden):
     offending = {str(p.relative_to(REPO)): sorted(_imports(p) & forbidden) for p in _modules(package)}
     assert not {k: v for k, v in offending.items() if v}
+
+
+def _project_modules_imported(path: Path) -> set[str]:
+    """Dotted project modules a module imports (`from serve import cli` counts as `serve.cli`)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            top = node.module.split(".")[0]
+            if top in PROJECT and "." not in node.module:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            else:
+                names.add(node.module)
+    return {n for n in names if n.split(".")[0] in PROJECT}
+
+
+# What loadtest/ may take from train/ (its inputs: drawings, districts, untrained adapters for the bench base)
+LOADTEST_FROM_TRAIN = {"train.synth", "train.district", "train.init_adapters"}
+# The demo script (kidsart/demo.py) drives the parts through their public entry points
+DEMO_IMPORTS = {
+    "adapters.base_builder",
+    "adapters.profiles",
+    "serve.client",
+    "serve.district.job",
+    "serve.stack",
+    "train.district",
+    "train.synth",
+}
+
+
+def test_loadtest_takes_only_its_inputs_from_train_and_never_imports_the_command():
+    offending = {}
+    for path in _modules("loadtest"):
+        used = _project_modules_imported(path)
+        bad = {m for m in used if m.startswith("kidsart") or (m.startswith("train") and m not in LOADTEST_FROM_TRAIN)}
+        if bad:
+            offending[str(path.relative_to(REPO))] = sorted(bad)
+    assert not offending, f"loadtest/ may import train/ only for {sorted(LOADTEST_FROM_TRAIN)}: {offending}"
+
+
+def test_the_command_imports_only_each_packages_cli_and_the_demo_only_its_entry_points():
+    cli = _project_modules_imported(REPO / "kidsart/cli.py") - {"kidsart.commands", "kidsart.demo"}
+    assert all(m.endswith(".cli") for m in cli), f"kidsart/cli.py imports {sorted(cli)}: only each package's cli"
+    demo = _project_modules_imported(REPO / "kidsart/demo.py")
+    assert demo <= DEMO_IMPORTS, f"kidsart/demo.py imports {sorted(demo - DEMO_IMPORTS)} beyond its entry points"
+    others = {
+        str(p.relative_to(REPO)): sorted(_project_modules_imported(p) - {"kidsart.demo", "kidsart.commands"})
+        for p in _modules("kidsart")
+        if p.name not in ("cli.py", "demo.py")
+    }
+    assert not {k: v for k, v in others.items() if v}, others
 
 
 def test_vllm_runs_in_process_only_in_the_engine_replica_the_plugin_and_the_offline_bench_phase():

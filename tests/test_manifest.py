@@ -1,4 +1,5 @@
 """Deployment-set validation: every broken case is a ConfigError naming the file and problem."""
+
 import re
 import shutil
 
@@ -66,7 +67,9 @@ def test_module_name_changes_with_the_weights_and_not_with_the_manifest(deployme
     weights.write_bytes(bytes(data))
     after = load_deployment(path).module_names
     assert after["realism"] != before.module_names["realism"] and after["realism"].startswith("realism@")
-    assert {d: m for d, m in after.items() if d != "realism"} == {d: m for d, m in before.module_names.items() if d != "realism"}
+    assert {d: m for d, m in after.items() if d != "realism"} == {
+        d: m for d, m in before.module_names.items() if d != "realism"
+    }
 
 
 def test_feedback_adapter_is_named_apart_from_the_dimension_adapters(deployment_copy):
@@ -123,8 +126,10 @@ def test_rank_above_engine_maximum(deployment_copy):
 
 def test_two_adapters_for_one_dimension(deployment_copy):
     path, spec = deployment_copy
-    _edit_manifest(path.parent / spec["adapters"][1], dimension=yaml.safe_load(
-        (path.parent / spec["adapters"][0] / "manifest.yaml").read_text())["dimension"])
+    _edit_manifest(
+        path.parent / spec["adapters"][1],
+        dimension=yaml.safe_load((path.parent / spec["adapters"][0] / "manifest.yaml").read_text())["dimension"],
+    )
     with pytest.raises(ConfigError, match="two adapters for dimension"):
         load_deployment(path)
 

@@ -11,6 +11,7 @@ no request fails other than 503 + Retry-After, the district job exits 0 with eve
 counts one replica while the node is gone (it cannot place the replacement anywhere: no node has a free
 `kidsart_engine`), and places it again when a node is added back.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,10 @@ def cluster(tmp_path):
 
     stop_live_stack()
     os.environ.update(node_environment(load_profile("tiny")))  # inherited by every node's processes
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {ROUTER_RESOURCE: 4}, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {ROUTER_RESOURCE: 4}, "include_dashboard": False},
+    )
     workers = [cluster.add_node(num_cpus=1, resources={ENGINE_RESOURCE: 1}) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -101,14 +104,24 @@ def test_a_node_lost_mid_run_loses_no_work(cluster, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     written = tmp_path / "tiny-serve.yaml"
-    done = subprocess.run([str(BIN / "kidsart"), "deploy-config", "--profile", "tiny", "--out", str(written)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "kidsart"), "deploy-config", "--profile", "tiny", "--out", str(written)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     config_path = tmp_path / "cluster-serve.yaml"
     config_path.write_text(yaml.safe_dump(_operator_edits(yaml.safe_load(written.read_text()), port)))
     started = time.time()
-    applied = subprocess.run([str(BIN / "serve"), "run", "--address", cluster.address, "--non-blocking",
-                              str(config_path)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    applied = subprocess.run(
+        [str(BIN / "serve"), "run", "--address", cluster.address, "--non-blocking", str(config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-3000:]
     wait_for(lambda: readyz(url)[0] == 200 and _running_engines() == 2, 420, "two engine replicas and the router")
     ready_s = time.time() - started
@@ -122,13 +135,31 @@ def test_a_node_lost_mid_run_loses_no_work(cluster, tmp_path):
     out = tmp_path / "district-out"
     district_log = (tmp_path / "district.log").open("w", encoding="utf-8")
     district = subprocess.Popen(
-        cli(str(root), "--out", str(out), "--pipeline", "ray", "--ray-address", cluster.address,
-            "--ray-batch-size", "4", "--no-report", "--no-progress"),
-        cwd=REPO, env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"}, stdout=district_log, stderr=subprocess.STDOUT)
+        cli(
+            str(root),
+            "--out",
+            str(out),
+            "--pipeline",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--ray-batch-size",
+            "4",
+            "--no-report",
+            "--no-progress",
+        ),
+        cwd=REPO,
+        env={**os.environ, "KIDSART_LOG_LEVEL": "WARNING"},
+        stdout=district_log,
+        stderr=subprocess.STDOUT,
+    )
     locust, requests_log = start_locust(url, tmp_path, "locust")
     try:
-        wait_for(lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8
-                 and journal_lines(out) >= 8, 300, "locust and the district job to be scoring")
+        wait_for(
+            lambda: sum(r["outcome"] == "ok" for r in requests_logged(requests_log)) >= 8 and journal_lines(out) >= 8,
+            300,
+            "locust and the district job to be scoring",
+        )
         assert district.poll() is None, "the district job ended before the node was lost"
         lost_at = time.time()
         cluster.remove_node(lost, allow_graceful=False)
@@ -158,11 +189,13 @@ def test_a_node_lost_mid_run_loses_no_work(cluster, tmp_path):
     assert len(keys) == info["expected_inputs"] and Counter(keys).most_common(1)[0][1] == 1
     frame = pd.read_parquet(out / "scores.parquet")
     assert len(frame) == info["expected_inputs"] and (frame.status == "ok").all(), frame.status.value_counts()
-    print(f"\nthree-node Ray cluster, `serve run` of the written tiny config: ready in {ready_s:.1f} s; a worker node "
-          f"removed under {USERS} locust users and a district job (handles, {len(frame)} images): {len(answered)} "
-          f"requests, {len(failures)} failed (all 503 + Retry-After), {len(around)} between the loss and the return; "
-          f"replica placed again {back_at - added_at:.1f} s after a node was added ({back_at - lost_at:.1f} s after "
-          f"the loss); district rows {len(frame)}, each once")
+    print(
+        f"\nthree-node Ray cluster, `serve run` of the written tiny config: ready in {ready_s:.1f} s; a worker node "
+        f"removed under {USERS} locust users and a district job (handles, {len(frame)} images): {len(answered)} "
+        f"requests, {len(failures)} failed (all 503 + Retry-After), {len(around)} between the loss and the return; "
+        f"replica placed again {back_at - added_at:.1f} s after a node was added ({back_at - lost_at:.1f} s after "
+        f"the loss); district rows {len(frame)}, each once"
+    )
 
 
 def _png_b64() -> str:

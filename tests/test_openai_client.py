@@ -1,4 +1,5 @@
 """The official `openai` Python client, unchanged, against the router."""
+
 import base64
 import json
 
@@ -16,7 +17,9 @@ def _client(stack):
 
 def _message(data: bytes, text="Score this artwork."):
     url = "data:image/png;base64," + base64.b64encode(data).decode()
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]}]
+    return [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]}
+    ]
 
 
 def test_models_list(live_stack):
@@ -25,7 +28,9 @@ def test_models_list(live_stack):
 
 
 def test_chat_with_the_rubric_model_returns_all_scores(live_stack):
-    completion = _client(live_stack).chat.completions.create(model="kidsartbench", messages=_message(png_bytes(drawing(7))))
+    completion = _client(live_stack).chat.completions.create(
+        model="kidsartbench", messages=_message(png_bytes(drawing(7)))
+    )
     result = json.loads(completion.choices[0].message.content)
     assert result["rubric"] == "kidsartbench" and len(result["scores"]) == 9
     for entry in result["scores"].values():
@@ -40,8 +45,12 @@ def test_chat_with_a_dimension_model_and_matches_score_route(live_stack):
     completion = _client(live_stack).chat.completions.create(model="color_contrast", messages=_message(data))
     result = json.loads(completion.choices[0].message.content)
     assert list(result["scores"]) == ["color_contrast"]
-    direct = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120).json()
-    assert result["scores"]["color_contrast"]["score"] == pytest.approx(direct["scores"]["color_contrast"]["score"], abs=1e-4)
+    direct = httpx.post(
+        f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120
+    ).json()
+    assert result["scores"]["color_contrast"]["score"] == pytest.approx(
+        direct["scores"]["color_contrast"]["score"], abs=1e-4
+    )
 
 
 def test_client_errors_are_typed(live_stack):

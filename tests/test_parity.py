@@ -1,4 +1,5 @@
 """Parity: router (vLLM, nine LoRAs batched) vs reference backend (transformers + PEFT) on the same images."""
+
 import base64
 
 import httpx
@@ -16,7 +17,9 @@ def test_router_scores_equal_reference_scores_within_1e3(live_stack, tiny_profil
     worst = 0.0
     for seed in (11, 12, 13, 14):
         data = png_bytes(drawing(seed, size=(300 + 37 * seed, 200 + 11 * seed)), "JPEG")
-        routed = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120)
+        routed = httpx.post(
+            f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(data).decode()}, timeout=120
+        )
         assert routed.status_code == 200
         expected = reference.score_bytes(data)
         for dim, entry in expected.items():

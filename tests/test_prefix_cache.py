@@ -6,6 +6,7 @@ whole KV blocks of each dimension's fixed prefix (the prompt before the image, s
 as token ids), and prefill only the rest, read from vLLM's own Prometheus counters
 in the engine replica (through its Ray handle; this test process is the stack's driver).
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """Base pre-training, in miniature: what each stage trains, what it leaves alone, and the batches it sees."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,11 +9,14 @@ import torch
 @pytest.fixture(scope="module")
 def tiny_spec(tiny_profile):
     spec = tiny_profile.base.build.pretrain
-    return spec.model_copy(update={
-        "n_images": 24, "eval_images": 8,
-        "vision": spec.vision.model_copy(update={"steps": 2, "batch_size": 4, "warmup_steps": 1}),
-        "captions": spec.captions.model_copy(update={"steps": 2, "batch_size": 4, "warmup_steps": 1}),
-    })
+    return spec.model_copy(
+        update={
+            "n_images": 24,
+            "eval_images": 8,
+            "vision": spec.vision.model_copy(update={"steps": 2, "batch_size": 4, "warmup_steps": 1}),
+            "captions": spec.captions.model_copy(update={"steps": 2, "batch_size": 4, "warmup_steps": 1}),
+        }
+    )
 
 
 def test_fact_targets_follow_the_drawing():
@@ -20,7 +24,7 @@ def test_fact_targets_follow_the_drawing():
     from train.vision_pretrain import FACT_NAMES, fact_targets
 
     _, details = render_drawing_details(7_000_000_123)
-    targets = dict(zip(FACT_NAMES, fact_targets(details)))
+    targets = dict(zip(FACT_NAMES, fact_targets(details), strict=True))
     assert len(targets) == len(FACT_NAMES) == len(fact_targets(details))
     assert targets["colours"] == details["n_hues"] and targets["pencil_segments"] == details["n_segments"]
     assert targets["spirals"] + targets["stars"] + targets["eyes"] == details["n_motifs"]
@@ -37,7 +41,9 @@ def test_caption_batches_label_only_the_answer(tiny_profile):
     drawings = DrawingSet(processor, tiny_profile.image_size, range(7_000_000_000, 7_000_000_002), "test")
     data = CaptionBatches(processor, drawings, drawings.features(model), load_prompt_format("kidsart"))
     assert data.image_tokens == 64  # 224 px, 14 px patches, 2x2 merge
-    batch = data.batch([0, 1], [("How many colours are used?", "Three."), ("List what you see.", "A long answer here.")])
+    batch = data.batch(
+        [0, 1], [("How many colours are used?", "Three."), ("List what you see.", "A long answer here.")]
+    )
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert int((batch["input_ids"][0] == image_id).sum()) == 64

@@ -1,4 +1,5 @@
 """Profiles load strictly; the engine's arguments carry every flag the design depends on."""
+
 import json
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def test_engine_cli_args_flags(tiny_profile):
     deployment = load_profile_deployment(tiny_profile)
     args = engine_cli_args(tiny_profile, deployment)
     joined = " ".join(args)
-    for flag in ["--enable-lora", "--max-loras 10", "--max-lora-rank 8", "--logprobs-mode processed_logprobs",
-                 "--generation-config vllm", "--dtype float32", "--gpu-memory-utilization 0.3"]:
+    for flag in [
+        "--enable-lora",
+        "--max-loras 10",
+        "--max-lora-rank 8",
+        "--logprobs-mode processed_logprobs",
+        "--generation-config vllm",
+        "--dtype float32",
+        "--gpu-memory-utilization 0.3",
+    ]:
         assert flag in joined
     # engine flags only: the engine runs inside a Ray Serve replica and listens on nothing
     assert not [a for a in args if a.startswith(SERVER_FLAGS)], args
@@ -77,7 +85,9 @@ def test_engine_env_is_only_the_engines_extra_environment(tiny_profile, monkeypa
     assert not [v for v in env.values() if "k" * 24 in v or "v" * 24 in v]
     monkeypatch.setenv("VLLM_HOST_IP", "10.0.0.7")  # the operator's address for vLLM's process group is kept
     assert engine_env(tiny_profile)["VLLM_HOST_IP"] == "10.0.0.7"
-    custom = tiny_profile.model_copy(update={"engine": tiny_profile.engine.model_copy(update={"env": {"X_ENGINE": "2"}})})
+    custom = tiny_profile.model_copy(
+        update={"engine": tiny_profile.engine.model_copy(update={"env": {"X_ENGINE": "2"}})}
+    )
     assert engine_env(custom)["X_ENGINE"] == "2"
 
 
@@ -168,7 +178,9 @@ def test_extends_overrides_key_by_key_and_refuses_cycles(tmp_path):
         load_profile(orphan)
 
 
-@pytest.mark.parametrize(("flags", "expected"), [(["avx2", "avx512f", "avx512_bf16"], "bfloat16"), (["avx2", "fma"], "float32")])
+@pytest.mark.parametrize(
+    ("flags", "expected"), [(["avx2", "avx512f", "avx512_bf16"], "bfloat16"), (["avx2", "fma"], "float32")]
+)
 def test_dtype_auto_follows_native_bf16(monkeypatch, flags, expected):
     import adapters.machine
 
@@ -180,20 +192,23 @@ def test_dtype_auto_follows_native_bf16(monkeypatch, flags, expected):
     assert gpu.resolved_dtype == "bfloat16"
 
 
-@pytest.mark.parametrize(("override", "named"), [
-    ("router: {max_inflight_images: 0}", "max_inflight_images"),  # would make every request wait forever
-    ("router: {retry_after_s: -1}", "retry_after_s"),
-    ("router: {max_image_bytes: 0}", "max_image_bytes"),
-    ("engine: {num_replicas: 0}", "num_replicas"),
-    ("engine: {autoscaling: {min_replicas: 3, max_replicas: 2}}", "min_replicas 3 is above max_replicas 2"),
-    ("engine: {health_check_timeout_s: 0}", "health_check_timeout_s"),
-    ("engine: {max_outage_s: 0}", "max_outage_s"),
-    ("engine: {port: 8100}", "port"),  # the engine listens on nothing any more: a leftover setting is refused
-    ("engine: {max_loras: 10, max_cpu_loras: 4}", "max_cpu_loras 4 is below max_loras 10"),
-    ("engine: {min_pixels: 90000, max_pixels: 50176}", "min_pixels 90000 is above max_pixels"),
-    ("feedback: {max_tokens: 0}", "max_tokens"),
-    ("image_size: 0", "image_size"),
-])
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("router: {max_inflight_images: 0}", "max_inflight_images"),  # would make every request wait forever
+        ("router: {retry_after_s: -1}", "retry_after_s"),
+        ("router: {max_image_bytes: 0}", "max_image_bytes"),
+        ("engine: {num_replicas: 0}", "num_replicas"),
+        ("engine: {autoscaling: {min_replicas: 3, max_replicas: 2}}", "min_replicas 3 is above max_replicas 2"),
+        ("engine: {health_check_timeout_s: 0}", "health_check_timeout_s"),
+        ("engine: {max_outage_s: 0}", "max_outage_s"),
+        ("engine: {port: 8100}", "port"),  # the engine listens on nothing any more: a leftover setting is refused
+        ("engine: {max_loras: 10, max_cpu_loras: 4}", "max_cpu_loras 4 is below max_loras 10"),
+        ("engine: {min_pixels: 90000, max_pixels: 50176}", "min_pixels 90000 is above max_pixels"),
+        ("feedback: {max_tokens: 0}", "max_tokens"),
+        ("image_size: 0", "image_size"),
+    ],
+)
 def test_numeric_settings_are_bounded_with_a_clear_error(tmp_path, override, named):
     path = tmp_path / "bad.yaml"
     path.write_text(f"extends: tiny\nname: bad\n{override}\n")
@@ -209,4 +224,8 @@ def test_serve_refuses_an_out_of_bounds_setting_at_start_up(tmp_path):
     path.write_text("extends: tiny\nname: bad\nrouter: {max_inflight_images: 0}\n")
     kidsart = str(Path(sys.executable).with_name("kidsart"))
     result = subprocess.run([kidsart, "serve", "--profile", str(path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "max_inflight_images" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert (
+        result.returncode == 2
+        and "max_inflight_images" in result.stderr
+        and "greater than or equal to 1" in result.stderr
+    )

@@ -1,4 +1,5 @@
 """Prompts as token ids (adapters.prompt_tokens) equal the rendered chat template, token for token."""
+
 import pytest
 
 from adapters.prompt_tokens import PromptTokens
@@ -25,7 +26,9 @@ def _rendered_ids(processor, messages) -> list[int]:
 
 @pytest.mark.parametrize("format_name", ["kidsart", "kidsartbench-release"])
 @pytest.mark.parametrize("rubric_name", ["kidsartbench", "creativity5"])
-@pytest.mark.parametrize("description", [None, "  A red house under a big yellow sun, drawn with crayons.  ", "é ü 漢字 <b>"])
+@pytest.mark.parametrize(
+    "description", [None, "  A red house under a big yellow sun, drawn with crayons.  ", "é ü 漢字 <b>"]
+)
 def test_dimension_ids_equal_the_rendered_template(processor, format_name, rubric_name, description):
     prompt_format, rubric = load_prompt_format(format_name), load_rubric(rubric_name)
     tokens = PromptTokens(processor.tokenizer, prompt_format, rubric)
@@ -54,5 +57,7 @@ def test_feedback_ids_equal_the_rendered_template(processor, format_name, descri
     prompt_format, rubric = load_prompt_format(format_name), load_rubric("kidsartbench")
     tokens = PromptTokens(processor.tokenizer, prompt_format, rubric)
     scores = {d.name: 1.0 + (i % 5) * 0.8 for i, d in enumerate(rubric.dimensions)}
-    expected = _rendered_ids(processor, feedback_messages(prompt_format, rubric, scores, {"type": "image"}, description))
+    expected = _rendered_ids(
+        processor, feedback_messages(prompt_format, rubric, scores, {"type": "image"}, description)
+    )
     assert tokens.for_feedback(scores, description) == expected

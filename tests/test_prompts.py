@@ -1,5 +1,6 @@
 """Prompt formats as data: the same messages for both paths; our layout (fixed text first, image last)
 and the published KidsArtBench inference prompt, token for token."""
+
 import pytest
 
 from adapters.errors import ConfigError
@@ -21,11 +22,16 @@ def test_our_instruction_is_exactly_what_the_committed_adapters_were_trained_on(
     rubric = load_rubric()
     dim = rubric.dimension("color_richness")
     anchors = " ".join(f"{level}: {text}" for level, text in sorted(dim.levels.items()))
-    expected = f"Score the color richness of this artwork. {dim.description}\nLevels - {anchors}\nAnswer with one digit from 1 to 5."
+    expected = (
+        f"Score the color richness of this artwork. {dim.description}\nLevels - {anchors}\n"
+        "Answer with one digit from 1 to 5."
+    )
     assert OURS.instruction_for(rubric, dim) == expected
     messages = OURS.chat_messages(rubric, dim, {"type": "image"})
-    assert messages[0] == {"role": "system", "content": [
-        {"type": "text", "text": "You are an art educator scoring children's artworks with a rubric."}]}
+    assert messages[0] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "You are an art educator scoring children's artworks with a rubric."}],
+    }
     assert messages[1]["content"] == [{"type": "text", "text": expected}, {"type": "image"}]
 
 
@@ -55,9 +61,22 @@ def test_release_format_is_one_user_turn_image_then_their_sentence():
     rubric = load_rubric()
     part = {"type": "image"}
     messages = RELEASE.chat_messages(rubric, rubric.dimension("line_texture"), part, "ignored description")
-    assert messages == [{"role": "user", "content": [part, {"type": "text", "text": (
-        "<image>Assess the student's artwork based on the 'line_texture' criterion and provide a score (1-5). "
-        "Only output a score(1-5).")}]}]
+    assert messages == [
+        {
+            "role": "user",
+            "content": [
+                part,
+                {
+                    "type": "text",
+                    "text": (
+                        "<image>Assess the student's artwork based on the 'line_texture' criterion and provide a "
+                        "score (1-5). "
+                        "Only output a score(1-5)."
+                    ),
+                },
+            ],
+        }
+    ]
 
 
 def test_formats_refuse_unknown_fields_and_bad_layouts(tmp_path):
@@ -81,7 +100,10 @@ def test_tiny_chat_template_puts_image_just_before_the_assistant_header(tiny_pro
     scoring = ScoringProcessor.load(tiny_profile.base.resolved_path, rubric, tiny_profile.image_size, OURS)
     text = scoring.prompt_text(rubric, rubric.dimensions[0])
     assert text.count("<|vision_start|><|image_pad|><|vision_end|>") == 1
-    assert text.endswith("Answer with one digit from 1 to 5.<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n")
+    assert text.endswith(
+        "Answer with one digit from 1 to "
+        "5.<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n"
+    )
     assert len(set(scoring.score_token_ids)) == 5
 
 
@@ -94,11 +116,19 @@ def test_release_prompt_renders_as_their_conversation_does(tiny_profile):
     scoring = ScoringProcessor.load(tiny_profile.base.resolved_path, rubric, tiny_profile.image_size, RELEASE)
     processor = scoring.processor
     for dim in rubric.dimensions:
-        theirs = [{"role": "user", "content": [
-            {"type": "image", "image": "file:///artwork.png"},
-            {"type": "text", "text": f"<image>Assess the student's artwork based on the '{dim.name}' criterion and "
-                                     "provide a score (1-5). Only output a score(1-5)."},
-        ]}]
+        theirs = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": "file:///artwork.png"},
+                    {
+                        "type": "text",
+                        "text": f"<image>Assess the student's artwork based on the '{dim.name}' criterion and "
+                        "provide a score (1-5). Only output a score(1-5).",
+                    },
+                ],
+            }
+        ]
         expected = processor.apply_chat_template(theirs, tokenize=False, add_generation_prompt=True)
         assert scoring.prompt_text(rubric, dim) == expected
         ids = processor.tokenizer(expected)["input_ids"]

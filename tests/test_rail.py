@@ -1,4 +1,5 @@
 """RAIL maths: one function for numpy and torch, renormalisation, edge cases."""
+
 import math
 
 import numpy as np

@@ -1,8 +1,10 @@
 """The RAFT loss uses the shared expected-score function, and gradients reach the LoRA weights."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from adapters.rail import expected_score
 from train.trainer import TrainConfig, raft_loss
@@ -105,5 +107,5 @@ def test_config_defaults_are_the_paper_recipe():
     config = TrainConfig()
     assert (config.rank, config.alpha, config.effective_batch, config.image_size) == (8, 16, 16, 224)
     assert "q_proj" in config.target_modules and config.loss == "raft"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="unknown_field"):
         TrainConfig(unknown_field=1)

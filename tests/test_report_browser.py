@@ -3,6 +3,7 @@
 Chromium comes from Debian's `chromium` package (scripts/install-browser.sh). The
 test fails if it is missing; set KIDSART_SKIP_BROWSER=1 to skip it explicitly.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,17 @@ from PIL import Image
 
 from tests.district_report_fixture import make_report
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def _chromium() -> str:
@@ -32,9 +41,17 @@ def _screenshot(browser: str, page, png, tmp_path, height: int) -> Image.Image:
     profile = tmp_path / f"chromium-profile-{height}"
     profile.mkdir()
     result = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
-         f"--window-size=1280,{height}", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            f"--window-size=1280,{height}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert png.exists(), f"chromium wrote no screenshot: {result.stderr[-2000:]}"
     return Image.open(png).convert("RGB")

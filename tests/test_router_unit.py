@@ -1,11 +1,17 @@
 """Router pieces without the engine: error mapping, chat message parsing, bounded admission."""
+
 import asyncio
 
 import pytest
 
 from adapters.errors import ImageDecodeError, ImageTooLargeError, UnknownDimensionError
 from serve.errors import (
-    EngineUnavailableError, MalformedRequestError, OverloadedError, RequestValidationFailed, error_body, status_for,
+    EngineUnavailableError,
+    MalformedRequestError,
+    OverloadedError,
+    RequestValidationFailed,
+    error_body,
+    status_for,
 )
 from serve.protocol import ChatCompletionRequest
 from serve.router import Admission, _image_and_text, _validated
@@ -13,14 +19,24 @@ from serve.router import Admission, _image_and_text, _validated
 
 def _chat_input(messages):
     """The image and text of a chat request's messages, validated by the protocol first (as the route does)."""
-    return _image_and_text(_validated(ChatCompletionRequest, {"model": "m", "messages": messages}, "chat request").messages)
+    return _image_and_text(
+        _validated(ChatCompletionRequest, {"model": "m", "messages": messages}, "chat request").messages
+    )
 
 
-@pytest.mark.parametrize("error, status", [
-    (ImageDecodeError("x"), 400), (MalformedRequestError("x"), 400), (ImageTooLargeError("x"), 413),
-    (UnknownDimensionError("x"), 422), (RequestValidationFailed("x"), 422), (OverloadedError("x"), 429),
-    (EngineUnavailableError("x"), 503), (RuntimeError("boom"), 500),
-])
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (ImageDecodeError("x"), 400),
+        (MalformedRequestError("x"), 400),
+        (ImageTooLargeError("x"), 413),
+        (UnknownDimensionError("x"), 422),
+        (RequestValidationFailed("x"), 422),
+        (OverloadedError("x"), 429),
+        (EngineUnavailableError("x"), 503),
+        (RuntimeError("boom"), 500),
+    ],
+)
 def test_status_mapping(error, status):
     assert status_for(error) == status
     body = error_body(error)
@@ -31,21 +47,38 @@ def test_status_mapping(error, status):
 
 def test_image_and_text_from_openai_messages():
     url = "data:image/png;base64,AAAA"
-    messages = [{"role": "system", "content": "sys"},
-                {"role": "user", "content": [{"type": "text", "text": "my dog"},
-                                             {"type": "image_url", "image_url": {"url": url}}]}]
+    messages = [
+        {"role": "system", "content": "sys"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "my dog"}, {"type": "image_url", "image_url": {"url": url}}],
+        },
+    ]
     assert _chat_input(messages) == (url, "my dog")
 
 
-@pytest.mark.parametrize("messages, match", [
-    ([], "messages: List should have at least 1 item"),
-    ([{"role": "user", "content": [{"type": "image_url"}]}], "needs image_url.url"),
-    ([{"role": "user", "content": 5}], "invalid chat request: messages.0.content"),
-    ([{"role": "user", "content": "no image"}], "exactly one image_url"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "data URLs"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}},
-                                   {"type": "image_url", "image_url": {"url": "data:b"}}]}], "found 2"),
-])
+@pytest.mark.parametrize(
+    "messages, match",
+    [
+        ([], "messages: List should have at least 1 item"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], "needs image_url.url"),
+        ([{"role": "user", "content": 5}], "invalid chat request: messages.0.content"),
+        ([{"role": "user", "content": "no image"}], "exactly one image_url"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], "data URLs"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:a"}},
+                        {"type": "image_url", "image_url": {"url": "data:b"}},
+                    ],
+                }
+            ],
+            "found 2",
+        ),
+    ],
+)
 def test_bad_chat_messages(messages, match):
     with pytest.raises(RequestValidationFailed, match=match):
         _chat_input(messages)

@@ -1,12 +1,20 @@
 """Rubrics are data: shipped files load; broken ones fail with the file named."""
+
 import pytest
 
 from adapters.errors import ConfigError, UnknownDimensionError
 from adapters.rubric import load_rubric, shipped_rubrics
 
 KIDSART_DIMENSIONS = [
-    "realism", "deformation", "imagination", "color_richness", "color_contrast",
-    "line_combination", "line_texture", "picture_organization", "transformation",
+    "realism",
+    "deformation",
+    "imagination",
+    "color_richness",
+    "color_contrast",
+    "line_combination",
+    "line_texture",
+    "picture_organization",
+    "transformation",
 ]
 
 
@@ -46,7 +54,10 @@ def test_missing_rubric_file_names_it(tmp_path):
 
 
 def test_extra_field_and_missing_level_are_errors(tmp_path):
-    base = "name: r\ntitle: t\nscore_tokens: ['1','2']\ndimensions:\n  - name: a\n    description: d\n    levels: {1: x, 2: y}\n"
+    base = (
+        "name: r\ntitle: t\nscore_tokens: ['1','2']\n"
+        "dimensions:\n  - name: a\n    description: d\n    levels: {1: x, 2: y}\n"
+    )
     assert load_rubric(_write(tmp_path, base)).dimension_names == ["a"]
     with pytest.raises(ConfigError, match="r.yaml"):
         load_rubric(_write(tmp_path, base + "surprise: 1\n"))
@@ -56,8 +67,10 @@ def test_extra_field_and_missing_level_are_errors(tmp_path):
 
 
 def test_duplicate_dimensions_are_errors(tmp_path):
-    text = ("name: r\ntitle: t\nscore_tokens: ['1','2']\ndimensions:\n"
-            "  - {name: a, description: d, levels: {1: x, 2: y}}\n  - {name: a, description: d, levels: {1: x, 2: y}}\n")
+    text = (
+        "name: r\ntitle: t\nscore_tokens: ['1','2']\ndimensions:\n"
+        "  - {name: a, description: d, levels: {1: x, 2: y}}\n  - {name: a, description: d, levels: {1: x, 2: y}}\n"
+    )
     with pytest.raises(ConfigError, match="duplicate"):
         load_rubric(_write(tmp_path, text))
 
@@ -88,9 +101,15 @@ def test_district_table_carries_points_and_total_for_a_points_rubric(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"s{i}.png").write_bytes(png_bytes(drawing(40 + i)))
     found = discover(tmp_path / "d")
-    records = {item.key: {"key": item.key, "sha256": item.sha256, "status": "ok",
-                          "scores": {d: {"score": 3.0, "std": 0.5, "probs": [0, 0, 1, 0, 0]} for d in creative.dimension_names}}
-               for item in found.items}
+    records = {
+        item.key: {
+            "key": item.key,
+            "sha256": item.sha256,
+            "status": "ok",
+            "scores": {d: {"score": 3.0, "std": 0.5, "probs": [0, 0, 1, 0, 0]} for d in creative.dimension_names},
+        }
+        for item in found.items
+    }
     frame = build_table(found.items, records, creative.dimension_names, rubric=creative)
     assert list(frame["originality_points"]) == [10.0, 10.0] and list(frame["total_100"]) == [50.0, 50.0]
     kids = build_table(found.items, {}, ["realism"])

@@ -1,4 +1,5 @@
 """The one score-token lookup: each score token must be one id, else a ConfigError naming the tokenizer."""
+
 import pytest
 
 from adapters.errors import ConfigError

@@ -1,5 +1,6 @@
 """EngineScorer against a fake engine deployment handle: calls, RAIL, retries of dead replicas, engine failures,
 the engine watch."""
+
 import asyncio
 import math
 import time
@@ -25,7 +26,8 @@ PIXELS = np.zeros((224, 224, 3), dtype=np.uint8)
 
 def _runtime(**overrides):
     values = dict(
-        rubric="kidsartbench", adapters={d: f"{d}@t" for d in DIMS},
+        rubric="kidsartbench",
+        adapters={d: f"{d}@t" for d in DIMS},
         limits=InputLimits(image_size=224, max_image_bytes=1024, max_image_pixels=1000),
         settings=RouterSettings(max_inflight_images=2, max_queued_images=2, retry_after_s=1, engine_timeout_s=5),
         prompt_format=load_prompt_format("kidsart"),
@@ -71,8 +73,14 @@ async def _never(n, *args):
 
 
 async def _logprobs_answer(n, pixels, dimensions, description):
-    return {dim: {"logprobs": {t: math.log(p) for t, p in zip(TOKENS, PROBS[dim]) if p > 0},
-                  "prompt_tokens": 100, "cached_tokens": 64} for dim in dimensions}
+    return {
+        dim: {
+            "logprobs": {t: math.log(p) for t, p in zip(TOKENS, PROBS[dim], strict=True) if p > 0},
+            "prompt_tokens": 100,
+            "cached_tokens": 64,
+        }
+        for dim in dimensions
+    }
 
 
 def _scorer(engine, watch=None, **runtime):
@@ -92,9 +100,13 @@ def test_one_call_per_image_carries_pixels_dimensions_and_description_and_scores
     assert pixels is PIXELS and dimensions == DIMS and description == "a cat"
     assert sorted(scores) == sorted(DIMS) and tokens == 200
     for dim in DIMS:
-        expected = rail_from_token_logprobs({t: math.log(p) for t, p in zip(TOKENS, PROBS[dim]) if p > 0}, TOKENS)
+        expected = rail_from_token_logprobs(
+            {t: math.log(p) for t, p in zip(TOKENS, PROBS[dim], strict=True) if p > 0}, TOKENS
+        )
         assert scores[dim]["score"] == pytest.approx(expected.score)
-        assert scores[dim]["probs"] == pytest.approx(expected.probs) and scores[dim]["std"] == pytest.approx(expected.std)
+        assert scores[dim]["probs"] == pytest.approx(expected.probs) and scores[dim]["std"] == pytest.approx(
+            expected.std
+        )
         assert scores[dim]["adapter"] == f"{dim}@t"
     assert scores["realism"]["score"] == pytest.approx(3.0) and scores["line_texture"]["score"] == pytest.approx(4.5)
     assert scores["line_texture"]["probs"] == pytest.approx([0, 0, 0, 0.5, 0.5])
@@ -125,8 +137,14 @@ class _WrappedTaskError(Exception):
         self.cause = cause
 
 
-@pytest.mark.parametrize("death", [ray_exceptions.ActorDiedError, ray_exceptions.RayActorError,
-                                   lambda: _WrappedTaskError(EngineDeadError("engine core died"))])
+@pytest.mark.parametrize(
+    "death",
+    [
+        ray_exceptions.ActorDiedError,
+        ray_exceptions.RayActorError,
+        lambda: _WrappedTaskError(EngineDeadError("engine core died")),
+    ],
+)
 def test_a_call_whose_replica_died_is_sent_again(no_pause, death):
     async def dies_once(n, *args):
         if n == 1:
@@ -160,12 +178,15 @@ def test_an_error_that_is_no_death_is_502_kind_at_once(no_pause, error):
     assert len(engine.score.calls) == 1
 
 
-@pytest.mark.parametrize("answer", [
-    {},  # the dimension missing
-    {"realism": {"prompt_tokens": 10}},  # no logprobs
-    {"realism": None},
-    None,
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},  # the dimension missing
+        {"realism": {"prompt_tokens": 10}},  # no logprobs
+        {"realism": None},
+        None,
+    ],
+)
 def test_an_answer_without_score_token_logprobs_is_502_kind(answer):
     async def answers(n, *args):
         return answer
@@ -300,7 +321,9 @@ def test_feedback_without_a_feedback_adapter_is_a_422_naming_it():
 
     engine = FakeEngine()
     scorer = _scorer(engine, deployment_name="creativity-tiny")
-    with pytest.raises(FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*feedback@<hash> LoRA") as info:
+    with pytest.raises(
+        FeedbackNotDeployedError, match="'creativity-tiny' has no feedback adapter.*feedback@<hash> LoRA"
+    ) as info:
         scorer.check_feedback()
     assert status_for(info.value) == 422
     with pytest.raises(FeedbackNotDeployedError):

@@ -1,12 +1,14 @@
 """`kidsart serve` with its engine killed: Ray Serve replaces the replica; with none healthy too long, exit 2.
 
 A profile extending tiny sets engine.max_outage_s to 120 s (a replacement replica takes 45-75 s
-here). The engine (the vLLM EngineCore under the engine replica) is SIGKILLed once: /readyz turns 503 naming the engine, Ray Serve starts a new replica,
+here). The engine (the vLLM EngineCore under the engine replica) is SIGKILLed once: /readyz turns 503 naming the engine,
+Ray Serve starts a new replica,
 and the same router scores again with the same scores, nothing restarted by hand. Then every engine
 replica Ray Serve starts is killed as soon as it appears (an engine that cannot stay up): /readyz says
 the outage has passed max_outage_s and the service is stopping, and the command exits with code 2,
 leaving no process behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +31,9 @@ KIDSART = str(Path(sys.executable).with_name("kidsart"))
 
 
 def _score(port: int, image: Path) -> dict:
-    result = subprocess.run([KIDSART, "score", str(image), "--url", f"http://127.0.0.1:{port}"],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [KIDSART, "score", str(image), "--url", f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -65,8 +68,13 @@ def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits
     drawing(23).save(image)
     env = {k: v for k, v in os.environ.items() if k not in ("KIDSART_API_KEY", "KIDSART_API_KEYS")}  # keyless, loopback
     with log_path.open("wb") as log_handle:
-        process = subprocess.Popen([KIDSART, "serve", "--profile", str(profile), "--port", str(port)],
-                                   stdout=log_handle, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        process = subprocess.Popen(
+            [KIDSART, "serve", "--profile", str(profile), "--port", str(port)],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+        )
     killer = _ReplicaKiller(process.pid)
     family: list = []
     try:
@@ -85,14 +93,19 @@ def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits
         again = _score(port, image)
         assert again["scores"].keys() == first["scores"].keys()
         for dim, entry in first["scores"].items():
-            assert again["scores"][dim]["score"] == pytest.approx(entry["score"], abs=1e-5)  # same adapters, new replica
+            assert again["scores"][dim]["score"] == pytest.approx(
+                entry["score"], abs=1e-5
+            )  # same adapters, new replica
         family += descendants(process.pid)
 
         # 2. no replica can stay up: past max_outage_s /readyz says the service stops, and it exits 2
         gave_up_started = time.monotonic()
         killer.start()
-        gave_up = wait_for(lambda: (lambda r: r if "stopping" in r[1] else None)(readyz(url)), 300,
-                           "/readyz to say the outage passed max_outage_s")
+        gave_up = wait_for(
+            lambda: (lambda r: r if "stopping" in r[1] else None)(readyz(url)),
+            300,
+            "/readyz to say the outage passed max_outage_s",
+        )
         assert gave_up[0] == 503
         wait_for(lambda: process.poll() is not None, 120, "kidsart serve to exit")
         assert process.returncode == 2, log_path.read_text()[-3000:]
@@ -110,6 +123,8 @@ def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits
     assert "engine" in during[1]
     left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, f"processes left after exit: {[(p.pid, p.name()) for p in left]}"
-    print(f"\nkidsart serve: engine SIGKILLed, serving again after {back_after:.1f} s (new replica, same router); "
-          f"replicas killed as they start ({killer.killed} kills): /readyz 503 {gave_up[1][:160]!r}, exit code "
-          f"{process.returncode} after {gave_up_after:.0f} s")
+    print(
+        f"\nkidsart serve: engine SIGKILLed, serving again after {back_after:.1f} s (new replica, same router); "
+        f"replicas killed as they start ({killer.killed} kills): /readyz 503 {gave_up[1][:160]!r}, exit code "
+        f"{process.returncode} after {gave_up_after:.0f} s"
+    )

@@ -1,4 +1,5 @@
 """loadtest.soak's verdict and memory readings (the soak itself is `make soak`, not part of the suite)."""
+
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from loadtest.soak import actor_processes, memory_verdict, tree_rss
 
 
 def _samples(router, engine, every_s=30):
-    return [{"t_s": i * every_s, "router_mb": r, "engine_mb": e} for i, (r, e) in enumerate(zip(router, engine))]
+    return [
+        {"t_s": i * every_s, "router_mb": r, "engine_mb": e}
+        for i, (r, e) in enumerate(zip(router, engine, strict=True))
+    ]
 
 
 def test_growth_is_measured_from_the_first_sample_after_the_warmup():

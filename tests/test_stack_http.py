@@ -1,4 +1,5 @@
 """The real stack over HTTP: vLLM engine (tiny model, nine LoRAs) + Ray Serve router."""
+
 import base64
 import io
 
@@ -10,8 +11,17 @@ from tests.conftest import AUTH, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
-DIMENSIONS = ["realism", "deformation", "imagination", "color_richness", "color_contrast",
-              "line_combination", "line_texture", "picture_organization", "transformation"]
+DIMENSIONS = [
+    "realism",
+    "deformation",
+    "imagination",
+    "color_richness",
+    "color_contrast",
+    "line_combination",
+    "line_texture",
+    "picture_organization",
+    "transformation",
+]
 
 
 def _check_scores(scores, dims=DIMENSIONS):
@@ -22,7 +32,7 @@ def _check_scores(scores, dims=DIMENSIONS):
         expected = sum((k + 1) * p for k, p in enumerate(entry["probs"]))
         assert entry["score"] == pytest.approx(expected, abs=1e-9)
         variance = sum(p * ((k + 1) - entry["score"]) ** 2 for k, p in enumerate(entry["probs"]))
-        assert entry["std"] == pytest.approx(variance ** 0.5, abs=1e-9)
+        assert entry["std"] == pytest.approx(variance**0.5, abs=1e-9)
         assert entry["adapter"].startswith(dim + "@")
 
 
@@ -36,13 +46,19 @@ def test_health_ready_and_models(live_stack):
 
 def test_score_json_and_multipart_agree(live_stack):
     data = png_bytes(drawing(1))
-    as_json = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH,
-                         json={"image": base64.b64encode(data).decode(), "id": "art-1"}, timeout=120)
+    as_json = httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        json={"image": base64.b64encode(data).decode(), "id": "art-1"},
+        timeout=120,
+    )
     assert as_json.status_code == 200, as_json.text
     body = as_json.json()
     assert body["id"] == "art-1" and body["rubric"] == "kidsartbench"
     _check_scores(body["scores"])
-    as_upload = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("a.png", data, "image/png")}, timeout=120)
+    as_upload = httpx.post(
+        f"{live_stack.url}/v1/score", headers=AUTH, files={"image": ("a.png", data, "image/png")}, timeout=120
+    )
     assert as_upload.status_code == 200
     for dim in DIMENSIONS:
         assert as_upload.json()["scores"][dim]["score"] == pytest.approx(body["scores"][dim]["score"], abs=1e-4)
@@ -53,9 +69,12 @@ def test_dimensions_differ_and_subset_is_honoured(live_stack):
     url = "data:image/jpeg;base64," + base64.b64encode(png_bytes(drawing(2).convert("RGB"), "JPEG")).decode()
     full = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": url}, timeout=120).json()["scores"]
     assert len({round(v["score"], 6) for v in full.values()}) > 1, "every dimension scored the same"
-    subset = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH,
-                        json={"image": base64.b64encode(data).decode(), "dimensions": ["line_texture", "realism"]},
-                        timeout=120).json()
+    subset = httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        json={"image": base64.b64encode(data).decode(), "dimensions": ["line_texture", "realism"]},
+        timeout=120,
+    ).json()
     _check_scores(subset["scores"], ["line_texture", "realism"])
 
 
@@ -67,11 +86,31 @@ def _big_pixel_png() -> bytes:
 
 BAD_REQUESTS = [
     ("empty body", dict(content=b"", headers={"content-type": "application/json"}), 400, "empty"),
-    ("malformed json", dict(content=b'{"image": ', headers={"content-type": "application/json"}), 400, "not valid JSON"),
+    (
+        "malformed json",
+        dict(content=b'{"image": ', headers={"content-type": "application/json"}),
+        400,
+        "not valid JSON",
+    ),
     ("bad base64", dict(json={"image": "%%%not-base64%%%"}), 400, "base64"),
-    ("not an image", dict(json={"image": base64.b64encode(b"plain text, not a picture").decode()}), 400, "not a recognised image"),
-    ("truncated", dict(json={"image": base64.b64encode(png_bytes(drawing(3))[:400]).decode()}), 400, "could not be decoded"),
-    ("unknown dimension", dict(json={"image": base64.b64encode(png_bytes(drawing(3))).decode(), "dimensions": ["sparkle"]}), 422, "sparkle"),
+    (
+        "not an image",
+        dict(json={"image": base64.b64encode(b"plain text, not a picture").decode()}),
+        400,
+        "not a recognised image",
+    ),
+    (
+        "truncated",
+        dict(json={"image": base64.b64encode(png_bytes(drawing(3))[:400]).decode()}),
+        400,
+        "could not be decoded",
+    ),
+    (
+        "unknown dimension",
+        dict(json={"image": base64.b64encode(png_bytes(drawing(3))).decode(), "dimensions": ["sparkle"]}),
+        422,
+        "sparkle",
+    ),
     ("missing image field", dict(json={"id": "x"}), 422, "image"),
     ("unexpected field", dict(json={"image": "AAAA", "colour": 1}), 422, "colour"),
     ("multipart without image", dict(files={"picture": ("a.png", b"x")}), 422, "'image'"),
@@ -88,14 +127,23 @@ def test_bad_input_gets_a_clear_4xx_and_the_router_keeps_serving(live_stack, nam
     error = response.json()["error"]
     assert fragment in error["message"] and error["code"] == status
     assert "scores" not in response.json()
-    ok = httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(png_bytes(drawing(4))).decode(),
-                                                        "dimensions": ["realism"]}, timeout=120)
+    ok = httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        json={"image": base64.b64encode(png_bytes(drawing(4))).decode(), "dimensions": ["realism"]},
+        timeout=120,
+    )
     assert ok.status_code == 200
 
 
 def test_metrics_count_requests_errors_and_scores(live_stack):
     httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": "AAAA"}, timeout=60)
-    httpx.post(f"{live_stack.url}/v1/score", headers=AUTH, json={"image": base64.b64encode(png_bytes(drawing(5))).decode()}, timeout=120)
+    httpx.post(
+        f"{live_stack.url}/v1/score",
+        headers=AUTH,
+        json={"image": base64.b64encode(png_bytes(drawing(5))).decode()},
+        timeout=120,
+    )
     text = httpx.get(f"{live_stack.url}/metrics", headers=AUTH).text
     assert 'kidsart_requests_total{route="/v1/score",status="200"}' in text
     assert 'kidsart_errors_total{kind="invalid_image"}' in text

@@ -1,4 +1,5 @@
 """Synthetic artworks: deterministic, labelled for all nine dimensions, written in KidsArtBench format."""
+
 from __future__ import annotations
 
 import csv
@@ -77,7 +78,7 @@ def test_creativity_dataset_reads_its_five_dimensions_from_the_same_drawings(tmp
     creative = list(csv.DictReader(creative_csv.open()))
     rubric = load_rubric("creativity5")
     assert list(creative[0].keys()) == ["name", *rubric.dimension_names, "grade", "description", "comment"]
-    for k, c in zip(kids, creative):  # same seeds, same drawings: each label is its stand-in's
+    for k, c in zip(kids, creative, strict=True):  # same seeds, same drawings: each label is its stand-in's
         assert all(c[dim] == k[source] for dim, source in CREATIVITY_FROM.items())
         assert c["description"] and c["description"] == k["description"]
     dataset = load_dataset(creative_csv, tmp_path / "c" / "images", rubric, None)

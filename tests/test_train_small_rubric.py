@@ -1,4 +1,5 @@
 """Any rubric trains: a two-dimension rubric with descriptions, end to end on a handful of images."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,14 @@ def test_small_rubric_trains_and_resumes(tiny_profile, small_data, tmp_path):
     csv_path, images, rubric_path = small_data
     rubric = load_rubric(rubric_path)
     dataset = load_dataset(csv_path, images, rubric)
-    config = TrainConfig(learning_rate=5e-3, batch_size=4, epochs=1, val_fraction=0.25, version="test-1",
-                         dimension_overrides={"lines": {"epochs": 2, "learning_rate": 2e-3}})
+    config = TrainConfig(
+        learning_rate=5e-3,
+        batch_size=4,
+        epochs=1,
+        val_fraction=0.25,
+        version="test-1",
+        dimension_overrides={"lines": {"epochs": 2, "learning_rate": 2e-3}},
+    )
     base = tiny_profile.base.resolved_path
     out = tmp_path / "adapters"
     dirs = train_adapters(config, dataset, base, out)
@@ -70,7 +77,9 @@ def test_small_rubric_trains_and_resumes(tiny_profile, small_data, tmp_path):
     train_adapters(config, dataset, base, out)
     assert (dirs[0] / "adapter_model.safetensors").stat().st_mtime_ns == stamp
     # a deployment of the trained adapters validates against the base
-    dep = write_deployment(tmp_path / "dep.yaml", name="small", rubric=str(rubric_path), base=read_base_ref(base), adapter_dirs=dirs)
+    dep = write_deployment(
+        tmp_path / "dep.yaml", name="small", rubric=str(rubric_path), base=read_base_ref(base), adapter_dirs=dirs
+    )
     loaded = load_deployment(dep, base_dir=base, max_lora_rank=8)
     assert loaded.dimensions == ["colour", "lines"]
 
@@ -84,7 +93,10 @@ def test_dimension_overrides_resolve_and_are_checked(small_data):
     plain = TrainConfig(learning_rate=3e-3, epochs=4)
     with_override = TrainConfig(learning_rate=3e-3, epochs=4, dimension_overrides={"lines": {"learning_rate": 1e-3}})
     # a dimension without an override trains (and hashes) exactly as the plain recipe
-    assert with_override.for_dimension("colour") == plain and with_override.for_dimension("colour").fingerprint() == plain.fingerprint()
+    assert (
+        with_override.for_dimension("colour") == plain
+        and with_override.for_dimension("colour").fingerprint() == plain.fingerprint()
+    )
     lines = with_override.for_dimension("lines")
     assert (lines.learning_rate, lines.epochs, lines.dimension_overrides) == (1e-3, 4, {})
     assert with_override.fingerprint() != plain.fingerprint()
@@ -105,7 +117,9 @@ def test_shared_adapter_ablation(tiny_profile, small_data, tmp_path):
 
     csv_path, images, rubric_path = small_data
     dataset = load_dataset(csv_path, images, load_rubric(rubric_path))
-    config = TrainConfig(learning_rate=5e-3, batch_size=8, epochs=1, val_fraction=0.25, adapter_mode="shared", loss="cross_entropy")
+    config = TrainConfig(
+        learning_rate=5e-3, batch_size=8, epochs=1, val_fraction=0.25, adapter_mode="shared", loss="cross_entropy"
+    )
     dirs = train_adapters(config, dataset, tiny_profile.base.resolved_path, tmp_path / "shared")
     a, b = [(d / "adapter_model.safetensors").read_bytes() for d in dirs]
     assert a == b
@@ -116,8 +130,7 @@ def test_shared_adapter_ablation(tiny_profile, small_data, tmp_path):
 
 def test_production_config_dry_run_on_meta():
     from adapters.rubric import load_rubric
-    from train.config import load_train_config
-    from train.config import dry_run
+    from train.config import dry_run, load_train_config
 
     config = load_train_config("production")
     assert config.dtype == "bfloat16" and config.gradient_checkpointing and config.effective_batch == 16

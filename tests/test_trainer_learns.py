@@ -5,10 +5,11 @@ THRESHOLD and beat the untrained adapter by MARGIN. Measured: see MEASURED. Floa
 results of training differ slightly across CPUs (the committed adapters' validation
 Spearman moved by at most 0.02 between an AVX-512 and an AVX2 machine), so the
 thresholds sit well below what was measured (0.38 of Spearman below). color_contrast
-is read at 0.96 by the committed adapters (README, "Honest status") and learns within
+is read at 0.96 by the committed adapters (docs/training.md, "Honest status") and learns within
 3 short epochs; the test checks the trainer, not how well the base reads the other
 dimensions.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -33,18 +34,30 @@ def _held_out_srcc(tiny_profile, adapter_dirs, test_csv, tmp_path) -> float:
     from adapters.manifest import read_base_ref, write_deployment
     from train.evaluate import evaluate
 
-    deployment = write_deployment(tmp_path / f"{adapter_dirs[0].parent.name}.yaml", name="learn", rubric="kidsartbench",
-                                  base=read_base_ref(tiny_profile.base.resolved_path), adapter_dirs=adapter_dirs)
-    report = evaluate(test_csv, test_csv.parent / "images", backend="reference", profile_name="tiny",
-                      deployment_path=deployment, dimensions=[DIMENSION], n_boot=10)
+    deployment = write_deployment(
+        tmp_path / f"{adapter_dirs[0].parent.name}.yaml",
+        name="learn",
+        rubric="kidsartbench",
+        base=read_base_ref(tiny_profile.base.resolved_path),
+        adapter_dirs=adapter_dirs,
+    )
+    report = evaluate(
+        test_csv,
+        test_csv.parent / "images",
+        backend="reference",
+        profile_name="tiny",
+        deployment_path=deployment,
+        dimensions=[DIMENSION],
+        n_boot=10,
+    )
     return report["dimensions"][DIMENSION]["srcc"]
 
 
 def test_one_dimension_learns_on_the_committed_base(tiny_profile, data, tmp_path):
     from adapters.rubric import load_rubric
+    from train.config import load_train_config
     from train.dataset import load_dataset
     from train.init_adapters import make_untrained_adapters
-    from train.config import load_train_config
     from train.trainer import train_adapters
 
     root, train_csv, test_csv = data

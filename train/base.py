@@ -15,6 +15,7 @@ compares the two:
 - the committed adapters' RAIL scores on a fixed image set with each base (mean and
   largest absolute difference per dimension), reported in both cases.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,13 +33,22 @@ from adapters.profiles import Profile
 log = logging.getLogger(__name__)
 
 # Files that must be byte-identical between the fixture and a regeneration.
-EXACT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "processor_config.json",
-               "preprocessor_config.json", "generation_config.json")
+EXACT_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+)
 CHECK_IMAGE_SEEDS = range(31_000, 31_012)  # fixed image set for the score comparison (no dataset uses it)
 
 
 def build_pretrained_base(profile: Profile, out_dir: Path | None = None) -> BaseRef:
-    """Random init + two-stage pre-training (vision tower, then captions) per the profile's recipe, written to out_dir (default: its rebuild_path)."""
+    """Random init + two-stage pre-training (vision tower, then captions) per the profile's recipe, written to out_dir
+    (default: its rebuild_path).
+    """
     from train.pretrain import pretrain_base
 
     spec = profile.base.build
@@ -46,14 +56,18 @@ def build_pretrained_base(profile: Profile, out_dir: Path | None = None) -> Base
         raise ConfigError(f"profile {profile.name!r} has a {profile.base.source} base; only local bases are built here")
     target = Path(out_dir) if out_dir else profile.base.resolved_rebuild_path
     if profile.base.fixture and target.resolve() == profile.base.resolved_path.resolve():
-        raise ConfigError(f"{target} is the committed fixture of profile {profile.name!r}; regenerate into another folder")
+        raise ConfigError(
+            f"{target} is the committed fixture of profile {profile.name!r}; regenerate into another folder"
+        )
     model, processor = random_base(profile)
     if spec.pretrain is None:
         return save_base(profile, model, processor, target, note="random init from a config; not a pretrained model")
     summary = pretrain_base(model, processor, spec.pretrain, image_size=profile.image_size, seed=spec.seed)
-    note = ("random init from a config and a tokenizer trained on a frozen text, then the vision tower pre-trained on "
-            "the facts of synthetic drawings and the language model on image-text pairs about them (see `pretraining`); "
-            "a test base, not a model of art")
+    note = (
+        "random init from a config and a tokenizer trained on a frozen text, then the vision tower pre-trained on "
+        "the facts of synthetic drawings and the language model on image-text pairs about them (see `pretraining`); "
+        "a test base, not a model of art"
+    )
     return save_base(profile, model, processor, target, note=note, pretraining=summary)
 
 
@@ -62,13 +76,28 @@ def _tensor_differences(a_dir: Path, b_dir: Path) -> dict:
 
     a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
     if set(a) != set(b):
-        return {"same_tensors": False, "only_in_fixture": sorted(set(a) - set(b)), "only_in_rebuild": sorted(set(b) - set(a))}
+        return {
+            "same_tensors": False,
+            "only_in_fixture": sorted(set(a) - set(b)),
+            "only_in_rebuild": sorted(set(b) - set(a)),
+        }
     import numpy as np
 
-    diffs = {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) if a[k].shape == b[k].shape else math.inf for k in a}
+    diffs = {
+        k: float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+        if a[k].shape == b[k].shape
+        else math.inf
+        for k in a
+    }
     worst = max(diffs, key=diffs.get)
-    return {"same_tensors": True, "identical": all(v == 0 for v in diffs.values()), "max_abs_diff": diffs[worst],
-            "worst_tensor": worst, "tensors_differing": sum(v != 0 for v in diffs.values()), "tensors": len(diffs)}
+    return {
+        "same_tensors": True,
+        "identical": all(v == 0 for v in diffs.values()),
+        "max_abs_diff": diffs[worst],
+        "worst_tensor": worst,
+        "tensors_differing": sum(v != 0 for v in diffs.values()),
+        "tensors": len(diffs),
+    }
 
 
 def _adapter_scores(profile: Profile, base_dir: Path) -> dict[str, list[float]]:
@@ -104,8 +133,14 @@ def check_rebuild(profile: Profile, rebuild_dir: Path) -> dict:
     weights = _tensor_differences(fixture, rebuild_dir)
     fixture_scores, rebuild_scores = _adapter_scores(profile, fixture), _adapter_scores(profile, rebuild_dir)
     score_diff = {
-        d: {"mean_abs": round(sum(abs(x - y) for x, y in zip(fixture_scores[d], rebuild_scores[d])) / len(fixture_scores[d]), 6),
-            "max_abs": round(max(abs(x - y) for x, y in zip(fixture_scores[d], rebuild_scores[d])), 6)}
+        d: {
+            "mean_abs": round(
+                sum(abs(x - y) for x, y in zip(fixture_scores[d], rebuild_scores[d], strict=True))
+                / len(fixture_scores[d]),
+                6,
+            ),
+            "max_abs": round(max(abs(x - y) for x, y in zip(fixture_scores[d], rebuild_scores[d], strict=True)), 6),
+        }
         for d in fixture_scores
     }
     config_ok = all(files.values())
@@ -119,10 +154,18 @@ def check_rebuild(profile: Profile, rebuild_dir: Path) -> dict:
         case = "CPU differs from the fixture's maker: weight and score differences are reported, not failed"
         ok = bool(weights.get("same_tensors"))
     return {
-        "ok": ok, "case": case, "this_cpu": {"model": model, "flags": flags},
+        "ok": ok,
+        "case": case,
+        "this_cpu": {"model": model, "flags": flags},
         "fixture_cpu": {"model": made_on.get("cpu_model"), "flags": made_on.get("cpu_flags")},
-        "same_cpu_flags": same_cpu, "files_identical": files, "weights": weights,
-        "adapter_scores": {"images": len(CHECK_IMAGE_SEEDS), "image_seeds": f"{CHECK_IMAGE_SEEDS.start}..{CHECK_IMAGE_SEEDS.stop - 1}",
-                           "difference_by_dimension": score_diff},
-        "fixture": str(fixture), "rebuild": str(rebuild_dir),
+        "same_cpu_flags": same_cpu,
+        "files_identical": files,
+        "weights": weights,
+        "adapter_scores": {
+            "images": len(CHECK_IMAGE_SEEDS),
+            "image_seeds": f"{CHECK_IMAGE_SEEDS.start}..{CHECK_IMAGE_SEEDS.stop - 1}",
+            "difference_by_dimension": score_diff,
+        },
+        "fixture": str(fixture),
+        "rebuild": str(rebuild_dir),
     }

@@ -16,14 +16,47 @@ focused question about one fact answered by that fact (so, as in VQA data, the
 answer's first token already depends on the picture). The texts never name a
 rubric dimension, a level or a score.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-_NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
-_HUE_NAMES = [(0.04, "red"), (0.10, "orange"), (0.17, "yellow"), (0.25, "yellow-green"), (0.42, "green"),
-              (0.52, "turquoise"), (0.64, "blue"), (0.74, "violet"), (0.86, "purple"), (0.95, "pink"), (1.01, "red")]
+_NUMBER_WORDS = [
+    "no",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
+_HUE_NAMES = [
+    (0.04, "red"),
+    (0.10, "orange"),
+    (0.17, "yellow"),
+    (0.25, "yellow-green"),
+    (0.42, "green"),
+    (0.52, "turquoise"),
+    (0.64, "blue"),
+    (0.74, "violet"),
+    (0.86, "purple"),
+    (0.95, "pink"),
+    (1.01, "red"),
+]
 _CORNERS = ["top-left", "top-right", "bottom-left", "bottom-right"]
 _MOTIF_NAMES = [("spiral", "spirals"), ("star", "stars"), ("floating eye", "floating eyes")]
 _STYLE_WORDS = {"solid": "solid", "dashed": "dashed", "zigzag": "zigzag", "wavy": "thick wavy", "dotted": "dotted"}
@@ -72,28 +105,60 @@ def _fact_colours(rng, d) -> str:
     n = d["n_hues"]
     names = sorted({hue_name(h) for h in d["hues"]}, key=lambda x: [h for _, h in _HUE_NAMES].index(x))
     if n == 1:
-        return _pick(rng, [f"The shapes are all painted in one colour, {names[0]}.", f"Only one colour is used: {names[0]}.",
-                           f"It is a one-colour picture in {names[0]}."])
+        return _pick(
+            rng,
+            [
+                f"The shapes are all painted in one colour, {names[0]}.",
+                f"Only one colour is used: {names[0]}.",
+                f"It is a one-colour picture in {names[0]}.",
+            ],
+        )
     count = _number(rng, n)
-    return _pick(rng, [f"The shapes are painted in {count} colours: {_join(names)}.", f"There are {count} different colours.",
-                       f"It uses {count} colours, among them {_join(names[:3])}.", f"A palette of {count} colours."])
+    return _pick(
+        rng,
+        [
+            f"The shapes are painted in {count} colours: {_join(names)}.",
+            f"There are {count} different colours.",
+            f"It uses {count} colours, among them {_join(names[:3])}.",
+            f"A palette of {count} colours.",
+        ],
+    )
 
 
 def _fact_strength(rng, d) -> str:
-    words = {0.22: ("very pale", "barely visible on the paper"), 0.4: ("pale", "faint against the paper"),
-             0.6: ("medium", "moderately clear on the paper"), 0.8: ("strong", "clearly standing out from the paper"),
-             1.0: ("bold, vivid", "standing out sharply from the paper")}
+    words = {
+        0.22: ("very pale", "barely visible on the paper"),
+        0.4: ("pale", "faint against the paper"),
+        0.6: ("medium", "moderately clear on the paper"),
+        0.8: ("strong", "clearly standing out from the paper"),
+        1.0: ("bold, vivid", "standing out sharply from the paper"),
+    }
     adjective, phrase = words[d["strength"]]
-    return _pick(rng, [f"The colours are {adjective}.", f"The colours are {phrase}.", f"The shapes look {adjective}, {phrase}."])
+    return _pick(
+        rng, [f"The colours are {adjective}.", f"The colours are {phrase}.", f"The shapes look {adjective}, {phrase}."]
+    )
 
 
 def _fact_shapes(rng, d) -> str:
     kinds = d["shape_kinds"]
-    parts = [f"{_number(rng, c)} {name}{'s' if c != 1 else ''}" for name, c in
-             (("rectangle", kinds["rectangle"]), ("circle", kinds["circle"]), ("spiky burst", kinds["irregular"])) if c]
+    parts = [
+        f"{_number(rng, c)} {name}{'s' if c != 1 else ''}"
+        for name, c in (
+            ("rectangle", kinds["rectangle"]),
+            ("circle", kinds["circle"]),
+            ("spiky burst", kinds["irregular"]),
+        )
+        if c
+    ]
     total = _number(rng, d["n_shapes"])
-    return _pick(rng, [f"There are {total} coloured shapes: {_join(parts)}.", f"The page has {_join(parts)}.",
-                       f"{total.capitalize()} shapes are drawn."])
+    return _pick(
+        rng,
+        [
+            f"There are {total} coloured shapes: {_join(parts)}.",
+            f"The page has {_join(parts)}.",
+            f"{total.capitalize()} shapes are drawn.",
+        ],
+    )
 
 
 def _fact_twisted(rng, d) -> str:
@@ -104,26 +169,55 @@ def _fact_twisted(rng, d) -> str:
         return _pick(rng, ["Every shape is twisted into a spiky burst.", "All the shapes are bent into spikes."])
     n = d["shape_kinds"]["irregular"]
     word = {0.25: "a quarter", 0.5: "half", 0.75: "three quarters"}.get(round(share * 4) / 4, "some")
-    return _pick(rng, [f"About {word} of the shapes are twisted into spiky bursts.",
-                       f"{_number(rng, n).capitalize()} of the {_number(rng, d['n_shapes'])} shapes {'is' if n == 1 else 'are'} spiky."])
+    return _pick(
+        rng,
+        [
+            f"About {word} of the shapes are twisted into spiky bursts.",
+            f"{_number(rng, n).capitalize()} of the {_number(rng, d['n_shapes'])} shapes {'is' if n == 1 else 'are'} "
+            "spiky.",
+        ],
+    )
 
 
 def _fact_layout(rng, d) -> str:
     spread = d["spread"]
     if d["corner"] is None:
-        return _pick(rng, ["The shapes are spread evenly over the whole page in neat rows.",
-                           "The shapes fill the whole page in an even grid."])
+        return _pick(
+            rng,
+            [
+                "The shapes are spread evenly over the whole page in neat rows.",
+                "The shapes fill the whole page in an even grid.",
+            ],
+        )
     corner = _CORNERS[d["corner"]]
     if spread <= 0.32:
-        return _pick(rng, [f"The shapes are crowded into a small patch in the {corner} corner.",
-                           f"Everything is squeezed into the {corner} corner."])
+        return _pick(
+            rng,
+            [
+                f"The shapes are crowded into a small patch in the {corner} corner.",
+                f"Everything is squeezed into the {corner} corner.",
+            ],
+        )
     if spread <= 0.45:
-        return _pick(rng, [f"The shapes are bunched towards the {corner} corner.", f"The shapes cluster near the {corner} corner."])
+        return _pick(
+            rng,
+            [f"The shapes are bunched towards the {corner} corner.", f"The shapes cluster near the {corner} corner."],
+        )
     if spread <= 0.6:
-        return _pick(rng, [f"The shapes are scattered over part of the page, towards the {corner}.",
-                           f"The shapes cover about half of the page, on the {corner} side."])
-    return _pick(rng, ["The shapes are spread over most of the page in loose rows.",
-                       f"The shapes are spread widely in loose rows, leaning to the {corner}."])
+        return _pick(
+            rng,
+            [
+                f"The shapes are scattered over part of the page, towards the {corner}.",
+                f"The shapes cover about half of the page, on the {corner} side.",
+            ],
+        )
+    return _pick(
+        rng,
+        [
+            "The shapes are spread over most of the page in loose rows.",
+            f"The shapes are spread widely in loose rows, leaning to the {corner}.",
+        ],
+    )
 
 
 def _fact_figure(rng, d) -> str:
@@ -133,8 +227,10 @@ def _fact_figure(rng, d) -> str:
         2: ["The person is a head on a single line of body.", "A head and a body, with no arms or legs."],
         3: ["A stick figure with a head, a body, arms and legs.", "The person has a head, body, arms and legs."],
         4: ["A stick figure with a face, arms, legs, hands and feet.", "The person has eyes, a smile, hands and feet."],
-        5: ["A full stick figure with a face, hands and feet, wearing a grey shirt and standing on the ground.",
-            "The person wears a grey shirt, has a face, hands and feet, and stands on a brown ground line."],
+        5: [
+            "A full stick figure with a face, hands and feet, wearing a grey shirt and standing on the ground.",
+            "The person wears a grey shirt, has a face, hands and feet, and stands on a brown ground line.",
+        ],
     }[parts]
     return _pick(rng, texts)
 
@@ -158,8 +254,14 @@ def _fact_strokes(rng, d) -> str:
     if len(kinds) == 1:
         return _pick(rng, [f"There are {n} ink lines, all {kinds[0]}.", f"All the black lines are {kinds[0]}."])
     k = _number(rng, len(kinds))
-    return _pick(rng, [f"There are {n} ink lines of {k} kinds: {_join(kinds)}.", f"The black lines are {_join(kinds)}.",
-                       f"{k.capitalize()} kinds of black line appear: {_join(kinds)}."])
+    return _pick(
+        rng,
+        [
+            f"There are {n} ink lines of {k} kinds: {_join(kinds)}.",
+            f"The black lines are {_join(kinds)}.",
+            f"{k.capitalize()} kinds of black line appear: {_join(kinds)}.",
+        ],
+    )
 
 
 def _fact_web(rng, d) -> str:
@@ -167,8 +269,14 @@ def _fact_web(rng, d) -> str:
     if n == 1:
         return _pick(rng, ["There is a single short blue pencil line.", "One lone blue line."])
     count = _number(rng, n)
-    return _pick(rng, [f"A web of {count} joined blue pencil lines.", f"{count.capitalize()} blue lines are joined into a web.",
-                       f"The blue pencil draws {count} connected strokes."])
+    return _pick(
+        rng,
+        [
+            f"A web of {count} joined blue pencil lines.",
+            f"{count.capitalize()} blue lines are joined into a web.",
+            f"The blue pencil draws {count} connected strokes.",
+        ],
+    )
 
 
 def _fact_motifs(rng, d) -> str:
@@ -178,14 +286,27 @@ def _fact_motifs(rng, d) -> str:
     counts = [kinds.count(k) for k in range(3)]
     parts = [f"{_number(rng, c)} {_MOTIF_NAMES[k][c != 1]}" for k, c in enumerate(counts) if c]
     total = _number(rng, len(kinds))
-    return _pick(rng, [f"There are {total} magic things: {_join(parts)}.", f"{_join(parts).capitalize()} float in the sky.",
-                       f"{total.capitalize()} fantastic things appear."])
+    return _pick(
+        rng,
+        [
+            f"There are {total} magic things: {_join(parts)}.",
+            f"{_join(parts).capitalize()} float in the sky.",
+            f"{total.capitalize()} fantastic things appear.",
+        ],
+    )
 
 
 def _short_colours(rng, d) -> str:
     names = sorted({hue_name(h) for h in d["hues"]}, key=lambda x: [h for _, h in _HUE_NAMES].index(x))
     n = _number(rng, d["n_hues"])
-    return _pick(rng, [f"{n.capitalize()}.", f"{n.capitalize()}: {_join(names)}.", f"{n.capitalize()} colour{'s' if d['n_hues'] != 1 else ''}."])
+    return _pick(
+        rng,
+        [
+            f"{n.capitalize()}.",
+            f"{n.capitalize()}: {_join(names)}.",
+            f"{n.capitalize()} colour{'s' if d['n_hues'] != 1 else ''}.",
+        ],
+    )
 
 
 def _short_strength(rng, d) -> str:
@@ -202,20 +323,31 @@ def _short_twisted(rng, d) -> str:
         return "None of them."
     if share == 1:
         return "All of them."
-    return {0.25: "About a quarter.", 0.5: "About half.", 0.75: "About three quarters."}.get(round(share * 4) / 4, "Some.")
+    return {0.25: "About a quarter.", 0.5: "About half.", 0.75: "About three quarters."}.get(
+        round(share * 4) / 4, "Some."
+    )
 
 
 def _short_layout(rng, d) -> str:
     if d["corner"] is None:
         return "Evenly over the whole page."
     corner = _CORNERS[d["corner"]]
-    return {0.32: f"Crowded in the {corner} corner.", 0.45: f"Bunched near the {corner} corner.",
-            0.6: f"Over part of the page, {corner}.", 0.8: "Over most of the page."}[d["spread"]]
+    return {
+        0.32: f"Crowded in the {corner} corner.",
+        0.45: f"Bunched near the {corner} corner.",
+        0.6: f"Over part of the page, {corner}.",
+        0.8: "Over most of the page.",
+    }[d["spread"]]
 
 
 def _short_figure(rng, d) -> str:
-    return {1: "Only a head.", 2: "A head and a body.", 3: "Head, body, arms and legs.", 4: "Face, hands and feet too.",
-            5: "A full figure in a grey shirt on the ground."}[d["figure_parts"]]
+    return {
+        1: "Only a head.",
+        2: "A head and a body.",
+        3: "Head, body, arms and legs.",
+        4: "Face, hands and feet too.",
+        5: "A full figure in a grey shirt on the ground.",
+    }[d["figure_parts"]]
 
 
 def _short_head(rng, d) -> str:
@@ -243,16 +375,30 @@ def _short_motifs(rng, d) -> str:
 # whose tokens are mostly predictable from their phrasing, the test base learnt to ignore
 # the image: identical answers for every drawing).
 SHORT_FACTS = {
-    "colours": _short_colours, "strength": _short_strength, "shapes": _short_shapes, "twisted": _short_twisted,
-    "layout": _short_layout, "figure": _short_figure, "head": _short_head, "strokes": _short_strokes,
-    "web": _short_web, "motifs": _short_motifs,
+    "colours": _short_colours,
+    "strength": _short_strength,
+    "shapes": _short_shapes,
+    "twisted": _short_twisted,
+    "layout": _short_layout,
+    "figure": _short_figure,
+    "head": _short_head,
+    "strokes": _short_strokes,
+    "web": _short_web,
+    "motifs": _short_motifs,
 }
 
 
 FACTS = {
-    "colours": _fact_colours, "strength": _fact_strength, "shapes": _fact_shapes, "twisted": _fact_twisted,
-    "layout": _fact_layout, "figure": _fact_figure, "head": _fact_head, "strokes": _fact_strokes,
-    "web": _fact_web, "motifs": _fact_motifs,
+    "colours": _fact_colours,
+    "strength": _fact_strength,
+    "shapes": _fact_shapes,
+    "twisted": _fact_twisted,
+    "layout": _fact_layout,
+    "figure": _fact_figure,
+    "head": _fact_head,
+    "strokes": _fact_strokes,
+    "web": _fact_web,
+    "motifs": _fact_motifs,
 }
 
 
@@ -267,8 +413,16 @@ def caption(rng: np.random.Generator, details: dict, min_facts: int = 2, max_fac
 
 
 DENSE_LABELS = {
-    "colours": "colours", "strength": "against the paper", "shapes": "shapes", "twisted": "twisted shapes",
-    "layout": "layout", "figure": "person", "head": "head", "strokes": "ink lines", "web": "blue lines", "motifs": "magic things",
+    "colours": "colours",
+    "strength": "against the paper",
+    "shapes": "shapes",
+    "twisted": "twisted shapes",
+    "layout": "layout",
+    "figure": "person",
+    "head": "head",
+    "strokes": "ink lines",
+    "web": "blue lines",
+    "motifs": "magic things",
 }
 LIST_QUESTIONS = ("List what you see.", "Give the facts of this drawing.", "Make a list of what is drawn.")
 
@@ -280,8 +434,13 @@ def dense_caption(rng: np.random.Generator, details: dict) -> str:
     return "; ".join(f"{DENSE_LABELS[n]}: {SHORT_FACTS[n](rng, details).rstrip('.').lower()}" for n in names) + "."
 
 
-def training_pair(rng: np.random.Generator, details: dict, focused_share: float = 0.35, dense_share: float = 0.55,
-                  short_share: float = 0.7) -> tuple[str, str]:
+def training_pair(
+    rng: np.random.Generator,
+    details: dict,
+    focused_share: float = 0.35,
+    dense_share: float = 0.55,
+    short_share: float = 0.7,
+) -> tuple[str, str]:
     """(question, answer) for one drawing: a focused question about one fact (answered briefly or in a
     sentence), a request for the list of facts (dense caption), or a request for a caption."""
     draw = rng.random()

@@ -3,9 +3,8 @@
 Only typer and the standard library are imported at module level so that
 `kidsart --help` stays instant; each command imports what it needs.
 """
-from __future__ import annotations
 
-from typing import List, Optional
+from __future__ import annotations
 
 import typer
 
@@ -13,11 +12,21 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`. Long only because each command is a nested function whose typer
     options are declared in its signature; each body is short and calls into the package."""
+    from train import district
+
+    district.register(app)  # kidsart synth-district
+
     @app.command("build-base")
     def build_base(
         profile: str = typer.Option("tiny", help="Profile name (adapters/profiles/NAME.yaml) or path."),
-        out: Optional[str] = typer.Option(None, help="Output folder (default: the profile's rebuild_path, or its path for a non-fixture base)."),
-        check: bool = typer.Option(False, "--check", help="Compare the regenerated base with the committed fixture (exit 1 on a mismatch that must not happen)."),
+        out: str | None = typer.Option(
+            None, help="Output folder (default: the profile's rebuild_path, or its path for a non-fixture base)."
+        ),
+        check: bool = typer.Option(
+            False,
+            "--check",
+            help="Compare the regenerated base with the committed fixture (exit 1 on a mismatch that must not happen).",
+        ),
         report: str = typer.Option("", help="With --check: also write the comparison as JSON here."),
     ) -> None:
         """Regenerate a profile's local base from its recipe (never over a committed fixture); --check compares."""
@@ -34,7 +43,9 @@ def register(app: typer.Typer) -> None:
             ref = build_pretrained_base(loaded, target)
         else:
             if check:
-                raise typer.BadParameter(f"profile {profile!r} has no committed fixture base to check against", param_hint="--check")
+                raise typer.BadParameter(
+                    f"profile {profile!r} has no committed fixture base to check against", param_hint="--check"
+                )
             target = Path(out) if out else loaded.base.resolved_path
             ref = build_random_base(loaded, target, force=True)
         typer.echo(f"{ref.model_id} {ref.content_hash} -> {target}")
@@ -45,17 +56,24 @@ def register(app: typer.Typer) -> None:
             Path(report).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         typer.echo(f"case: {result['case']}")
         typer.echo(f"this CPU: {result['this_cpu']['model']} flags {' '.join(result['this_cpu']['flags'])}")
-        typer.echo(f"fixture made on: {result['fixture_cpu']['model']} flags {' '.join(result['fixture_cpu']['flags'] or [])}")
+        typer.echo(
+            f"fixture made on: {result['fixture_cpu']['model']} flags {' '.join(result['fixture_cpu']['flags'] or [])}"
+        )
         for name, same in result["files_identical"].items():
             typer.echo(f"  {name:26s} {'identical' if same else 'DIFFERENT'}")
         w = result["weights"]
         if w.get("same_tensors"):
-            typer.echo(f"  weights: {'identical' if w['identical'] else 'differ'}; largest |difference| {w['max_abs_diff']:.3e} "
-                       f"({w['worst_tensor']}), {w['tensors_differing']}/{w['tensors']} tensors differ")
+            typer.echo(
+                f"  weights: {'identical' if w['identical'] else 'differ'}; largest |difference| "
+                f"{w['max_abs_diff']:.3e} "
+                f"({w['worst_tensor']}), {w['tensors_differing']}/{w['tensors']} tensors differ"
+            )
         else:
             typer.echo(f"  weights: tensor names differ: {w}")
         scores = result["adapter_scores"]
-        typer.echo(f"  committed adapters' scores on {scores['images']} fixed images, fixture base vs regenerated base:")
+        typer.echo(
+            f"  committed adapters' scores on {scores['images']} fixed images, fixture base vs regenerated base:"
+        )
         for dim, diff in scores["difference_by_dimension"].items():
             typer.echo(f"    {dim:22s} mean |d| {diff['mean_abs']:.4f}  max |d| {diff['max_abs']:.4f}")
         typer.echo("check passed" if result["ok"] else "check FAILED")
@@ -83,8 +101,11 @@ def register(app: typer.Typer) -> None:
         dirs = make_untrained_adapters(loaded.base.resolved_path, rub, Path(out), seed=seed)
         if deployment:
             write_deployment(
-                Path(deployment), name=Path(deployment).stem, rubric=rub.name,
-                base=read_base_ref(loaded.base.resolved_path), adapter_dirs=dirs,
+                Path(deployment),
+                name=Path(deployment).stem,
+                rubric=rub.name,
+                base=read_base_ref(loaded.base.resolved_path),
+                adapter_dirs=dirs,
             )
 
     @app.command("synth")
@@ -92,8 +113,12 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(..., "--n", min=1, help="Number of artworks to draw."),
         seed: int = typer.Option(..., help="Dataset seed (artwork i uses seed*1000003+i)."),
         out: str = typer.Option(..., help="Output folder: OUT/images/ and OUT/labels.csv."),
-        distribution: str = typer.Option("uniform", help="Label distribution: uniform or kidsartbench (its train marginals)."),
-        rubric: str = typer.Option("kidsartbench", help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."),
+        distribution: str = typer.Option(
+            "uniform", help="Label distribution: uniform or kidsartbench (its train marginals)."
+        ),
+        rubric: str = typer.Option(
+            "kidsartbench", help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."
+        ),
     ) -> None:
         """Draw synthetic children's-drawing-like images with known labels (pipeline checks, not art)."""
         from adapters.errors import ConfigError
@@ -113,14 +138,20 @@ def register(app: typer.Typer) -> None:
         profile: str = typer.Option("tiny", help="Profile whose base to train on."),
         rubric: str = typer.Option("kidsartbench", help="Rubric name or path to a rubric YAML."),
         config: str = typer.Option("tiny", help="Training config name (train/configs/NAME.yaml) or path."),
-        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions (repeatable or comma-separated)."),
+        dimensions: list[str] | None = typer.Option(
+            None, "--dimensions", help="Only these dimensions (repeatable or comma-separated)."
+        ),
         shared: bool = typer.Option(False, help="Ablation: one LoRA shared by all dimensions (overrides the config)."),
-        loss: Optional[str] = typer.Option(None, help="Override the config's loss: raft or cross_entropy."),
-        ce_weight: Optional[float] = typer.Option(None, help="Override the weight of the extra cross-entropy term."),
-        epochs: Optional[int] = typer.Option(None, help="Override the config's epochs."),
+        loss: str | None = typer.Option(None, help="Override the config's loss: raft or cross_entropy."),
+        ce_weight: float | None = typer.Option(None, help="Override the weight of the extra cross-entropy term."),
+        epochs: int | None = typer.Option(None, help="Override the config's epochs."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Retrain dimensions that are already done."),
         deployment: str = typer.Option("", help="Also write a deployment-set YAML listing the trained adapters."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Build the model on the meta device and report trainable parameters; no data, no training."),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Build the model on the meta device and report trainable parameters; no data, no training.",
+        ),
     ) -> None:
         """Train one PEFT LoRA per rubric dimension with RAFT (or the configured ablation)."""
         import json
@@ -157,24 +188,40 @@ def register(app: typer.Typer) -> None:
 
         dataset = load_dataset(data, images, rub, dims)
         start = time.perf_counter()
-        dirs = train_adapters(cfg, dataset, prof.base.resolved_path, Path(out), resume=not no_resume,
-                              command="kidsart train " + " ".join(f"--{k} {v}" for k, v in [("config", config), ("rubric", rubric), ("profile", profile)]))
+        dirs = train_adapters(
+            cfg,
+            dataset,
+            prof.base.resolved_path,
+            Path(out),
+            resume=not no_resume,
+            command="kidsart train "
+            + " ".join(f"--{k} {v}" for k, v in [("config", config), ("rubric", rubric), ("profile", profile)]),
+        )
         typer.echo(f"trained {len(dirs)} adapter(s) into {out} in {time.perf_counter() - start:.1f} s")
         if deployment:
-            write_deployment(Path(deployment), name=Path(deployment).stem, rubric=rub.name,
-                             base=read_base_ref(prof.base.resolved_path), adapter_dirs=dirs,
-                             prompt_format=cfg.prompt_format)
+            write_deployment(
+                Path(deployment),
+                name=Path(deployment).stem,
+                rubric=rub.name,
+                base=read_base_ref(prof.base.resolved_path),
+                adapter_dirs=dirs,
+                prompt_format=cfg.prompt_format,
+            )
             typer.echo(f"wrote deployment set {deployment}")
 
     @app.command("train-feedback")
     def train_feedback_cmd(
-        data: str = typer.Option(..., help="Dataset CSV with the rubric's score columns and a `comment` column (kidsart synth writes one)."),
+        data: str = typer.Option(
+            ..., help="Dataset CSV with the rubric's score columns and a `comment` column (kidsart synth writes one)."
+        ),
         images: str = typer.Option(..., help="Folder of the images named in the CSV."),
         out: str = typer.Option(..., help="Output folder of the feedback adapter (written atomically)."),
         profile: str = typer.Option("tiny", help="Profile whose base to train on."),
-        rubric: str = typer.Option("kidsartbench", help="Rubric whose scores the comments discuss (name or YAML path)."),
+        rubric: str = typer.Option(
+            "kidsartbench", help="Rubric whose scores the comments discuss (name or YAML path)."
+        ),
         config: str = typer.Option("feedback-tiny", help="Training config name (train/configs/NAME.yaml) or path."),
-        epochs: Optional[int] = typer.Option(None, help="Override the config's epochs."),
+        epochs: int | None = typer.Option(None, help="Override the config's epochs."),
     ) -> None:
         """Train the feedback adapter: supervised fine-tuning, cross-entropy on the comment's tokens only."""
         import time
@@ -182,9 +229,9 @@ def register(app: typer.Typer) -> None:
 
         from adapters.profiles import load_profile
         from adapters.rubric import load_rubric
+        from train.config import load_train_config
         from train.dataset import load_dataset
         from train.feedback_train import train_feedback
-        from train.config import load_train_config
 
         cfg = load_train_config(config)
         if epochs is not None:
@@ -192,8 +239,13 @@ def register(app: typer.Typer) -> None:
         prof = load_profile(profile)
         dataset = load_dataset(data, images, load_rubric(rubric), require_comment=True)
         start = time.perf_counter()
-        folder = train_feedback(cfg, dataset, prof.base.resolved_path, Path(out),
-                                command=f"kidsart train-feedback --config {config} --rubric {rubric} --profile {profile}")
+        folder = train_feedback(
+            cfg,
+            dataset,
+            prof.base.resolved_path,
+            Path(out),
+            command=f"kidsart train-feedback --config {config} --rubric {rubric} --profile {profile}",
+        )
         typer.echo(f"trained the feedback adapter into {folder} in {time.perf_counter() - start:.1f} s")
 
     @app.command("eval-feedback")
@@ -201,11 +253,19 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., help="Held-out dataset CSV with score columns and a `comment` column."),
         images: str = typer.Option(..., help="Folder of the images named in the CSV."),
         out: str = typer.Option("eval-feedback.json", help="Where to write the JSON report."),
-        profile: str = typer.Option("tiny", help="Profile (base, image size, generation settings, default deployment)."),
-        deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML with a feedback adapter (default: the profile's)."),
+        profile: str = typer.Option(
+            "tiny", help="Profile (base, image size, generation settings, default deployment)."
+        ),
+        deployment: str | None = typer.Option(
+            None, help="Deployment-set YAML with a feedback adapter (default: the profile's)."
+        ),
         batch_size: int = typer.Option(8, min=1, help="Comments generated per batch."),
         seed: int = typer.Option(0, help="Seed of the random-reference baseline's pairing."),
-        descriptions: bool = typer.Option(True, "--descriptions/--no-descriptions", help="Give the CSV's descriptions to the adapters (--no-descriptions: as a caller who sends none)."),
+        descriptions: bool = typer.Option(
+            True,
+            "--descriptions/--no-descriptions",
+            help="Give the CSV's descriptions to the adapters (--no-descriptions: as a caller who sends none).",
+        ),
     ) -> None:
         """Compare generated comments with reference comments (SBERT all-MiniLM-L6-v2) and check their grounding."""
         import json
@@ -213,9 +273,15 @@ def register(app: typer.Typer) -> None:
 
         from train.eval_feedback import evaluate_feedback
 
-        report = evaluate_feedback(Path(data), Path(images), profile_name=profile,
-                                   deployment_path=Path(deployment) if deployment else None, batch_size=batch_size, seed=seed,
-                                   use_descriptions=descriptions)
+        report = evaluate_feedback(
+            Path(data),
+            Path(images),
+            profile_name=profile,
+            deployment_path=Path(deployment) if deployment else None,
+            batch_size=batch_size,
+            seed=seed,
+            use_descriptions=descriptions,
+        )
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         keys = ("sbert_mean", "sbert_untrained", "sbert_random_reference", "grounded_strength", "grounded_weakness")
@@ -227,17 +293,29 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         data: str = typer.Option(..., help="Labels CSV."),
         images: str = typer.Option(..., help="Folder of the images named in the CSV."),
-        backend: str = typer.Option("reference", help="reference (transformers + PEFT in-process) or router (HTTP API)."),
-        decode: str = typer.Option("rail", help="rail: expected score over the score tokens (the method); argmax: the most probable level (ablation)."),
+        backend: str = typer.Option(
+            "reference", help="reference (transformers + PEFT in-process) or router (HTTP API)."
+        ),
+        decode: str = typer.Option(
+            "rail",
+            help="rail: expected score over the score tokens (the method); argmax: the most probable level (ablation).",
+        ),
         url: str = typer.Option("http://127.0.0.1:8000", help="Router base URL (backend router)."),
         profile: str = typer.Option("tiny", help="Profile (base, image size, default deployment)."),
-        deployment: Optional[str] = typer.Option(None, help="Deployment-set YAML to evaluate (reference backend; default: the profile's)."),
-        dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions."),
+        deployment: str | None = typer.Option(
+            None, help="Deployment-set YAML to evaluate (reference backend; default: the profile's)."
+        ),
+        dimensions: list[str] | None = typer.Option(None, "--dimensions", help="Only these dimensions."),
         out: str = typer.Option("eval.json", help="Where to write the JSON report."),
         concurrency: int = typer.Option(16, help="Concurrent requests (router backend)."),
         n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", help="The router's API key, backend router (default: $KIDSART_API_KEY).", show_default=False),
+        api_key: str | None = typer.Option(
+            None,
+            "--api-key",
+            help="The router's API key, backend router (default: $KIDSART_API_KEY).",
+            show_default=False,
+        ),
     ) -> None:
         """Score a labelled dataset and report Spearman, Pearson, MAE, MSE, QWK with bootstrap 95% CIs."""
         import json
@@ -255,15 +333,25 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{decode!r} is not one of {', '.join(DECODINGS)}", param_hint="--decode")
         dims = [d for item in (dimensions or []) for d in item.split(",") if d] or None
         report = evaluate(
-            Path(data), Path(images), backend=backend, decode=decode, profile_name=profile,
-            deployment_path=Path(deployment) if deployment else None, url=url, dimensions=dims,
-            concurrency=concurrency, n_boot=n_boot, seed=seed,
+            Path(data),
+            Path(images),
+            backend=backend,
+            decode=decode,
+            profile_name=profile,
+            deployment_path=Path(deployment) if deployment else None,
+            url=url,
+            dimensions=dims,
+            concurrency=concurrency,
+            n_boot=n_boot,
+            seed=seed,
         )
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         typer.echo(markdown_table(report))
         meta = report["meta"]
-        typer.echo(f"\n{meta['n_images']} images, {meta['runtime_s']} s ({meta['images_per_s']} images/s); report: {out}")
+        typer.echo(
+            f"\n{meta['n_images']} images, {meta['runtime_s']} s ({meta['images_per_s']} images/s); report: {out}"
+        )
 
     @app.command("ablate")
     def ablate(
@@ -274,25 +362,41 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option("tiny", help="Training config every trained row starts from."),
         test_fraction: float = typer.Option(0.2, min=0.05, max=0.5, help="Held-out share of the seeded split."),
         seed: int = typer.Option(0, help="Split and bootstrap seed."),
-        epochs: Optional[int] = typer.Option(None, min=1, help="Override the config's epochs (e.g. for a quick run)."),
+        epochs: int | None = typer.Option(None, min=1, help="Override the config's epochs (e.g. for a quick run)."),
     ) -> None:
-        """The paper's ablation table: prompt only, shared vs per-dimension LoRA, cross-entropy vs RAFT, argmax vs RAIL."""
+        """The paper's ablation table: prompt only, shared vs per-dimension LoRA, cross-entropy vs RAFT, argmax vs
+        RAIL.
+        """
         from pathlib import Path
 
         from train.ablate import markdown, run_ablation
 
-        result = run_ablation(Path(data), Path(images), Path(out), profile_name=profile, config_name=config,
-                              test_fraction=test_fraction, seed=seed, epochs=epochs)
+        result = run_ablation(
+            Path(data),
+            Path(images),
+            Path(out),
+            profile_name=profile,
+            config_name=config,
+            test_fraction=test_fraction,
+            seed=seed,
+            epochs=epochs,
+        )
         typer.echo(markdown(result))
         typer.echo(f"wrote {Path(out) / 'ablation.json'} and {Path(out) / 'ablation.md'}")
 
     @app.command("compare-adapters")
     def compare_adapters(
-        reference: str = typer.Option(..., help="Folder of per-dimension adapters to compare against (e.g. the committed ones)."),
+        reference: str = typer.Option(
+            ..., help="Folder of per-dimension adapters to compare against (e.g. the committed ones)."
+        ),
         candidate: str = typer.Option(..., help="Folder of per-dimension adapters to check (e.g. freshly retrained)."),
         profile: str = typer.Option("tiny", help="Profile whose base both sets were trained on."),
-        score_tolerance: float = typer.Option(0.1, help="Largest allowed mean |difference| of expected scores per dimension."),
-        srcc_tolerance: float = typer.Option(0.1, help="Largest allowed difference of the manifests' validation Spearman."),
+        score_tolerance: float = typer.Option(
+            0.1, help="Largest allowed mean |difference| of expected scores per dimension."
+        ),
+        srcc_tolerance: float = typer.Option(
+            0.1, help="Largest allowed difference of the manifests' validation Spearman."
+        ),
         out: str = typer.Option("", help="Also write the comparison as JSON here."),
     ) -> None:
         """Check that retrained adapters reproduce a reference set within a tolerance (exit 1 if not)."""
@@ -301,14 +405,22 @@ def register(app: typer.Typer) -> None:
 
         from train.evaluate import compare_adapter_sets
 
-        result = compare_adapter_sets(Path(reference), Path(candidate), profile_name=profile,
-                                      score_tolerance=score_tolerance, srcc_tolerance=srcc_tolerance)
+        result = compare_adapter_sets(
+            Path(reference),
+            Path(candidate),
+            profile_name=profile,
+            score_tolerance=score_tolerance,
+            srcc_tolerance=srcc_tolerance,
+        )
         for dim, r in result["dimensions"].items():
             if "error" in r:
                 typer.echo(f"{dim:22s} FAIL {r['error']}")
                 continue
-            typer.echo(f"{dim:22s} {'ok  ' if r['ok'] else 'FAIL'} max|dw|={r['max_weight_diff']:.2e} "
-                       f"mean|dscore|={r['mean_score_diff']:.4f} max|dscore|={r['max_score_diff']:.4f} val_srcc={r['val_srcc']}")
+            typer.echo(
+                f"{dim:22s} {'ok  ' if r['ok'] else 'FAIL'} max|dw|={r['max_weight_diff']:.2e} "
+                f"mean|dscore|={r['mean_score_diff']:.4f} max|dscore|={r['max_score_diff']:.4f} "
+                f"val_srcc={r['val_srcc']}"
+            )
         if out:
             Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         typer.echo("reproduced within tolerance" if result["ok"] else "NOT reproduced within tolerance")

@@ -1,6 +1,7 @@
 """Training configs: one strict schema (`TrainConfig`), per-dimension overrides, loaded from
 `train/configs/NAME.yaml` (shipped in the package) or a path; `dry_run` sizes a config on the
 meta device (`kidsart train --dry-run`) without reading weights or data."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,39 +42,63 @@ class TrainConfig(BaseModel):
         default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
         description="PEFT target modules: the language model's q/k/v/o projections.",
     )
-    learning_rate: float = Field(default=2e-5, gt=0, description="AdamW peak learning rate (paper: 1e-5 to 2e-5 on 7B).")
+    learning_rate: float = Field(
+        default=2e-5, gt=0, description="AdamW peak learning rate (paper: 1e-5 to 2e-5 on 7B)."
+    )
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
-    lr_schedule: Literal["constant", "cosine"] = Field(default="cosine", description="Learning-rate schedule over all steps.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="Learning-rate schedule over all steps."
+    )
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1, description="Share of steps with linear warm-up.")
     batch_size: int = Field(default=16, ge=1, description="Micro-batch size.")
-    grad_accum_steps: int = Field(default=1, ge=1, description="Micro-batches per optimiser step (effective batch = batch_size * grad_accum_steps).")
+    grad_accum_steps: int = Field(
+        default=1,
+        ge=1,
+        description="Micro-batches per optimiser step (effective batch = batch_size * grad_accum_steps).",
+    )
     epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
     max_grad_norm: float | None = Field(default=1.0, description="Gradient clipping norm (None: off).")
-    image_size: ImageSize = Field(default=DEFAULT_IMAGE_SIZE, description="Side of the square input image (as the profile's).")
+    image_size: ImageSize = Field(
+        default=DEFAULT_IMAGE_SIZE, description="Side of the square input image (as the profile's)."
+    )
     prompt_format: str = Field(
         default="kidsart",
         description="Prompt format the adapters are trained in (adapters/prompt_formats; its image recipe too); "
         "recorded in each manifest, and a deployment set must name the same.",
     )
-    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of artworks held out for the per-epoch validation metric.")
-    loss: Literal["raft", "cross_entropy"] = Field(default="raft", description="raft: MSE on the expected score; cross_entropy: CE on the label's score token.")
-    ce_weight: float = Field(default=0.0, ge=0, description="Weight of an extra cross-entropy term added to the RAFT loss.")
+    val_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of artworks held out for the per-epoch validation metric."
+    )
+    loss: Literal["raft", "cross_entropy"] = Field(
+        default="raft", description="raft: MSE on the expected score; cross_entropy: CE on the label's score token."
+    )
+    ce_weight: float = Field(
+        default=0.0, ge=0, description="Weight of an extra cross-entropy term added to the RAFT loss."
+    )
     name_weight: float = Field(
-        default=1.0, ge=1.0, le=100.0,
+        default=1.0,
+        ge=1.0,
+        le=100.0,
         description="Feedback SFT only: loss weight of the comment tokens that name its strength and weakness "
         "(the words that must agree with the scores in the prompt); 1 is plain cross-entropy.",
     )
     adapter_mode: Literal["per_dimension", "shared"] = Field(
-        default="per_dimension", description="per_dimension: one LoRA per dimension; shared: one LoRA for all (ablation)."
+        default="per_dimension",
+        description="per_dimension: one LoRA per dimension; shared: one LoRA for all (ablation).",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="Training dtype (bf16 on GPU).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="Training dtype (bf16 on GPU)."
+    )
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="Training device.")
-    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass (large bases).")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in the backward pass (large bases)."
+    )
     num_threads: int | None = Field(default=2, description="torch CPU threads (None: torch default).")
     eval_batch_size: int = Field(default=32, ge=1, description="Batch size of the validation pass.")
     meta_base_config: dict[str, Any] | None = Field(
         default=None,
-        description="Qwen2_5_VLConfig keyword arguments for the meta-device dry run when the checkpoint is not on disk.",
+        description="Qwen2_5_VLConfig keyword arguments for the meta-device dry run when the checkpoint is not on "
+        "disk.",
     )
     dimension_overrides: dict[str, DimensionOverride] = Field(
         default_factory=dict,
@@ -84,7 +109,7 @@ class TrainConfig(BaseModel):
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum_steps
 
-    def for_dimension(self, name: str) -> "TrainConfig":
+    def for_dimension(self, name: str) -> TrainConfig:
         """The recipe one dimension's adapter is trained with: its override applied, no overrides left."""
         override = self.dimension_overrides.get(name)
         changes = {k: v for k, v in (override.model_dump().items() if override else ()) if v is not None}
@@ -93,7 +118,9 @@ class TrainConfig(BaseModel):
     def fingerprint(self) -> str:
         """Hash of the settings. An empty override table and a default name_weight are left out, so a recipe
         hashes the same as one written before those settings existed (adapters trained then still match)."""
-        left_out = ({"dimension_overrides"} if not self.dimension_overrides else set()) | ({"name_weight"} if self.name_weight == 1.0 else set())
+        left_out = ({"dimension_overrides"} if not self.dimension_overrides else set()) | (
+            {"name_weight"} if self.name_weight == 1.0 else set()
+        )
         settings = self.model_dump(mode="json", exclude=left_out or None)
         return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -104,7 +131,9 @@ def load_train_config(name_or_path: str | Path = "tiny") -> TrainConfig:
     if path.suffix not in {".yaml", ".yml"}:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"training config {path} does not exist (shipped: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})")
+        raise ConfigError(
+            f"training config {path} does not exist (shipped: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})"
+        )
     try:
         return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     except yaml.YAMLError as exc:

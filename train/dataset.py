@@ -7,6 +7,7 @@ front and raises `DatasetError` listing the offending rows: a missing or
 unreadable image, a score outside the rubric's levels, a missing value. A default
 score is never substituted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,7 +97,9 @@ def _read_table(csv_path: Path, images_dir: Path, rubric: Rubric, dims: list[str
         raise DatasetError(f"dataset CSV {csv_path} cannot be parsed: {exc}") from exc
     missing_cols = [c for c in ["name", *dims, *(["comment"] if require_comment else [])] if c not in frame.columns]
     if missing_cols:
-        raise DatasetError(f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})")
+        raise DatasetError(
+            f"dataset CSV {csv_path} lacks column(s) {missing_cols} (rubric {rubric.name!r} needs name + {dims})"
+        )
     if frame.empty:
         raise DatasetError(f"dataset CSV {csv_path} has no rows")
     return frame
@@ -183,8 +186,16 @@ def load_dataset(
         if row_problems:
             problems.append(f"row {rownum} ({name or '?'}): " + ", ".join(row_problems))
             continue
-        samples.append(Sample(name=name, image_path=path, scores=scores, grade=grade, description=description or None,
-                              comment=comment or None))
+        samples.append(
+            Sample(
+                name=name,
+                image_path=path,
+                scores=scores,
+                grade=grade,
+                description=description or None,
+                comment=comment or None,
+            )
+        )
     if problems:
         _fail(f"dataset {csv_path} is invalid", problems)
     log.info("loaded %d samples from %s (%d dimensions)", len(samples), csv_path, len(dims))

@@ -11,6 +11,7 @@ link leading outside the tree and files that are not images. Artworks come from
 A `district.json` next to nothing else (inside the root, skipped as not an image)
 records what was made, so tests can check the discovery against it.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,46 @@ import typer
 log = logging.getLogger(__name__)
 
 SCHOOLS = [
-    "Maple Primary", "École Sainte-Anne", "Grundschule Straße am Park", "Escuela Niño Jesús",
-    "Škola Čapek", "さくら小学校", "Østre Skole", "Riverside Academy",
+    "Maple Primary",
+    "École Sainte-Anne",
+    "Grundschule Straße am Park",
+    "Escuela Niño Jesús",
+    "Škola Čapek",
+    "さくら小学校",
+    "Østre Skole",
+    "Riverside Academy",
 ]
-FIRST_NAMES = ["Zoë", "José", "Łukasz", "Søren", "Anaïs", "Mia", "Noah", "Ava", "Liam", "Chloé", "Ömer", "Jürgen",
-               "Siobhán", "Björn", "Inès", "小明", "Oliver", "Emma"]
-FORMATS = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("png", "PNG"), ("bmp", "BMP"), ("JPEG", "JPEG"),
-           ("tiff", "TIFF"), ("gif", "GIF"), ("jpeg", "JPEG")]
+FIRST_NAMES = [
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Søren",
+    "Anaïs",
+    "Mia",
+    "Noah",
+    "Ava",
+    "Liam",
+    "Chloé",
+    "Ömer",
+    "Jürgen",
+    "Siobhán",
+    "Björn",
+    "Inès",
+    "小明",
+    "Oliver",
+    "Emma",
+]
+FORMATS = [
+    ("png", "PNG"),
+    ("jpg", "JPEG"),
+    ("webp", "WEBP"),
+    ("png", "PNG"),
+    ("bmp", "BMP"),
+    ("JPEG", "JPEG"),
+    ("tiff", "TIFF"),
+    ("gif", "GIF"),
+    ("jpeg", "JPEG"),
+]
 
 
 def _save(image, path: Path, fmt: str) -> None:
@@ -51,8 +85,19 @@ def _render(seed: int, width: int, height: int):
     return image
 
 
-def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3, classes: int = 2, images: int = 300,
-                  broken: int = 8, duplicates: int = 6, width: int = 320, height: int = 240) -> dict:
+def make_district(
+    out: Path,
+    *,
+    seed: int = 0,
+    schools: int = 4,
+    grades: int = 3,
+    classes: int = 2,
+    images: int = 300,
+    broken: int = 8,
+    duplicates: int = 6,
+    width: int = 320,
+    height: int = 240,
+) -> dict:
     """Write the district tree; return a description of what was written (also saved as district.json)."""
     rng = random.Random(seed)  # one generator, drawn from in this order: names, broken files, duplicates
     out = Path(out)
@@ -75,8 +120,12 @@ def make_district(out: Path, *, seed: int = 0, schools: int = 4, grades: int = 3
         duplicate_files.append(path.relative_to(out).as_posix())
     hidden, links = _files_to_skip(out, folders, written)
     description = {
-        "seed": seed, "images": written, "broken": broken_files, "duplicates": duplicate_files,
-        "hidden": [p.relative_to(out).as_posix() for p in hidden], "links": links,
+        "seed": seed,
+        "images": written,
+        "broken": broken_files,
+        "duplicates": duplicate_files,
+        "hidden": [p.relative_to(out).as_posix() for p in hidden],
+        "links": links,
         "expected_inputs": len(written) + len(broken_files) + len(duplicate_files) + (1 if "inside" in links else 0),
     }
     (out / "district.json").write_text(json.dumps(description, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -90,7 +139,9 @@ def _fresh_folder(out: Path) -> None:
         if any(out.iterdir()) and not (out / "district.json").exists():
             from adapters.errors import ConfigError
 
-            raise ConfigError(f"{out} exists and is not a synthetic district (no district.json): refusing to replace it")
+            raise ConfigError(
+                f"{out} exists and is not a synthetic district (no district.json): refusing to replace it"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True)
 
@@ -164,7 +215,11 @@ def _files_to_skip(out: Path, folders: list[Path], written: list[str]) -> tuple[
 def register(app: typer.Typer) -> None:
     @app.command("synth-district")
     def synth_district(
-        out: Path = typer.Option(..., "--out", help="Folder to write the district tree into (an earlier synthetic district there is replaced)."),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            help="Folder to write the district tree into (an earlier synthetic district there is replaced).",
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same tree."),
         schools: int = typer.Option(4, "--schools", min=1, help="Schools."),
         grades: int = typer.Option(3, "--grades", min=1, help="Grades per school."),
@@ -173,8 +228,18 @@ def register(app: typer.Typer) -> None:
         broken: int = typer.Option(8, "--broken", min=0, help="Deliberately broken files."),
         duplicates: int = typer.Option(6, "--duplicates", min=0, help="Extra copies of existing artworks."),
     ) -> None:
-        """Write a synthetic district (schools/grades/classes, broken, duplicate and hidden files) for score-district."""
-        info = make_district(out, seed=seed, schools=schools, grades=grades, classes=classes, images=images,
-                             broken=broken, duplicates=duplicates)
-        typer.echo(f"wrote {info['expected_inputs']} inputs ({len(info['broken'])} broken, "
-                   f"{len(info['duplicates'])} duplicates) to {out}")
+        """Write a synthetic district (schools/grades/classes, broken, duplicate, hidden files) for score-district."""
+        info = make_district(
+            out,
+            seed=seed,
+            schools=schools,
+            grades=grades,
+            classes=classes,
+            images=images,
+            broken=broken,
+            duplicates=duplicates,
+        )
+        typer.echo(
+            f"wrote {info['expected_inputs']} inputs ({len(info['broken'])} broken, "
+            f"{len(info['duplicates'])} duplicates) to {out}"
+        )

@@ -12,6 +12,7 @@ Prompts are built exactly as serving builds them (`adapters.hf_scoring`: the
 rubric's chat messages through the base's chat template) and collated with left
 padding like the processor's own batching.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,12 +27,18 @@ END_OF_TURN = "<|im_end|>"
 
 
 def expand_image_tokens(prompt: str, n_tokens: int) -> str:
-    """A chat-template prompt with its image placeholder expanded to one token per merged patch, as the processor does."""
+    """A chat-template prompt, its image placeholder expanded to one token per merged patch as the processor does."""
     return prompt.replace("<|image_pad|>", "<|image_pad|>" * n_tokens)
 
 
-def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str], *,
-                       weighted_spans: list[list[tuple[int, int]]] | None = None, span_weight: float = 1.0) -> dict:
+def answer_only_inputs(
+    tokenizer,
+    prompts: list[str],
+    answers: list[str],
+    *,
+    weighted_spans: list[list[tuple[int, int]]] | None = None,
+    span_weight: float = 1.0,
+) -> dict:
     """input_ids, attention_mask and labels for prompt + answer + end-of-turn, right-padded, with the loss on
     the answer tokens and the closing end-of-turn only (supervised fine-tuning; the prompt is context).
 
@@ -42,7 +49,7 @@ def answer_only_inputs(tokenizer, prompts: list[str], answers: list[str], *,
     import torch
 
     tokenizer.padding_side = "right"
-    texts = [p + a + END_OF_TURN for p, a in zip(prompts, answers)]
+    texts = [p + a + END_OF_TURN for p, a in zip(prompts, answers, strict=True)]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, return_offsets_mapping=weighted_spans is not None)
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     header_len = len(tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False))
@@ -145,5 +152,7 @@ class EncodedData:
                 rows.append(torch.cat([torch.full((missing,), pad, dtype=value.dtype), value]) if missing else value)
             batch[key] = torch.stack(rows)
         batch["image_grid_thw"] = torch.cat([self.grids[i] for i, _ in items])
-        batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i, _ in items))}
+        batch["mm_encoder_outputs"] = {
+            "image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i, _ in items))
+        }
         return batch

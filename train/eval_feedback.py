@@ -17,6 +17,7 @@ backend (transformers + PEFT; the prompts are the router's). Reported:
   prompt shows them (ties count); a comment naming no dimension counts as ungrounded.
   Names are read by `adapters.feedback.named_strength_and_weakness`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,13 +61,16 @@ def other_index(n: int, seed: int) -> list[int]:
 
 def grounding(texts: list[str], predicted: list[dict[str, float]], rubric) -> dict:
     strength_ok, weakness_ok, named = [], [], []
-    for text, scores in zip(texts, predicted):
+    for text, scores in zip(texts, predicted, strict=True):
         strength, weakness = named_strength_and_weakness(text, rubric)
         named.append(strength is not None and weakness is not None)
         strength_ok.append(is_extreme(strength, scores, highest=True))
         weakness_ok.append(is_extreme(weakness, scores, highest=False))
-    return {"grounded_strength": float(np.mean(strength_ok)), "grounded_weakness": float(np.mean(weakness_ok)),
-            "names_both": float(np.mean(named))}
+    return {
+        "grounded_strength": float(np.mean(strength_ok)),
+        "grounded_weakness": float(np.mean(weakness_ok)),
+        "names_both": float(np.mean(named)),
+    }
 
 
 def _score_and_comment(backend, samples, batch_size: int) -> tuple[list[dict], list[str], list[str]]:
@@ -89,8 +93,17 @@ def _score_and_comment(backend, samples, batch_size: int) -> tuple[list[dict], l
     return predicted, generated, untrained
 
 
-def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", deployment_path: Path | None = None,
-                      batch_size: int = 8, seed: int = 0, examples: int = 3, use_descriptions: bool = True) -> dict:
+def evaluate_feedback(
+    data: Path,
+    images: Path,
+    *,
+    profile_name: str = "tiny",
+    deployment_path: Path | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    examples: int = 3,
+    use_descriptions: bool = True,
+) -> dict:
     """The eval-feedback report (see the module docstring)."""
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
@@ -135,8 +148,13 @@ def evaluate_feedback(data: Path, images: Path, *, profile_name: str = "tiny", d
             "runtime_s": round(time.perf_counter() - started, 1),
         },
         "examples": [
-            {"image": samples[i].name, "predicted": {d: round(v, 2) for d, v in predicted[i].items()},
-             "generated": generated[i], "reference": references[i], "untrained": untrained[i]}
+            {
+                "image": samples[i].name,
+                "predicted": {d: round(v, 2) for d, v in predicted[i].items()},
+                "generated": generated[i],
+                "reference": references[i],
+                "untrained": untrained[i],
+            }
             for i in range(min(examples, len(samples)))
         ],
     }

@@ -5,6 +5,7 @@ Backends: `reference` (transformers + PEFT, in-process) and `router` (the HTTP A
 scores, or with `decode="argmax"` the most probable level; the metrics, their
 conventions and the report's structure are `train.metrics`'.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,7 @@ class EvalBackendError(KidsArtError):
 
 
 # ---------------------------------------------------------------- backends
+
 
 def score_reference(dataset, profile, deployment) -> list[dict]:
     """Scores of every sample from the in-process reference backend (one image at a time)."""
@@ -63,7 +65,10 @@ def score_router(dataset, url: str, *, concurrency: int = 16, api_key: str | Non
             raise EvalBackendError(f"router response for {sample.name} lacks dimensions {missing}")
         return {d: s.model_dump() for d, s in answer.scores.items()}
 
-    with ScoringClient(url, api_key=api_key, max_connections=concurrency) as client, ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with (
+        ScoringClient(url, api_key=api_key, max_connections=concurrency) as client,
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
+    ):
         return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))
 
 
@@ -85,8 +90,11 @@ def _deployment(profile, deployment_path: Path | None):
 
     if deployment_path is None:
         return load_profile_deployment(profile)
-    return load_deployment(Path(deployment_path), max_lora_rank=profile.engine.max_lora_rank,
-                           base_dir=profile.base.resolved_path if profile.base.source == "local" else None)
+    return load_deployment(
+        Path(deployment_path),
+        max_lora_rank=profile.engine.max_lora_rank,
+        base_dir=profile.base.resolved_path if profile.base.source == "local" else None,
+    )
 
 
 def evaluate(
@@ -149,7 +157,10 @@ def evaluate(
 
 # ---------------------------------------------------------------- reproduction check
 
-def _scores_of_both(base_dir, image_size: int, manifest, rubric, dim: str, drawings, reference: Path, candidate: Path) -> dict:
+
+def _scores_of_both(
+    base_dir, image_size: int, manifest, rubric, dim: str, drawings, reference: Path, candidate: Path
+) -> dict:
     """RAIL expected scores of the drawings under the reference and the candidate adapter (same base, inputs)."""
     import torch
     from peft import PeftModel
@@ -171,13 +182,21 @@ def _scores_of_both(base_dir, image_size: int, manifest, rubric, dim: str, drawi
     with torch.no_grad():
         for name in ("ref", "cand"):
             model.set_adapter(name)
-            scores[name] = expected_score(score_token_logits(model, inputs, scoring.score_token_ids).double(), rubric.levels)[1]
+            scores[name] = expected_score(
+                score_token_logits(model, inputs, scoring.score_token_ids).double(), rubric.levels
+            )[1]
     return scores
 
 
 def compare_adapter_sets(
-    reference_dir: Path, candidate_dir: Path, *, profile_name: str = "tiny", n_images: int = 24, seed: int = 20_000,
-    score_tolerance: float = 0.1, srcc_tolerance: float = 0.1,
+    reference_dir: Path,
+    candidate_dir: Path,
+    *,
+    profile_name: str = "tiny",
+    n_images: int = 24,
+    seed: int = 20_000,
+    score_tolerance: float = 0.1,
+    srcc_tolerance: float = 0.1,
 ) -> dict:
     """Compare two folders of per-dimension adapters (e.g. committed vs retrained).
 
@@ -212,8 +231,9 @@ def compare_adapter_sets(
         a = load_file(str(Path(reference_dir) / dim / "adapter_model.safetensors"))
         b = load_file(str(cand_dir / "adapter_model.safetensors"))
         weight_diff = max(float((a[k] - b[k]).abs().max()) for k in a) if set(a) == set(b) else float("inf")
-        scores = _scores_of_both(base_dir, profile.image_size, ref_m, rubric, dim, drawings,
-                                 Path(reference_dir) / dim, cand_dir)
+        scores = _scores_of_both(
+            base_dir, profile.image_size, ref_m, rubric, dim, drawings, Path(reference_dir) / dim, cand_dir
+        )
         delta = (scores["ref"] - scores["cand"]).abs()
         srcc_a, srcc_b = ref_m.metrics.get("val_srcc"), cand_m.metrics.get("val_srcc")
         srcc_delta = abs(srcc_a - srcc_b) if srcc_a is not None and srcc_b is not None else None
@@ -224,4 +244,13 @@ def compare_adapter_sets(
             "val_srcc": [srcc_a, srcc_b],
             "ok": float(delta.mean()) <= score_tolerance and (srcc_delta is None or srcc_delta <= srcc_tolerance),
         }
-    return {"dimensions": results, "ok": all(r["ok"] for r in results.values()), "tolerance": {"mean_score_diff": score_tolerance, "val_srcc_diff": srcc_tolerance, "images": n_images, "seed": seed}}
+    return {
+        "dimensions": results,
+        "ok": all(r["ok"] for r in results.values()),
+        "tolerance": {
+            "mean_score_diff": score_tolerance,
+            "val_srcc_diff": srcc_tolerance,
+            "images": n_images,
+            "seed": seed,
+        },
+    }

@@ -17,6 +17,7 @@ ranking, and so the comment's strength and weakness, is unchanged).
 The result is written atomically to OUT with a manifest (task: feedback, the
 module name `feedback`, the rubric it reads, the per-epoch validation loss).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from adapters.feedback import FEEDBACK_MODULE, FEEDBACK_TASK, named_spans, ranked_scores
-from train.encoded import IGNORE, EncodedData, answer_only_inputs, expand_image_tokens
 from train.config import TrainConfig
+from train.encoded import IGNORE, EncodedData, answer_only_inputs, expand_image_tokens
 from train.trainer import _load_base, _save, _set_threads, optimizer_step
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,15 @@ NOTES = (
 )
 
 
-def jittered_scores(rng: np.random.Generator, rubric, labels: dict[str, int], jitter: float = SCORE_JITTER) -> dict[str, float]:
+def jittered_scores(
+    rng: np.random.Generator, rubric, labels: dict[str, int], jitter: float = SCORE_JITTER
+) -> dict[str, float]:
     """Labels with uniform jitter, re-sorted so the ranking (highest first, ties in rubric order) is the labels'."""
     order = [name for name, _ in ranked_scores(rubric, labels)]
-    values = sorted((np.clip(labels[n] + rng.uniform(-jitter, jitter), 1.0, float(max(rubric.levels))) for n in order), reverse=True)
-    return {name: round(float(v), 1) for name, v in zip(order, values)}
+    values = sorted(
+        (np.clip(labels[n] + rng.uniform(-jitter, jitter), 1.0, float(max(rubric.levels))) for n in order), reverse=True
+    )
+    return {name: round(float(v), 1) for name, v in zip(order, values, strict=True)}
 
 
 class FeedbackBatches:
@@ -60,24 +65,31 @@ class FeedbackBatches:
         merge = scoring.processor.image_processor.merge_size
         self.image_tokens = int(encoded.grids[0].prod()) // merge**2
 
-    def batch(self, indices: list[int], scores: list[dict[str, float]], keep_description: list[bool] | None = None) -> dict:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+    def batch(
+        self, indices: list[int], scores: list[dict[str, float]], keep_description: list[bool] | None = None
+    ) -> dict:
         import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         samples = [self.encoded.samples[i] for i in indices]
         prompts = [
-            expand_image_tokens(self.scoring.feedback_prompt_text(self.rubric, s, sample.description if keep else None),
-                                self.image_tokens)
-            for s, sample, keep in zip(scores, samples, keep_description or [True] * len(samples))
+            expand_image_tokens(
+                self.scoring.feedback_prompt_text(self.rubric, s, sample.description if keep else None),
+                self.image_tokens,
+            )
+            for s, sample, keep in zip(scores, samples, keep_description or [True] * len(samples), strict=True)
         ]
         comments = [sample.comment for sample in samples]
         spans = [[(start, end) for _, start, end in named_spans(c, self.rubric)[:2]] for c in comments]
-        inputs = answer_only_inputs(self.scoring.processor.tokenizer, prompts, comments,
-                                    weighted_spans=spans, span_weight=self.name_weight)
+        inputs = answer_only_inputs(
+            self.scoring.processor.tokenizer, prompts, comments, weighted_spans=spans, span_weight=self.name_weight
+        )
         return {
             **inputs,
             "image_grid_thw": torch.cat([self.encoded.grids[i] for i in indices]),
-            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.encoded.features[i] for i in indices))},
+            "mm_encoder_outputs": {
+                "image": BaseModelOutputWithPooling(pooler_output=tuple(self.encoded.features[i] for i in indices))
+            },
         }
 
 
@@ -89,8 +101,9 @@ def comment_loss(model, batch: dict):
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights", "in_span")}
     logits = model(**inputs, use_cache=False).logits[:, :-1].float()
     labels, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
-    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                  ignore_index=IGNORE, reduction="none").view_as(weights)
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view_as(weights)
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
 
 
@@ -114,11 +127,23 @@ def _validate(model, batches: FeedbackBatches, val_idx: list[int], samples, batc
             hits += int(((out.logits[:, :-1].argmax(-1) == batch["labels"][:, 1:]) & is_name).sum())
             names += int(is_name.sum())
     model.train()
-    return {"val_loss": round(sum(losses) / len(val_idx), 5), "val_name_accuracy": round(hits / names, 4) if names else None}
+    return {
+        "val_loss": round(sum(losses) / len(val_idx), 5),
+        "val_name_accuracy": round(hits / names, 4) if names else None,
+    }
 
 
-def _feedback_manifest(config: TrainConfig, dataset, base_ref, prompt_format: str, n_train: int, n_val: int,
-                       history: list[dict], seconds: float, command: str):
+def _feedback_manifest(
+    config: TrainConfig,
+    dataset,
+    base_ref,
+    prompt_format: str,
+    n_train: int,
+    n_val: int,
+    history: list[dict],
+    seconds: float,
+    command: str,
+):
     from adapters.manifest import AdapterManifest, LoraShape, Provenance
 
     rubric = dataset.rubric
@@ -134,19 +159,33 @@ def _feedback_manifest(config: TrainConfig, dataset, base_ref, prompt_format: st
             method="sft_cross_entropy",
             created_by=command,
             seed=config.seed,
-            training_config={**config.model_dump(mode="json", exclude={"dimension_overrides"}), "fingerprint": config.fingerprint(),
-                             "rubric": rubric.name, "n_train": n_train, "n_val": n_val,
-                             "score_jitter": SCORE_JITTER, "description_dropout": DESCRIPTION_DROPOUT, "data": str(dataset.csv_path)},
+            training_config={
+                **config.model_dump(mode="json", exclude={"dimension_overrides"}),
+                "fingerprint": config.fingerprint(),
+                "rubric": rubric.name,
+                "n_train": n_train,
+                "n_val": n_val,
+                "score_jitter": SCORE_JITTER,
+                "description_dropout": DESCRIPTION_DROPOUT,
+                "data": str(dataset.csv_path),
+            },
             data_hash=dataset.content_hash(),
             notes=NOTES,
         ),
         prompt_format=prompt_format,
-        metrics={"val_loss": history[-1]["val_loss"], "val_name_accuracy": history[-1]["val_name_accuracy"], "val_n": n_val,
-                 "train_seconds": round(seconds, 1), "history": history},
+        metrics={
+            "val_loss": history[-1]["val_loss"],
+            "val_name_accuracy": history[-1]["val_name_accuracy"],
+            "val_n": n_val,
+            "train_seconds": round(seconds, 1),
+            "history": history,
+        },
     )
 
 
-def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, *, command: str = "kidsart train-feedback") -> Path:
+def train_feedback(
+    config: TrainConfig, dataset, base_dir: Path, out_dir: Path, *, command: str = "kidsart train-feedback"
+) -> Path:
     """Train the feedback adapter on `dataset` (rows with comments) into `out_dir`; return the folder."""
     import torch
     from peft import get_peft_model
@@ -181,7 +220,12 @@ def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, 
     for epoch in range(config.epochs):
         order = rng.permutation(len(train_idx))
         running = []
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"feedback epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"feedback epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            leave=False,
+        )
         for start in bar:
             idx = [train_idx[j] for j in order[start : start + config.batch_size]]
             scores = [jittered_scores(rng, rubric, dataset.samples[i].scores) for i in idx]
@@ -192,13 +236,17 @@ def train_feedback(config: TrainConfig, dataset, base_dir: Path, out_dir: Path, 
             step += 1
             running.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
-        record = {"epoch": epoch + 1, "train_loss": round(float(np.mean(running)), 5),
-                  **_validate(model, batches, val_idx, dataset.samples, config.eval_batch_size)}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(float(np.mean(running)), 5),
+            **_validate(model, batches, val_idx, dataset.samples, config.eval_batch_size),
+        }
         history.append(record)
         log.info("feedback epoch %d: %s", epoch + 1, record)
     seconds = time.perf_counter() - started
-    manifest = _feedback_manifest(config, dataset, base_ref, prompt_format.name, len(train_idx), len(val_idx),
-                                  history, seconds, command)
+    manifest = _feedback_manifest(
+        config, dataset, base_ref, prompt_format.name, len(train_idx), len(val_idx), history, seconds, command
+    )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _save(model, out_dir, manifest)

@@ -5,6 +5,7 @@ every dimension score alike. Here B is drawn from a seeded normal per dimension,
 so each adapter shifts the score distribution differently. These are the
 "untrained" baselines that trained adapters are compared against.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
-def lora_config(rank: int = 8, alpha: float = 16, target_modules: str | list[str] = DEFAULT_TARGET_MODULES, dropout: float = 0.0):
+def lora_config(
+    rank: int = 8, alpha: float = 16, target_modules: str | list[str] = DEFAULT_TARGET_MODULES, dropout: float = 0.0
+):
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout, bias="none")
@@ -38,7 +41,14 @@ def tidy_peft_folder(adapter_dir: Path, base_model_id: str) -> None:
 
 
 def make_untrained_adapters(
-    base_dir: Path, rubric: Rubric, out_dir: Path, *, seed: int = 0, rank: int = 8, alpha: float = 16, b_std: float = 0.05
+    base_dir: Path,
+    rubric: Rubric,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    rank: int = 8,
+    alpha: float = 16,
+    b_std: float = 0.05,
 ) -> list[Path]:
     """Write one seeded, non-zero LoRA per rubric dimension to out_dir/<dimension>."""
     from peft import get_peft_model

@@ -10,10 +10,11 @@ every dimension has the same images. Each comes with a percentile bootstrap 95% 
 (seeded resampling of artworks). A report also holds the mean over dimensions and, when
 grades are present, the same broken down by grade.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -49,7 +50,9 @@ def mse(pred: Sequence[float], true: Sequence[float]) -> float:
     return float(np.mean((np.asarray(pred, dtype=float) - np.asarray(true, dtype=float)) ** 2))
 
 
-def quadratic_weighted_kappa(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)) -> float:
+def quadratic_weighted_kappa(
+    pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)
+) -> float:
     """Cohen's kappa with quadratic weights, computed as KidsArtBench's metric code computes it.
 
     Predictions are rounded with numpy (half to even: 2.5 -> 2, 3.5 -> 4) and clipped
@@ -74,7 +77,9 @@ def quadratic_weighted_kappa(pred: Sequence[float], true: Sequence[float], level
     return float(1.0 - (weights * observed).sum() / denominator)
 
 
-def point_metrics(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)) -> dict[str, float]:
+def point_metrics(
+    pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5)
+) -> dict[str, float]:
     return {
         "srcc": spearman(pred, true),
         "plcc": pearson(pred, true),
@@ -85,7 +90,13 @@ def point_metrics(pred: Sequence[float], true: Sequence[float], levels: Sequence
 
 
 def bootstrap_ci(
-    pred: Sequence[float], true: Sequence[float], metric: Callable[[np.ndarray, np.ndarray], float], *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    pred: Sequence[float],
+    true: Sequence[float],
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of `metric` over resampled artworks (seeded). NaN resamples are dropped."""
     p, t = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
@@ -116,7 +127,14 @@ def _fast_pearson(p: np.ndarray, t: np.ndarray) -> float:
     return float(np.corrcoef(p, t)[0, 1])
 
 
-def metrics_with_ci(pred: Sequence[float], true: Sequence[float], levels: Sequence[int] = (1, 2, 3, 4, 5), *, n_boot: int = 1000, seed: int = 0) -> dict:
+def metrics_with_ci(
+    pred: Sequence[float],
+    true: Sequence[float],
+    levels: Sequence[int] = (1, 2, 3, 4, 5),
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Point metrics plus `<metric>_ci` bootstrap 95% intervals and the sample count `n`."""
     out: dict = point_metrics(pred, true, levels)
     fns = {
@@ -135,12 +153,24 @@ def metrics_with_ci(pred: Sequence[float], true: Sequence[float], levels: Sequen
 def _mean_over(per_dim: dict[str, dict]) -> dict:
     mean = {}
     for name in METRICS:
-        values = [d[name] for d in per_dim.values() if d[name] is not None and not (isinstance(d[name], float) and math.isnan(d[name]))]
+        values = [
+            d[name]
+            for d in per_dim.values()
+            if d[name] is not None and not (isinstance(d[name], float) and math.isnan(d[name]))
+        ]
         mean[name] = float(np.mean(values)) if values else float("nan")
     return mean
 
 
-def build_report(predictions: dict[str, list[float]], labels: dict[str, list[int]], grades: list[int | None] | None, levels: Sequence[int], *, n_boot: int = 1000, seed: int = 0) -> dict:
+def build_report(
+    predictions: dict[str, list[float]],
+    labels: dict[str, list[int]],
+    grades: list[int | None] | None,
+    levels: Sequence[int],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """The eval.json structure: dimensions, mean, by_grade (empty when no grades)."""
     dims = {d: metrics_with_ci(predictions[d], labels[d], levels, n_boot=n_boot, seed=seed) for d in predictions}
     report: dict = {"dimensions": dims, "mean": _mean_over(dims), "by_grade": {}}
@@ -148,7 +178,9 @@ def build_report(predictions: dict[str, list[float]], labels: dict[str, list[int
         for grade in sorted({g for g in grades if g is not None}):
             idx = [i for i, g in enumerate(grades) if g == grade]
             sub = {
-                d: metrics_with_ci([predictions[d][i] for i in idx], [labels[d][i] for i in idx], levels, n_boot=n_boot, seed=seed)
+                d: metrics_with_ci(
+                    [predictions[d][i] for i in idx], [labels[d][i] for i in idx], levels, n_boot=n_boot, seed=seed
+                )
                 for d in predictions
             }
             report["by_grade"][str(grade)] = {"n": len(idx), "dimensions": sub, "mean": _mean_over(sub)}
@@ -177,11 +209,20 @@ def markdown_table(report: dict) -> str:
     ]
     for dim, m in report["dimensions"].items():
         lo, hi = m["srcc_ci"]
-        lines.append(f"| {dim} | {_fmt(m['srcc'])} [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['plcc'])} | {_fmt(m['mae'])} | {_fmt(m['mse'])} | {_fmt(m['qwk'])} |")
+        lines.append(
+            f"| {dim} | {_fmt(m['srcc'])} [{_fmt(lo)}, {_fmt(hi)}] | {_fmt(m['plcc'])} | {_fmt(m['mae'])} | "
+            f"{_fmt(m['mse'])} | {_fmt(m['qwk'])} |"
+        )
     mean = report["mean"]
-    lines.append(f"| **mean** | {_fmt(mean['srcc'])} | {_fmt(mean['plcc'])} | {_fmt(mean['mae'])} | {_fmt(mean['mse'])} | {_fmt(mean['qwk'])} |")
+    lines.append(
+        f"| **mean** | {_fmt(mean['srcc'])} | {_fmt(mean['plcc'])} | {_fmt(mean['mae'])} | {_fmt(mean['mse'])} | "
+        f"{_fmt(mean['qwk'])} |"
+    )
     if report.get("by_grade"):
         lines += ["", "| grade | n | mean SRCC | mean MAE | mean QWK |", "|---|---|---|---|---|"]
         for grade, g in report["by_grade"].items():
-            lines.append(f"| {grade} | {g['n']} | {_fmt(g['mean']['srcc'])} | {_fmt(g['mean']['mae'])} | {_fmt(g['mean']['qwk'])} |")
+            lines.append(
+                f"| {grade} | {g['n']} | {_fmt(g['mean']['srcc'])} | {_fmt(g['mean']['mae'])} | "
+                f"{_fmt(g['mean']['qwk'])} |"
+            )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ the same CPU the same recipe gives the same weights (`kidsart build-base --check
 verifies it). Across CPUs the float results differ, which is why the base is a
 committed fixture.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,7 +79,7 @@ class CaptionBatches:
         self.processor, self.prompt_format = processor, prompt_format
         self.drawings, self.features, self.details = drawings, features, drawings.details
         # The processor expands each image placeholder to one token per merged patch; so do we.
-        self.image_tokens = int(drawings.grid.prod()) // processor.image_processor.merge_size ** 2
+        self.image_tokens = int(drawings.grid.prod()) // processor.image_processor.merge_size**2
 
     def __len__(self) -> int:
         return len(self.features)
@@ -96,7 +97,9 @@ class CaptionBatches:
         return {
             **inputs,
             "image_grid_thw": self.drawings.grid.repeat(len(indices), 1),
-            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i in indices))},
+            "mm_encoder_outputs": {
+                "image": BaseModelOutputWithPooling(pooler_output=tuple(self.features[i] for i in indices))
+            },
         }
 
 
@@ -138,12 +141,23 @@ def pretrain_base(model, processor, spec, *, image_size: int, seed: int) -> dict
     try:
         torch.manual_seed(seed)
         first = PRETRAIN_SEED_OFFSET + seed * 1_000_000
-        drawings = DrawingSet(processor, image_size, range(first, first + spec.n_images), "render pre-training drawings")
+        drawings = DrawingSet(
+            processor, image_size, range(first, first + spec.n_images), "render pre-training drawings"
+        )
         held_first = HELD_OUT_SEED_OFFSET + seed * 1_000_000
-        held = DrawingSet(processor, image_size, range(held_first, held_first + spec.eval_images), "render held-out drawings") if spec.eval_images else None
+        held = (
+            DrawingSet(
+                processor, image_size, range(held_first, held_first + spec.eval_images), "render held-out drawings"
+            )
+            if spec.eval_images
+            else None
+        )
         probe_before = probe_rubric_labels(model, processor, image_size, seed)
         vision = pretrain_vision(model, drawings.pixels, drawings.grid, drawings.details, spec.vision, seed=seed)
-        vision["probe_before"], vision["probe_after"] = probe_before, probe_rubric_labels(model, processor, image_size, seed)
+        vision["probe_before"], vision["probe_after"] = (
+            probe_before,
+            probe_rubric_labels(model, processor, image_size, seed),
+        )
         # The vision tower is frozen from here on: its output tokens, computed once, replace the pixels.
         features = drawings.features(model)
         drawings.pixels = []
@@ -162,7 +176,9 @@ def pretrain_base(model, processor, spec, *, image_size: int, seed: int) -> dict
     }
 
 
-def pretrain_captions(model, processor, drawings: DrawingSet, features: list, held: DrawingSet | None, spec, *, seed: int) -> dict:
+def pretrain_captions(
+    model, processor, drawings: DrawingSet, features: list, held: DrawingSet | None, spec, *, seed: int
+) -> dict:
     """Stage 2: the language model learns to answer questions about drawings (vision tower frozen)."""
     import torch
 
@@ -183,13 +199,16 @@ def pretrain_captions(model, processor, drawings: DrawingSet, features: list, he
     no_decay = [p for p in params if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.learning_rate, betas=(0.9, 0.98),
+        lr=spec.learning_rate,
+        betas=(0.9, 0.98),
     )
     rng = np.random.default_rng(seed)
 
     def batch_loss(idx):
         idx = idx.tolist()
-        pairs = [training_pair(rng, data.details[i], spec.focused_share, spec.dense_share, spec.short_share) for i in idx]
+        pairs = [
+            training_pair(rng, data.details[i], spec.focused_share, spec.dense_share, spec.short_share) for i in idx
+        ]
         return model(**data.batch(idx, pairs), use_cache=False).loss
 
     model.train()

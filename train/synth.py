@@ -40,6 +40,7 @@ width jitter. The description is a plain account of what is drawn.
 `render_drawing_details` returns the facts of a drawing (colours, shapes, layout,
 figure, strokes, motifs) for the base's pre-training (`train/vision_pretrain.py`, `train/captions.py`).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -69,11 +70,11 @@ DIMENSIONS = (
 # The creativity rubric (creativity5, arXiv 2602.13306) read from the same drawings: each of its
 # dimensions is the visible parameter of a KidsArtBench one (stand-ins, as the table above says).
 CREATIVITY_FROM = {
-    "originality": "imagination",        # fantastic motifs
-    "color": "color_richness",           # distinct hues
-    "texture": "line_texture",           # stroke styles
+    "originality": "imagination",  # fantastic motifs
+    "color": "color_richness",  # distinct hues
+    "texture": "line_texture",  # stroke styles
     "composition": "picture_organization",  # layout
-    "content": "realism",                # completeness of the figure
+    "content": "realism",  # completeness of the figure
 }
 RUBRIC_LABELS = {"kidsartbench": {d: d for d in DIMENSIONS}, "creativity5": CREATIVITY_FROM}
 
@@ -123,7 +124,9 @@ def _paper(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]) -> tuple[list[tuple[int, int, int]], list[float]]:
+def _palette(
+    rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]
+) -> tuple[list[tuple[int, int, int]], list[float]]:
     """n_hues evenly spread hues, blended toward the paper tone by (1 - strength); (colours, hues in [0, 1))."""
     offset = rng.uniform(0, 1)
     colours, hues = [], []
@@ -137,13 +140,17 @@ def _palette(rng: np.random.Generator, n_hues: int, strength: float, paper: tupl
     return colours, hues
 
 
-def render_artwork(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int]]:
+def render_artwork(
+    seed: int, width: int = 400, height: int = 300, distribution: str = "uniform"
+) -> tuple[Image.Image, dict[str, int]]:
     """Draw one synthetic artwork from `seed`; return (RGB image, labels for the nine KidsArtBench dimensions)."""
     image, labels, _, _ = render_record(seed, width, height, distribution)
     return image, labels
 
 
-def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int) -> tuple[Image.Image, dict]:
+def _draw(
+    rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int
+) -> tuple[Image.Image, dict]:
     """The drawing for `labels`, one element per rubric dimension, in a fixed order of random draws (the
     committed adapters were trained on exactly these images: reorder nothing)."""
     image = _paper(rng, width, height)
@@ -165,14 +172,27 @@ def _draw(rng: np.random.Generator, labels: dict[str, int], width: int, height: 
     n_motifs = _MOTIFS[labels["imagination"]]
     for m in range(n_motifs):
         # ~20-27 px across after letter-boxing (was ~8-12 px, under one 14 px patch).
-        draw_motif(draw, rng, rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height, unit * rng.uniform(0.65, 0.85), m % 3)
+        draw_motif(
+            draw,
+            rng,
+            rng.uniform(0.08, 0.92) * width,
+            rng.uniform(0.08, 0.92) * height,
+            unit * rng.uniform(0.65, 0.85),
+            m % 3,
+        )
 
     image = image.filter(ImageFilter.SMOOTH)
-    details.update({
-        "strength": _CONTRAST[labels["color_contrast"]], "n_motifs": n_motifs,
-        "motif_kinds": [m % 3 for m in range(n_motifs)], "grid": labels["picture_organization"] >= 4,
-        "figure_parts": labels["realism"], "head_scale": HEAD_SCALE[labels["deformation"]], "grade": grade,
-    })
+    details.update(
+        {
+            "strength": _CONTRAST[labels["color_contrast"]],
+            "n_motifs": n_motifs,
+            "motif_kinds": [m % 3 for m in range(n_motifs)],
+            "grid": labels["picture_organization"] >= 4,
+            "figure_parts": labels["realism"],
+            "head_scale": HEAD_SCALE[labels["deformation"]],
+            "grade": grade,
+        }
+    )
     return image, details
 
 
@@ -214,8 +234,15 @@ def _shapes(image, draw, rng, labels: dict[str, int], width: int, height: int, u
         else:
             draw.ellipse([cx - size, cy - size, cx + size, cy + size], fill=colour)
             shape_kinds["circle"] += 1
-    return {"n_hues": n_hues, "hues": hues, "spread": spread, "corner": corner, "n_shapes": n_shapes,
-            "shape_kinds": shape_kinds, "transformed_share": n_transformed / n_shapes}
+    return {
+        "n_hues": n_hues,
+        "hues": hues,
+        "spread": spread,
+        "corner": corner,
+        "n_shapes": n_shapes,
+        "shape_kinds": shape_kinds,
+        "transformed_share": n_transformed / n_shapes,
+    }
 
 
 def _burst(image, draw, rng, cx: float, cy: float, size: float, colour) -> None:
@@ -271,7 +298,9 @@ def describe(labels: dict[str, int], details: dict) -> str:
     return f"I drew {' and '.join(parts)} with shapes in {colours} and {len(details['styles'])} kinds of lines."
 
 
-def render_record(seed: int, width: int = 400, height: int = 300, distribution: str = "uniform") -> tuple[Image.Image, dict[str, int], int, str]:
+def render_record(
+    seed: int, width: int = 400, height: int = 300, distribution: str = "uniform"
+) -> tuple[Image.Image, dict[str, int], int, str]:
     """Image, labels, grade and description for one seed (same image and labels as render_artwork)."""
     image, labels, grade, details = _render(seed, width, height, distribution)
     return image, labels, grade, describe(labels, details)
@@ -297,8 +326,15 @@ def render_drawing_details(seed: int, width: int = 400, height: int = 300) -> tu
     return _draw(rng, labels, width, height, grade)
 
 
-def write_dataset(n: int, seed: int, out_dir: str | Path, distribution: str = "uniform", width: int = 400, height: int = 300,
-                  rubric: str = "kidsartbench") -> Path:
+def write_dataset(
+    n: int,
+    seed: int,
+    out_dir: str | Path,
+    distribution: str = "uniform",
+    width: int = 400,
+    height: int = 300,
+    rubric: str = "kidsartbench",
+) -> Path:
     """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path.
 
     Artwork i is drawn from seed `seed * 1_000_003 + i`, so datasets with different

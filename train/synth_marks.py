@@ -1,6 +1,7 @@
 """The marks the synthetic drawings are made of (train.synth): ink strokes of five styles, the hatching of
 a twisted shape, the stick figure (realism: its parts; deformation: its head's scale) and the fantastic
 motifs. Each draws with the caller's random generator, in a fixed order of draws."""
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,28 @@ def draw_stroke(draw: ImageDraw.ImageDraw, rng: np.random.Generator, style: str,
     elif style == "dashed":
         for i in range(0, steps, 2):
             a, b = i / steps, min(1.0, (i + 1) / steps)
-            draw.line([(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)], fill=INK, width=width + 1)
+            draw.line(
+                [(x0 + ux * length * a, y0 + uy * length * a), (x0 + ux * length * b, y0 + uy * length * b)],
+                fill=INK,
+                width=width + 1,
+            )
     elif style == "zigzag":
-        pts = [(x0 + ux * length * i / steps + nx * (9 if i % 2 else -9), y0 + uy * length * i / steps + ny * (9 if i % 2 else -9)) for i in range(steps + 1)]
+        pts = [
+            (
+                x0 + ux * length * i / steps + nx * (9 if i % 2 else -9),
+                y0 + uy * length * i / steps + ny * (9 if i % 2 else -9),
+            )
+            for i in range(steps + 1)
+        ]
         draw.line(pts, fill=INK, width=width)
     elif style == "wavy":
-        pts = [(x0 + ux * length * i / (steps * 3) + nx * 9 * math.sin(i / 1.5), y0 + uy * length * i / (steps * 3) + ny * 9 * math.sin(i / 1.5)) for i in range(steps * 3 + 1)]
+        pts = [
+            (
+                x0 + ux * length * i / (steps * 3) + nx * 9 * math.sin(i / 1.5),
+                y0 + uy * length * i / (steps * 3) + ny * 9 * math.sin(i / 1.5),
+            )
+            for i in range(steps * 3 + 1)
+        ]
         draw.line(pts, fill=INK, width=width + 3)
     elif style == "dotted":
         for i in range(steps + 1):
@@ -61,7 +78,16 @@ def hatch(image: Image.Image, polygon: list[tuple[float, float]]) -> None:
     image.paste(INK, (0, 0, image.width, image.height), clip)
 
 
-def draw_figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, cy: float, unit: float, realism: int, deformation: int, width: int) -> None:
+def draw_figure(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    unit: float,
+    realism: int,
+    deformation: int,
+    width: int,
+) -> None:
     """A stick figure: realism adds parts, deformation distorts proportions."""
     head_r = unit * 0.35 * HEAD_SCALE[deformation]
     stretch = 1.0 + 0.35 * (deformation - 1) * rng.choice([-1, 1]) * 0.5
@@ -87,12 +113,22 @@ def draw_figure(draw: ImageDraw.ImageDraw, rng: np.random.Generator, cx: float, 
         arm = unit * 0.7 * (1 + 0.3 * (deformation - 1))
         hip = cy + head_r + body
         leg = unit * 0.8 * stretch
-        for px, py in ((cx - arm, arm_y + arm * 0.3), (cx + arm, arm_y + arm * 0.3), (cx - leg * 0.5, hip + leg), (cx + leg * 0.5, hip + leg)):
+        for px, py in (
+            (cx - arm, arm_y + arm * 0.3),
+            (cx + arm, arm_y + arm * 0.3),
+            (cx - leg * 0.5, hip + leg),
+            (cx + leg * 0.5, hip + leg),
+        ):
             hand = unit * 0.15
             draw.ellipse([px - hand, py - hand, px + hand, py + hand], fill=INK)
     if realism >= 5:
         hip = cy + head_r + body
-        shirt = [(cx - unit * 0.3, cy + head_r + 2), (cx + unit * 0.3, cy + head_r + 2), (cx + unit * 0.35, hip), (cx - unit * 0.35, hip)]
+        shirt = [
+            (cx - unit * 0.3, cy + head_r + 2),
+            (cx + unit * 0.3, cy + head_r + 2),
+            (cx + unit * 0.35, hip),
+            (cx - unit * 0.35, hip),
+        ]
         draw.polygon(shirt, fill=(120, 120, 130), outline=INK)
         ground = hip + unit * 0.8 * stretch + 4
         draw.line([(cx - unit * 1.6, ground), (cx + unit * 1.6, ground)], fill=(90, 70, 50), width=width + 2)
@@ -111,5 +147,7 @@ def draw_motif(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x: float, y:
             pts.append((x + r * math.cos(a), y + r * math.sin(a)))
         draw.polygon(pts, outline=colour, fill=(250, 220, 60), width=3)
     else:  # floating eye
-        draw.ellipse([x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=4)
+        draw.ellipse(
+            [x - size, y - size * 0.55, x + size, y + size * 0.55], fill=(255, 255, 255), outline=colour, width=4
+        )
         draw.ellipse([x - size * 0.35, y - size * 0.35, x + size * 0.35, y + size * 0.35], fill=colour)

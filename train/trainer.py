@@ -15,6 +15,7 @@ manifest (training config, data hash, base hash, validation metrics per epoch).
 A rerun skips dimensions whose manifest matches the same config, data and base,
 so an interrupted run resumes per dimension.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,6 +31,7 @@ from train.config import TrainConfig
 from train.encoded import EncodedData
 
 log = logging.getLogger(__name__)
+
 
 def raft_loss(score_logits, labels, levels, *, loss: str = "raft", ce_weight: float = 0.0):
     """(loss, expected scores). RAFT = MSE(label, expected_score(logits)) via adapters.rail.expected_score."""
@@ -50,6 +52,7 @@ def raft_loss(score_logits, labels, levels, *, loss: str = "raft", ce_weight: fl
 
 # ---------------------------------------------------------------- training
 
+
 def _set_threads(config: TrainConfig) -> None:
     import torch
 
@@ -65,7 +68,9 @@ def _to_device(batch: dict, device: str) -> dict:
 
     out = {k: v.to(device) for k, v in batch.items() if k != "mm_encoder_outputs"}
     features = batch["mm_encoder_outputs"]["image"].pooler_output
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(f.to(device) for f in features))}
+    out["mm_encoder_outputs"] = {
+        "image": BaseModelOutputWithPooling(pooler_output=tuple(f.to(device) for f in features))
+    }
     return out
 
 
@@ -79,7 +84,9 @@ def _predict(model, encoded, items, score_token_ids, levels, batch_size, device:
     out = []
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
-            logits = score_token_logits(model, _to_device(encoded.collate(items[start : start + batch_size]), device), score_token_ids)
+            logits = score_token_logits(
+                model, _to_device(encoded.collate(items[start : start + batch_size]), device), score_token_ids
+            )
             out.extend(expected_score(logits.double(), levels)[1].tolist())
     model.train()
     return out
@@ -120,9 +127,10 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
     import torch
     from peft import get_peft_model
     from tqdm import tqdm
+
     from adapters.hf_scoring import score_token_logits
-    from train.metrics import mae, spearman
     from train.init_adapters import lora_config
+    from train.metrics import mae, spearman
 
     torch.manual_seed(seed)
     model = _load_base(base_dir, config)
@@ -142,7 +150,12 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
     for epoch in range(config.epochs):
         order = rng.permutation(len(train_items))
         running = []
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            leave=False,
+        )
         for micro, start in enumerate(bar):
             items = [train_items[i] for i in order[start : start + config.batch_size]]
             inputs = _to_device(encoded.collate(items), config.device)
@@ -158,9 +171,13 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
         record = {"epoch": epoch + 1, "train_loss": round(float(np.mean(running)), 5)}
         if val_items:
-            pred = _predict(model, encoded, val_items, scoring.score_token_ids, level_t, config.eval_batch_size, config.device)
+            pred = _predict(
+                model, encoded, val_items, scoring.score_token_ids, level_t, config.eval_batch_size, config.device
+            )
             true = [label_of(item) for item in val_items]
-            record.update({"val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(val_items)})
+            record.update(
+                {"val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(val_items)}
+            )
         history.append(record)
         log.info("%s epoch %d: %s", desc, epoch + 1, record)
     return model, history
@@ -203,7 +220,8 @@ def _save(model, target: Path, manifest) -> None:
 
 NOTES = (
     "Trained with RAFT on procedurally drawn synthetic images whose labels are set by drawing parameters "
-    "(train/synth.py). Scores reflect those synthetic rules on the small pre-trained test base (README: The test base), not art judgement."
+    "(train/synth.py). Scores reflect those synthetic rules on the small pre-trained test base (docs/test-base.md), "
+    "not art judgement."
 )
 
 
@@ -248,7 +266,8 @@ class _RunRecord:
             base=self.base_ref,
             lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
             provenance=Provenance(
-                method=("raft" if config.loss == "raft" else "cross_entropy") + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
+                method=("raft" if config.loss == "raft" else "cross_entropy")
+                + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
                 created_by=self.command,
                 seed=config.seed,
                 training_config=self.training_config(dim_name),
@@ -270,10 +289,15 @@ def _checked_config(config: TrainConfig, rubric) -> TrainConfig:
     """The config for this rubric: overrides must name its dimensions; a shared LoRA ignores them."""
     unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
     if unknown:
-        raise ConfigError(f"training config {config.name}: dimension_overrides names {', '.join(unknown)}, "
-                          f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})")
+        raise ConfigError(
+            f"training config {config.name}: dimension_overrides names {', '.join(unknown)}, "
+            f"not dimensions of rubric {rubric.name} ({', '.join(rubric.dimension_names)})"
+        )
     if config.adapter_mode == "shared" and config.dimension_overrides:
-        log.info("one shared LoRA: the per-dimension overrides (%s) do not apply", ", ".join(sorted(config.dimension_overrides)))
+        log.info(
+            "one shared LoRA: the per-dimension overrides (%s) do not apply",
+            ", ".join(sorted(config.dimension_overrides)),
+        )
         config = config.model_copy(update={"dimension_overrides": {}})
     return config
 
@@ -327,8 +351,20 @@ def train_adapters(
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
     label_of = lambda item: dataset.samples[item[0]].scores[item[1].name]  # noqa: E731
-    record = _RunRecord(config, recipes, fingerprints, rubric, dims, base_ref, prompt_format.name, len(train_idx),
-                        len(val_idx), str(dataset.csv_path), command, notes)
+    record = _RunRecord(
+        config,
+        recipes,
+        fingerprints,
+        rubric,
+        dims,
+        base_ref,
+        prompt_format.name,
+        len(train_idx),
+        len(val_idx),
+        str(dataset.csv_path),
+        command,
+        notes,
+    )
 
     if config.adapter_mode == "shared":
         _train_shared(record, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets)
@@ -340,8 +376,16 @@ def train_adapters(
         start = time.perf_counter()
         seed = config.seed * 1000 + rubric.dimension_names.index(d.name)
         model, history = _fit(
-            recipes[d.name], base_dir, scoring, encoded, [(i, d) for i in train_idx], [(i, d) for i in val_idx],
-            rubric.levels, seed, label_of, d.name,
+            recipes[d.name],
+            base_dir,
+            scoring,
+            encoded,
+            [(i, d) for i in train_idx],
+            [(i, d) for i in val_idx],
+            rubric.levels,
+            seed,
+            label_of,
+            d.name,
         )
         seconds = time.perf_counter() - start
         _save(model, targets[d.name], record.manifest(d.name, history, seconds, False))
@@ -357,7 +401,9 @@ def _train_shared(record: _RunRecord, base_dir, scoring, encoded, train_idx, val
     start = time.perf_counter()
     train_items = [(i, d) for i in train_idx for d in dims]
     val_items = [(i, d) for i in val_idx for d in dims]
-    model, history = _fit(config, base_dir, scoring, encoded, train_items, val_items, rubric.levels, config.seed, label_of, "shared")
+    model, history = _fit(
+        config, base_dir, scoring, encoded, train_items, val_items, rubric.levels, config.seed, label_of, "shared"
+    )
     seconds = time.perf_counter() - start
     for d in dims:
         dim_hist = history
@@ -365,7 +411,17 @@ def _train_shared(record: _RunRecord, base_dir, scoring, encoded, train_idx, val
             from train.metrics import mae, spearman
 
             items = [(i, d) for i in val_idx]
-            pred = _predict(model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device)
+            pred = _predict(
+                model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device
+            )
             true = [label_of(it) for it in items]
-            dim_hist = [*history[:-1], {**history[-1], "val_srcc": _round(spearman(pred, true)), "val_mae": _round(mae(pred, true)), "val_n": len(items)}]
+            dim_hist = [
+                *history[:-1],
+                {
+                    **history[-1],
+                    "val_srcc": _round(spearman(pred, true)),
+                    "val_mae": _round(mae(pred, true)),
+                    "val_n": len(items),
+                },
+            ]
         _save(model, targets[d.name], record.manifest(d.name, dim_hist, seconds, True))

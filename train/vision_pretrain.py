@@ -21,6 +21,7 @@ the base manifest (`pretraining.vision`).
 The targets are drawing facts from `train.synth.render_drawing_details`, never
 rubric labels, on seeds no dataset uses.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,23 @@ log = logging.getLogger(__name__)
 
 _STYLES = ("solid", "dashed", "zigzag", "wavy", "dotted")
 FACT_NAMES = (
-    "colours", "strength", "shapes", "twisted_share", "spread", "grid", "figure_parts", "head_scale",
-    "stroke_kinds", "strokes", "pencil_segments", "motifs",
-    *(f"stroke_{s}" for s in _STYLES), "spirals", "stars", "eyes", *(f"corner_{c}" for c in range(4)),
+    "colours",
+    "strength",
+    "shapes",
+    "twisted_share",
+    "spread",
+    "grid",
+    "figure_parts",
+    "head_scale",
+    "stroke_kinds",
+    "strokes",
+    "pencil_segments",
+    "motifs",
+    *(f"stroke_{s}" for s in _STYLES),
+    "spirals",
+    "stars",
+    "eyes",
+    *(f"corner_{c}" for c in range(4)),
 )
 
 
@@ -43,10 +58,20 @@ def fact_targets(details: dict) -> list[float]:
     """The drawing's facts as numbers, in FACT_NAMES order."""
     kinds = details["motif_kinds"]
     return [
-        details["n_hues"], details["strength"], details["n_shapes"], details["transformed_share"], details["spread"],
-        float(details["grid"]), details["figure_parts"], details["head_scale"], len(details["styles"]),
-        details["n_strokes"], details["n_segments"], details["n_motifs"],
-        *(float(s in details["styles"]) for s in _STYLES), *(float(kinds.count(k)) for k in range(3)),
+        details["n_hues"],
+        details["strength"],
+        details["n_shapes"],
+        details["transformed_share"],
+        details["spread"],
+        float(details["grid"]),
+        details["figure_parts"],
+        details["head_scale"],
+        len(details["styles"]),
+        details["n_strokes"],
+        details["n_segments"],
+        details["n_motifs"],
+        *(float(s in details["styles"]) for s in _STYLES),
+        *(float(kinds.count(k)) for k in range(3)),
         *(float(details["corner"] == c) for c in range(4)),
     ]
 
@@ -114,6 +139,7 @@ def pretrain_vision(model, pixels: list, grid, details: list[dict], spec, *, see
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
+
     def batch_loss(idx):
         pooled = _pooled(visual, torch.cat([pixels[i] for i in idx]), grid.repeat(len(idx), 1), len(idx))
         return torch.nn.functional.mse_loss(head(pooled), normalised[idx])

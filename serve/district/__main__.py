@@ -1,4 +1,5 @@
 """`python -m serve.district score-district ...`: the district command without the full `kidsart` CLI."""
+
 from __future__ import annotations
 
 import typer

@@ -10,6 +10,7 @@ plus how each answer becomes a journal result.
 - any other status (404, 401, ...): `RouterProtocolError` (wrong URL, key or contract).
 The original file bytes are sent; the router decodes and normalises them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,16 @@ class RouterProtocolError(KidsArtError):
 class ScoreClient:
     """Scores one image per call; many calls run concurrently on one connection pool."""
 
-    def __init__(self, url: str, *, dimensions: list[str] | None = None, policy: RetryPolicy | None = None,
-                 max_connections: int = 64, feedback: bool = False, api_key: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        dimensions: list[str] | None = None,
+        policy: RetryPolicy | None = None,
+        max_connections: int = 64,
+        feedback: bool = False,
+        api_key: str | None = None,
+    ):
         self.dimensions = list(dimensions or [])
         self.feedback = feedback
         self.api = AsyncScoringClient(url, api_key=api_key, policy=policy, max_connections=max_connections)
@@ -50,7 +59,7 @@ class ScoreClient:
     async def aclose(self) -> None:
         await self.api.aclose()
 
-    async def __aenter__(self) -> "ScoreClient":
+    async def __aenter__(self) -> ScoreClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -66,8 +75,13 @@ class ScoreClient:
     async def score(self, data: bytes, *, request_id: str, description: str = "") -> dict:
         """{"status": "ok", "scores": {...}} or {"status": "error", "error_type", "error", "http_status"}."""
         try:
-            body = await self.api.score(data, request_id=request_id, dimensions=self.dimensions or None,
-                                        description=description or None, feedback=self.feedback)
+            body = await self.api.score(
+                data,
+                request_id=request_id,
+                dimensions=self.dimensions or None,
+                description=description or None,
+                feedback=self.feedback,
+            )
         except RouterUnavailableError as exc:
             raise RouterUnavailableError(f"{exc}; rerun with --resume once it is back") from exc
         except InvalidAnswerError as exc:
@@ -82,19 +96,29 @@ class ScoreClient:
         return parse_score_answer(body, self.dimensions, self.feedback)
 
 
-
 def parse_score_answer(answer: ScoreAnswer, dimensions: list[str], feedback: bool) -> dict:
     """A score answer as a journal result: ok with the scores (and the comment), or an invalid_response error when
     it lacks a requested dimension or the comment asked for."""
     missing = answer.missing(dimensions)
     if missing:
-        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
-                "error": f"the answer lacks dimensions {missing}"}
+        return {
+            "status": "error",
+            "error_type": "invalid_response",
+            "http_status": 200,
+            "error": f"the answer lacks dimensions {missing}",
+        }
     if feedback and answer.feedback is None:
-        return {"status": "error", "error_type": "invalid_response", "http_status": 200,
-                "error": "the answer has no feedback although it was asked for"}
-    result = {"status": "ok", "scores": {d: s.model_dump(exclude_none=True) for d, s in answer.scores.items()},
-              "rubric": answer.rubric}
+        return {
+            "status": "error",
+            "error_type": "invalid_response",
+            "http_status": 200,
+            "error": "the answer has no feedback although it was asked for",
+        }
+    result = {
+        "status": "ok",
+        "scores": {d: s.model_dump(exclude_none=True) for d, s in answer.scores.items()},
+        "rubric": answer.rubric,
+    }
     if feedback:
         result["feedback"] = answer.feedback.model_dump()
     return result

@@ -7,6 +7,7 @@ pending), `error_type`, `error`, then per dimension `<dim>` (RAIL expected score
 (mean over the dimensions) and `adapters` (dim=name@version, ';'-separated).
 Files are written to a temporary name and renamed, so a kill never leaves half a file.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,32 @@ from pathlib import Path
 
 from serve.district.inputs import InputItem
 
-ID_COLUMNS = ["key", "file", "student_id", "school", "grade", "class", "folder", "description", "sha256", "size",
-              "duplicate_of", "status", "error_type", "error"]
+ID_COLUMNS = [
+    "key",
+    "file",
+    "student_id",
+    "school",
+    "grade",
+    "class",
+    "folder",
+    "description",
+    "sha256",
+    "size",
+    "duplicate_of",
+    "status",
+    "error_type",
+    "error",
+]
 
 
-def build_table(items: list[InputItem], records: dict[str, dict], dimensions: list[str], levels: int = 5, rubric=None,
-                feedback: bool = False):
+def build_table(
+    items: list[InputItem],
+    records: dict[str, dict],
+    dimensions: list[str],
+    levels: int = 5,
+    rubric=None,
+    feedback: bool = False,
+):
     """A pandas DataFrame with one row per input (pending if the journal has no current record).
 
     For a rubric with a points scale (`points_per_dimension`), also `<dimension>_points` columns and the
@@ -46,8 +67,11 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
         if points:
             _points_columns(row, rubric, dimensions, total_name)
         rows.append(row)
-    columns = ID_COLUMNS + [c for dim in dimensions for c in
-                            (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])] + ["mean_score", "adapters"]
+    columns = (
+        ID_COLUMNS
+        + [c for dim in dimensions for c in (dim, f"{dim}_std", *[f"{dim}_p{k}" for k in range(1, levels + 1)])]
+        + ["mean_score", "adapters"]
+    )
     if points:
         columns += [f"{dim}_points" for dim in dimensions] + ([total_name] if total_name else [])
     if feedback:
@@ -59,9 +83,16 @@ def build_table(items: list[InputItem], records: dict[str, dict], dimensions: li
 
 def _identity_and_status(item: InputItem, record: dict | None) -> dict:
     row = {
-        "key": item.key, "file": Path(item.key.split("#")[0]).name, "student_id": item.student_id,
-        "school": item.school, "grade": item.grade, "class": item.class_name, "folder": item.folder,
-        "description": item.description, "sha256": item.sha256, "size": item.size,
+        "key": item.key,
+        "file": Path(item.key.split("#")[0]).name,
+        "student_id": item.student_id,
+        "school": item.school,
+        "grade": item.grade,
+        "class": item.class_name,
+        "folder": item.folder,
+        "description": item.description,
+        "sha256": item.sha256,
+        "size": item.size,
         "duplicate_of": item.duplicate_of,
     }
     if record is None:

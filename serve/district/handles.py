@@ -14,6 +14,7 @@ policy until `max_outage_s`, then `RouterUnavailableError` stops the run resumab
 input the service refuses (the router's 4xx) or an engine failure on one image (5xx)
 becomes that row's error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,16 +42,27 @@ def served_runtime(app_name: str = APP_NAME) -> dict:
         router = serve.get_deployment_handle(ROUTER_DEPLOYMENT, app_name)
         return router.runtime_info.remote().result(timeout_s=RUNTIME_TIMEOUT_S)
     except Exception as exc:  # Ray's errors for a missing app or deployment are several types
-        raise ConfigError(f"no running {app_name!r} application with a {ROUTER_DEPLOYMENT} deployment on this Ray "
-                          f"cluster ({exc.__class__.__name__}: {str(exc)[:300]}); deploy it first (kidsart serve, "
-                          "or serve run on a file from kidsart deploy-config)") from exc
+        raise ConfigError(
+            f"no running {app_name!r} application with a {ROUTER_DEPLOYMENT} deployment on this Ray "
+            f"cluster ({exc.__class__.__name__}: {str(exc)[:300]}); deploy it first (kidsart serve, "
+            "or serve run on a file from kidsart deploy-config)"
+        ) from exc
 
 
 class HandleScoreClient:
     """The district job's scoring client over Ray Serve handles; the same results as `ScoreClient`."""
 
-    def __init__(self, runtime: dict, *, dimensions: list[str] | None = None, policy: RetryPolicy | None = None,
-                 feedback: bool = False, app_name: str = APP_NAME, engine=None, watch: EngineWatch | None = None):
+    def __init__(
+        self,
+        runtime: dict,
+        *,
+        dimensions: list[str] | None = None,
+        policy: RetryPolicy | None = None,
+        feedback: bool = False,
+        app_name: str = APP_NAME,
+        engine=None,
+        watch: EngineWatch | None = None,
+    ):
         """`engine` (the engine deployment's handle) and `watch` default to the application's own."""
         parsed = RouterRuntime.model_validate(runtime)
         if engine is None:
@@ -93,19 +105,26 @@ class HandleScoreClient:
         try:
             async for attempt in AsyncRetrying(**self._kwargs(request_id)):
                 with attempt:
-                    body, _ = await self.scorer.score_upload(data, self.dimensions or None, description or None,
-                                                             request_id, self.feedback)
+                    body, _ = await self.scorer.score_upload(
+                        data, self.dimensions or None, description or None, request_id, self.feedback
+                    )
         except EngineUnavailableError as exc:
-            raise RouterUnavailableError(f"no usable answer from the engine deployment within "
-                                         f"{self.policy.max_outage_s:.0f} s (last: {exc}); rerun with --resume "
-                                         "once it is back") from exc
+            raise RouterUnavailableError(
+                f"no usable answer from the engine deployment within "
+                f"{self.policy.max_outage_s:.0f} s (last: {exc}); rerun with --resume "
+                "once it is back"
+            ) from exc
         except KidsArtError as exc:  # refused input (the router's 4xx) or a failure on this image (5xx): its row
             status = status_for(exc)
             if status not in INPUT_ERROR_STATUSES and status < 500:
                 raise
             self.last_success = time.monotonic()
-            return {"status": "error", "error_type": getattr(exc, "kind", "error"), "error": str(exc),
-                    "http_status": status}
+            return {
+                "status": "error",
+                "error_type": getattr(exc, "kind", "error"),
+                "error": str(exc),
+                "http_status": status,
+            }
         self.last_success = time.monotonic()
         return parse_score_answer(body, self.dimensions, self.feedback)
 

@@ -15,6 +15,7 @@ Every input has a stable `key` (its relative path; a CSV listing one path twice 
 `#2`, `#3`...) and the sha256 of its content. Inputs with identical content are
 reported through `duplicate_of` (the key of the first one) but keep their own row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -81,8 +82,13 @@ class Discovery:
         return groups
 
 
-def discover(source: str | Path, *, levels: tuple[str, ...] = DEFAULT_LEVELS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-             hash_workers: int = 4) -> Discovery:
+def discover(
+    source: str | Path,
+    *,
+    levels: tuple[str, ...] = DEFAULT_LEVELS,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    hash_workers: int = 4,
+) -> Discovery:
     """Scan a folder tree or read a CSV manifest; hash every file; mark duplicates."""
     source = Path(source)
     if source.is_dir():
@@ -151,8 +157,8 @@ def _scan_tree(root: Path, levels: tuple[str, ...]) -> tuple[list[InputItem], li
 
 
 def _item_from_tree(rel: str, path: str, folders: tuple[str, ...], levels: tuple[str, ...]) -> InputItem:
-    named = dict(zip(levels, folders))
-    extra = folders[len(levels):]
+    named = dict(zip(levels, folders, strict=False))
+    extra = folders[len(levels) :]
     return InputItem(
         key=rel,
         path=str(Path(path).absolute()),
@@ -191,15 +197,17 @@ def _read_manifest(csv_path: Path) -> tuple[list[InputItem], list[tuple[str, str
         seen[rel] = seen.get(rel, 0) + 1
         key = rel if seen[rel] == 1 else f"{rel}#{seen[rel]}"
         path = Path(raw) if Path(raw).is_absolute() else base / raw
-        items.append(InputItem(
-            key=key,
-            path=str(path.absolute()),
-            student_id=row.get("student_id") or Path(rel).stem,
-            school=row.get("school", ""),
-            grade=row.get("grade", ""),
-            class_name=row.get("class", ""),
-            description=row.get("description", ""),
-        ))
+        items.append(
+            InputItem(
+                key=key,
+                path=str(path.absolute()),
+                student_id=row.get("student_id") or Path(rel).stem,
+                school=row.get("school", ""),
+                grade=row.get("grade", ""),
+                class_name=row.get("class", ""),
+                description=row.get("description", ""),
+            )
+        )
     return items, skipped
 
 
@@ -211,7 +219,10 @@ def _hash_one(item: InputItem, max_bytes: int) -> None:
         item.local_error_type, item.local_error = "missing_file", f"file {item.key} does not exist"
         return
     except OSError as exc:
-        item.local_error_type, item.local_error = "unreadable_file", f"file {item.key} cannot be read: {exc.strerror or exc}"
+        item.local_error_type, item.local_error = (
+            "unreadable_file",
+            f"file {item.key} cannot be read: {exc.strerror or exc}",
+        )
         return
     item.size = size
     if not path.is_file():
@@ -223,13 +234,19 @@ def _hash_one(item: InputItem, max_bytes: int) -> None:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:
-        item.local_error_type, item.local_error = "unreadable_file", f"file {item.key} cannot be read: {exc.strerror or exc}"
+        item.local_error_type, item.local_error = (
+            "unreadable_file",
+            f"file {item.key} cannot be read: {exc.strerror or exc}",
+        )
         return
     item.sha256 = digest.hexdigest()
     if size == 0:
         item.local_error_type, item.local_error = "invalid_image", f"file {item.key} is empty (0 bytes)"
     elif size > max_bytes:
-        item.local_error_type, item.local_error = "image_too_large", f"file {item.key} is {size} bytes; the limit is {max_bytes}"
+        item.local_error_type, item.local_error = (
+            "image_too_large",
+            f"file {item.key} is {size} bytes; the limit is {max_bytes}",
+        )
 
 
 def _hash_all(items: list[InputItem], max_bytes: int, workers: int) -> None:

@@ -1,4 +1,5 @@
 """One district job end to end: discover, plan, score (asyncio or Ray Data), export, report, summary."""
+
 from __future__ import annotations
 
 import json
@@ -36,16 +37,24 @@ class DistrictJobConfig(BaseModel):
     concurrency: int = Field(default=32, ge=1, description="Images in flight at once (asyncio path).")
     dimensions: list[str] = Field(default_factory=list, description="Dimensions to score; empty = all of the rubric.")
     rubric: str = Field(default="kidsartbench", description="Rubric name or path (for the column set).")
-    levels: list[str] = Field(default_factory=lambda: ["school", "grade", "class"],
-                              description="Names of the folder levels below the root.")
+    levels: list[str] = Field(
+        default_factory=lambda: ["school", "grade", "class"], description="Names of the folder levels below the root."
+    )
     pipeline: Literal["async", "ray"] = Field(default="async", description="Local asyncio client or Ray Data pipeline.")
-    ray_address: str | None = Field(default=None, description="Ray cluster address for the Ray pipeline (None = local).")
-    ray_actors: int = Field(default=1, ge=1, description="Scoring actors in the Ray pipeline (each runs 4 batches at once).")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address for the Ray pipeline (None = local)."
+    )
+    ray_actors: int = Field(
+        default=1, ge=1, description="Scoring actors in the Ray pipeline (each runs 4 batches at once)."
+    )
     ray_batch_size: int = Field(default=8, ge=1, description="Images per Ray Data batch.")
     max_outage_s: float = Field(default=900.0, description="Give up (resumable) after this long without an answer.")
     max_thumbnails: int = Field(default=400, description="Thumbnails embedded in the report.")
     report: bool = Field(default=True, description="Write report.html.")
-    feedback: bool = Field(default=False, description="Ask for a teacher's comment per artwork (CSV column `feedback`, shown in the report).")
+    feedback: bool = Field(
+        default=False,
+        description="Ask for a teacher's comment per artwork (CSV column `feedback`, shown in the report).",
+    )
     progress: bool = Field(default=True, description="Show a progress bar.")
 
 
@@ -71,13 +80,16 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
             raise JournalError(f"{out} holds a run made {was} --feedback; resume it the same way, or use another --out")
         return
     tmp = meta_path.with_name(".run.json.tmp")
-    tmp.write_text(json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1),
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1),
+        encoding="utf-8",
+    )
     os.replace(tmp, meta_path)
 
 
-def run_job(config: DistrictJobConfig, *, url: str | None, limits: InputLimits = DEFAULT_LIMITS,
-            runtime: dict | None = None) -> JobResult:
+def run_job(
+    config: DistrictJobConfig, *, url: str | None, limits: InputLimits = DEFAULT_LIMITS, runtime: dict | None = None
+) -> JobResult:
     """Run (or resume) a district job against a router at `url`, or through the engine deployment's handles when
     `runtime` (what the application serves) is given; files above `limits.max_image_bytes` are rows with an error
     at once, never sent."""
@@ -103,7 +115,9 @@ def run_job(config: DistrictJobConfig, *, url: str | None, limits: InputLimits =
             log.info("resuming: %d of %d inputs already done", plan.already_done, len(discovery.items))
         stats = _score(config, plan, journal, url, runtime, total=len(discovery.items))
         records = dict(journal.records)
-    frame = build_table(discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback)
+    frame = build_table(
+        discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback
+    )
     files = _write_outputs(config, frame, dims, rubric, discovery)
     summary = _summary(config, frame, discovery, plan, stats, elapsed=time.monotonic() - started)
     code = EXIT_INCOMPLETE if summary["pending"] else EXIT_ROW_ERRORS if summary["errors"] else EXIT_OK
@@ -119,21 +133,36 @@ def _score(config: DistrictJobConfig, plan, journal: Journal, url: str | None, r
     if config.progress:
         from tqdm import tqdm
 
-        progress = tqdm(total=total, initial=plan.already_done, unit="img", desc="scoring",
-                        dynamic_ncols=True, smoothing=0.1)
+        progress = tqdm(
+            total=total, initial=plan.already_done, unit="img", desc="scoring", dynamic_ncols=True, smoothing=0.1
+        )
     try:
         if config.pipeline == "ray":
             from serve.district.ray_pipeline import score_with_ray
 
             return score_with_ray(
-                plan, journal, urls=[url] if url else [], runtime=runtime, dimensions=config.dimensions or None,
-                policy=policy, actors=config.ray_actors,
-                batch_size=config.ray_batch_size, ray_address=config.ray_address, progress=progress,
+                plan,
+                journal,
+                urls=[url] if url else [],
+                runtime=runtime,
+                dimensions=config.dimensions or None,
+                policy=policy,
+                actors=config.ray_actors,
+                batch_size=config.ray_batch_size,
+                ray_address=config.ray_address,
+                progress=progress,
                 feedback=config.feedback,
             )
-        return score_units(plan, journal, url, concurrency=config.concurrency,
-                           dimensions=config.dimensions or None, policy=policy, progress=progress,
-                           feedback=config.feedback)
+        return score_units(
+            plan,
+            journal,
+            url,
+            concurrency=config.concurrency,
+            dimensions=config.dimensions or None,
+            policy=policy,
+            progress=progress,
+            feedback=config.feedback,
+        )
     finally:
         if progress is not None:
             progress.close()
@@ -149,9 +178,19 @@ def _write_outputs(config: DistrictJobConfig, frame, dims: list[str], rubric, di
 
         paths = {item.key: item.path for item in discovery.items}
         meta = {"input": discovery.source, "rubric": rubric.title}
-        files.append(write_report(frame, dims, Path(config.out) / "report.html", paths=paths,
-                                  skipped=discovery.skipped, meta=meta, max_thumbnails=config.max_thumbnails,
-                                  rubric=rubric, title=f"District scores: {Path(discovery.source).name}"))
+        files.append(
+            write_report(
+                frame,
+                dims,
+                Path(config.out) / "report.html",
+                paths=paths,
+                skipped=discovery.skipped,
+                meta=meta,
+                max_thumbnails=config.max_thumbnails,
+                rubric=rubric,
+                title=f"District scores: {Path(discovery.source).name}",
+            )
+        )
     return files
 
 

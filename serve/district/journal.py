@@ -8,14 +8,15 @@ when the journal has a record with its key and its current content hash (a file
 replaced between runs is scored again; the newest record wins). A lock file keeps
 two runs from writing into the same output folder at once.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from adapters.errors import KidsArtError
 
@@ -51,7 +52,7 @@ class Journal:
         self._lock = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def open(self) -> "Journal":
+    def open(self) -> Journal:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock = (self.out_dir / LOCK_NAME).open("a")
         try:
@@ -79,7 +80,7 @@ class Journal:
             self._lock.close()
             self._lock = None
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self.open()
 
     def __exit__(self, *exc) -> None:

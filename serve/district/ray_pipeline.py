@@ -16,6 +16,7 @@ On one machine `ray.init()` starts (or joins, when the stack runs in this proces
 a local instance; on a cluster pass `--ray-address auto` (or the head's address) and
 make the input folder visible to the workers at the same path (shared storage).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,7 @@ def _read(batch: dict) -> dict:
     from pathlib import Path
 
     payloads, shas, error_types, errors = [], [], [], []
-    for path, key, sha in zip(batch["path"], batch["key"], batch["sha256"]):
+    for path, key, sha in zip(batch["path"], batch["key"], batch["sha256"], strict=True):
         payload, error_type, error = b"", "", ""
         try:
             payload = Path(path).read_bytes()
@@ -55,21 +56,34 @@ class _Score:
     """Actor: an event loop in a thread, scoring clients on it (handles or HTTP), one batch scored concurrently
     per call."""
 
-    def __init__(self, urls: list[str], dimensions: list[str] | None, policy: RetryPolicy, connections: int,
-                 feedback: bool = False, runtime: dict | None = None):
+    def __init__(
+        self,
+        urls: list[str],
+        dimensions: list[str] | None,
+        policy: RetryPolicy,
+        connections: int,
+        feedback: bool = False,
+        runtime: dict | None = None,
+    ):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="district-score-loop").start()
         self.dimensions, self.policy, self.feedback = dimensions, policy, feedback
         self._next = count()
-        self.clients = asyncio.run_coroutine_threadsafe(self._make_clients(urls, connections, runtime), self.loop).result()
+        self.clients = asyncio.run_coroutine_threadsafe(
+            self._make_clients(urls, connections, runtime), self.loop
+        ).result()
 
     async def _make_clients(self, urls, connections, runtime):
         if runtime is not None:
             from serve.district.handles import HandleScoreClient
 
             return [HandleScoreClient(runtime, dimensions=self.dimensions, policy=self.policy, feedback=self.feedback)]
-        return [ScoreClient(url, dimensions=self.dimensions, policy=self.policy, max_connections=connections,
-                            feedback=self.feedback) for url in urls]
+        return [
+            ScoreClient(
+                url, dimensions=self.dimensions, policy=self.policy, max_connections=connections, feedback=self.feedback
+            )
+            for url in urls
+        ]
 
     async def _score_batch(self, batch: dict) -> list[dict]:
         batch.update(await asyncio.to_thread(_read, batch))
@@ -87,24 +101,38 @@ class _Score:
         import json
 
         results = asyncio.run_coroutine_threadsafe(self._score_batch(batch), self.loop).result()
-        return {"unit": batch["unit"], "sha256": batch["sha256"],
-                "result": [json.dumps(r, allow_nan=False) for r in results]}
+        return {
+            "unit": batch["unit"],
+            "sha256": batch["sha256"],
+            "result": [json.dumps(r, allow_nan=False) for r in results],
+        }
 
 
-def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions: list[str] | None,
-                   policy: RetryPolicy, actors: int = 2,
-                   batch_size: int = 16, actor_concurrency: int = 4, ray_address: str | None = None,
-                   progress=None, feedback: bool = False, runtime: dict | None = None) -> RunStats:
+def score_with_ray(
+    plan: Plan,
+    journal: Journal,
+    *,
+    urls: list[str],
+    dimensions: list[str] | None,
+    policy: RetryPolicy,
+    actors: int = 2,
+    batch_size: int = 16,
+    actor_concurrency: int = 4,
+    ray_address: str | None = None,
+    progress=None,
+    feedback: bool = False,
+    runtime: dict | None = None,
+) -> RunStats:
     """Score the plan's units with Ray Data, through the router at `urls`, or with handles when `runtime` (what
     the application serves, serve.district.handles.served_runtime) is given; the driver journals every result as
     it streams in."""
     import json
 
-    import ray
-
     connect_ray(ray_address)
-    stats = RunStats(local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
-                     reused=sum(1 for r in plan.immediate if r.get("source") == "reused"))
+    stats = RunStats(
+        local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
+        reused=sum(1 for r in plan.immediate if r.get("source") == "reused"),
+    )
     started = time.monotonic()
 
     def commit(records: list[dict]) -> None:
@@ -118,19 +146,36 @@ def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions:
     commit(plan.immediate)
     if plan.units:
         asyncio.run(_wait_ready(urls, policy, runtime))
-        rows = [{"unit": i, "path": u.first.path, "key": u.first.key, "sha256": u.first.sha256,
-                 "description": u.first.description} for i, u in enumerate(plan.units)]
-        dataset = _dataset(rows, urls=urls, dimensions=dimensions, policy=policy, actors=actors, batch_size=batch_size,
-                           actor_concurrency=actor_concurrency, feedback=feedback, runtime=runtime)
+        rows = [
+            {
+                "unit": i,
+                "path": u.first.path,
+                "key": u.first.key,
+                "sha256": u.first.sha256,
+                "description": u.first.description,
+            }
+            for i, u in enumerate(plan.units)
+        ]
+        dataset = _dataset(
+            rows,
+            urls=urls,
+            dimensions=dimensions,
+            policy=policy,
+            actors=actors,
+            batch_size=batch_size,
+            actor_concurrency=actor_concurrency,
+            feedback=feedback,
+            runtime=runtime,
+        )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if stats.first_result_s is None:
                 stats.first_result_s = time.monotonic() - started
             records = []
-            for unit_index, sha, result_json in zip(batch["unit"], batch["sha256"], batch["result"]):
+            for unit_index, sha, result_json in zip(batch["unit"], batch["sha256"], batch["result"], strict=True):
                 result = json.loads(str(result_json))
                 unit = plan.units[int(unit_index)]
                 records.extend(unit_records(unit, result, str(sha)))
-                stats.requests += 1 if not result.get("error_type") in ("unreadable_file",) else 0
+                stats.requests += 1 if result.get("error_type") not in ("unreadable_file",) else 0
                 stats.scored += 1 if result["status"] == "ok" else 0
                 stats.reused += len(unit.items) - 1
             commit(records)
@@ -138,8 +183,18 @@ def score_with_ray(plan: Plan, journal: Journal, *, urls: list[str], dimensions:
     return stats
 
 
-def _dataset(rows: list[dict], *, urls: list[str], dimensions, policy: RetryPolicy, actors: int, batch_size: int,
-             actor_concurrency: int, feedback: bool, runtime: dict | None):
+def _dataset(
+    rows: list[dict],
+    *,
+    urls: list[str],
+    dimensions,
+    policy: RetryPolicy,
+    actors: int,
+    batch_size: int,
+    actor_concurrency: int,
+    feedback: bool,
+    runtime: dict | None,
+):
     """The Ray Data pipeline over the units' rows: score them in `actors` actors, `actor_concurrency` batches at
     once each."""
     import ray
@@ -150,11 +205,17 @@ def _dataset(rows: list[dict], *, urls: list[str], dimensions, policy: RetryPoli
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
     connections = batch_size * actor_concurrency
     dataset = dataset.map_batches(
-        _Score, fn_constructor_args=(urls, dimensions, policy, connections, feedback, runtime),
-        batch_size=batch_size, batch_format="numpy", num_cpus=0,
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=actor_concurrency + 2,
-                                           max_concurrent_calls_per_actor=actor_concurrency,
-                                           enable_true_multi_threading=True),
+        _Score,
+        fn_constructor_args=(urls, dimensions, policy, connections, feedback, runtime),
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=0,
+        compute=ray.data.ActorPoolStrategy(
+            size=actors,
+            max_tasks_in_flight_per_actor=actor_concurrency + 2,
+            max_concurrent_calls_per_actor=actor_concurrency,
+            enable_true_multi_threading=True,
+        ),
     )
     return dataset
 

@@ -8,6 +8,7 @@ else is grouped by content, so each distinct image is sent once and all its path
 get a record. Records are committed in groups by one writer (one fsync per group)
 and the progress bar moves only after the fsync.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,14 +75,23 @@ def plan_work(items: list[InputItem], journal: Journal) -> Plan:
             already_done += 1
             continue
         if item.local_error_type:
-            immediate.append({**_base_record(item), "status": "error", "source": "local",
-                              "error_type": item.local_error_type, "error": item.local_error, "t": time.time()})
+            immediate.append(
+                {
+                    **_base_record(item),
+                    "status": "error",
+                    "source": "local",
+                    "error_type": item.local_error_type,
+                    "error": item.local_error,
+                    "t": time.time(),
+                }
+            )
             continue
         previous = journal.find_content(item.sha256, item.description)
         if previous is not None:
             record = {k: v for k, v in previous.items() if k not in ("key", "t", "source", "reused_from")}
-            immediate.append({**record, **_base_record(item), "source": "reused", "reused_from": previous["key"],
-                              "t": time.time()})
+            immediate.append(
+                {**record, **_base_record(item), "source": "reused", "reused_from": previous["key"], "t": time.time()}
+            )
             continue
         content = (item.sha256, item.description)
         if content in groups:
@@ -112,8 +122,15 @@ def read_unit_bytes(unit: Unit) -> tuple[bytes | None, str, dict | None]:
     try:
         data = Path(unit.first.path).read_bytes()
     except OSError as exc:
-        return None, unit.first.sha256, {"status": "error", "error_type": "unreadable_file",
-                                         "error": f"file {unit.first.key} cannot be read: {exc.strerror or exc}"}
+        return (
+            None,
+            unit.first.sha256,
+            {
+                "status": "error",
+                "error_type": "unreadable_file",
+                "error": f"file {unit.first.key} cannot be read: {exc.strerror or exc}",
+            },
+        )
     sha = hashlib.sha256(data).hexdigest()
     if sha != unit.first.sha256:
         log.warning("%s changed since it was discovered; scoring its current content", unit.first.key)
@@ -157,16 +174,29 @@ class _Committer:
         self.queue.put_nowait(None)
 
 
-async def score_units_async(plan: Plan, journal: Journal, url: str, *, concurrency: int, dimensions: list[str] | None,
-                            policy: RetryPolicy, progress=None, feedback: bool = False) -> RunStats:
-    stats = RunStats(local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
-                     reused=sum(1 for r in plan.immediate if r.get("source") == "reused"))
+async def score_units_async(
+    plan: Plan,
+    journal: Journal,
+    url: str,
+    *,
+    concurrency: int,
+    dimensions: list[str] | None,
+    policy: RetryPolicy,
+    progress=None,
+    feedback: bool = False,
+) -> RunStats:
+    stats = RunStats(
+        local_errors=sum(1 for r in plan.immediate if r.get("source") == "local"),
+        reused=sum(1 for r in plan.immediate if r.get("source") == "reused"),
+    )
     committer = _Committer(journal, progress, stats)
     started = time.monotonic()
     queue: asyncio.Queue[Unit] = asyncio.Queue()
     for unit in plan.units:
         queue.put_nowait(unit)
-    async with ScoreClient(url, dimensions=dimensions, policy=policy, max_connections=concurrency, feedback=feedback) as client:
+    async with ScoreClient(
+        url, dimensions=dimensions, policy=policy, max_connections=concurrency, feedback=feedback
+    ) as client:
         writer = asyncio.create_task(committer.run())
         try:
             if plan.immediate:
@@ -202,11 +232,30 @@ async def score_units_async(plan: Plan, journal: Journal, url: str, *, concurren
     return stats
 
 
-def score_units(plan: Plan, journal: Journal, url: str, *, concurrency: int, dimensions: list[str] | None,
-                policy: RetryPolicy, progress=None, feedback: bool = False) -> RunStats:
+def score_units(
+    plan: Plan,
+    journal: Journal,
+    url: str,
+    *,
+    concurrency: int,
+    dimensions: list[str] | None,
+    policy: RetryPolicy,
+    progress=None,
+    feedback: bool = False,
+) -> RunStats:
     """Synchronous entry point; exceptions from any worker surface here (the journal keeps what finished)."""
     try:
-        return asyncio.run(score_units_async(plan, journal, url, concurrency=concurrency, dimensions=dimensions,
-                                             policy=policy, progress=progress, feedback=feedback))
+        return asyncio.run(
+            score_units_async(
+                plan,
+                journal,
+                url,
+                concurrency=concurrency,
+                dimensions=dimensions,
+                policy=policy,
+                progress=progress,
+                feedback=feedback,
+            )
+        )
     except ExceptionGroup as group:  # TaskGroup wraps worker errors; surface the first one
         raise group.exceptions[0] from None

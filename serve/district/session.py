@@ -11,6 +11,7 @@ Three ways, chosen by the CLI's options:
   stopped after (with `--pipeline ray`, scored through its handles); vLLM's processes end
   with their replica even if the run is killed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,7 +60,9 @@ def served_models(url: str, max_wait_s: float = 30.0) -> ServedModels:
         with ScoringClient(url, policy=RetryPolicy(max_outage_s=max_wait_s, max_delay_s=5.0)) as client:
             return client.served()
     except KidsArtError as exc:
-        raise ConfigError(f"could not read {url}/v1/models ({exc.__class__.__name__}: {exc}); pass --rubric NAME") from exc
+        raise ConfigError(
+            f"could not read {url}/v1/models ({exc.__class__.__name__}: {exc}); pass --rubric NAME"
+        ) from exc
 
 
 def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info) -> JobResult:
@@ -84,7 +87,9 @@ def run_district(config: DistrictJobConfig, target: Target, *, announce=log.info
         if handles:
             config.rubric, limits, runtime = _from_cluster(config, target)
         elif not target.profile:
-            config.rubric, limits = _from_router(url, target.rubric or previous_rubric(Path(config.out)), config.feedback)
+            config.rubric, limits = _from_router(
+                url, target.rubric or previous_rubric(Path(config.out)), config.feedback
+            )
         return run_job(config, url=None if handles else url, limits=limits, runtime=runtime)
 
 

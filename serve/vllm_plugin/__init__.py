@@ -13,6 +13,7 @@ multiprocessing to its parent's life), so installing the package changes no othe
 
 Keep this module import-light: vLLM imports it in every process.
 """
+
 from __future__ import annotations
 
 import os

@@ -25,6 +25,7 @@ and non-accumulating expand write zeros for it, accumulating expand leaves it
 untouched. (vLLM's own torch ops index the weights with -1, i.e. apply the *last*
 adapter slot to such tokens when a batch mixes base-model and LoRA requests.)
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,7 +46,7 @@ def token_groups(
     lengths = seq_len_tensor.tolist()
     indices = lora_indices_tensor.tolist()
     segments: dict[int, list[tuple[int, int]]] = {}
-    for start, length, index in zip(starts, lengths, indices):
+    for start, length, index in zip(starts, lengths, indices, strict=True):
         if length <= 0:
             continue
         segments.setdefault(int(index) if index >= 0 else -1, []).append((int(start), int(length)))
@@ -147,7 +148,9 @@ def _expand(
             for index, rows in groups:
                 x = _rows(inputs, rows)
                 x = x if x.dtype == dtype else x.to(dtype)
-                _write(delta, rows, torch.matmul(x, _adapter_matrix(lora_b_weights, index, dtype)[:columns].t()), add=False)
+                _write(
+                    delta, rows, torch.matmul(x, _adapter_matrix(lora_b_weights, index, dtype)[:columns].t()), add=False
+                )
             _zero(delta, no_lora)
             out.add_(delta)
             return

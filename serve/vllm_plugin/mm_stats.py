@@ -9,6 +9,7 @@ Each event appends "<kind> <images>" to <folder>/<pid>.txt; `read_counts` sums
 them. Diagnostics only: it wraps private vLLM methods, so a vLLM upgrade may
 make a counter disappear (it then logs that and counts nothing).
 """
+
 from __future__ import annotations
 
 import functools
