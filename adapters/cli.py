@@ -9,6 +9,8 @@ def run(app: typer.Typer) -> None:
     """Run a typer app the way every kidsart entry point does: one logging setup, typed errors as exit 2."""
     import sys
 
+    from pydantic import ValidationError
+
     from adapters.errors import KidsArtError
     from adapters.logs import setup_logging
 
@@ -17,6 +19,12 @@ def run(app: typer.Typer) -> None:
         app()
     except KidsArtError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    except ValidationError as exc:  # a command's options checked by the config model the code uses
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        typer.secho(f"error: invalid options: {problems}", err=True, fg="red")
         sys.exit(2)
 
 

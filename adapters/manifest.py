@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.datafiles import StrictModel, parse_model, read_yaml
 from adapters.errors import ConfigError
 from adapters.feedback import FEEDBACK_MODULE, FEEDBACK_TASK
 from adapters.hashing import folder_hash
@@ -27,24 +28,20 @@ MODULE_HASH_HEX = 12
 BASE_MANIFEST_NAME = "base_manifest.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BaseRef(_Strict):
+class BaseRef(StrictModel):
     """Identifies a base model exactly."""
 
     model_id: str = Field(description="Base model identifier (hub id or local profile id).")
     content_hash: str = Field(description="sha256 of the base checkpoint folder (adapters.hashing.folder_hash).")
 
 
-class LoraShape(_Strict):
+class LoraShape(StrictModel):
     rank: int = Field(description="LoRA rank r.", ge=1)
     alpha: float = Field(description="LoRA alpha.")
     target_modules: str | list[str] = Field(description="PEFT target_modules (regex string or module names).")
 
 
-class ImportSource(_Strict):
+class ImportSource(StrictModel):
     """Where an imported adapter came from, exactly."""
 
     layout: str = Field(description="Source layout, e.g. 'kidsartbench' (their save_pretrained folders).")
@@ -54,7 +51,7 @@ class ImportSource(_Strict):
     files: dict[str, str] = Field(description="sha256 of every file of the source folder.")
 
 
-class Provenance(_Strict):
+class Provenance(StrictModel):
     method: str = Field(description="How the adapter was made: 'raft', 'cross_entropy', 'deterministic-init', ...")
     created_by: str = Field(description="Command that made it.")
     seed: int | None = Field(default=None, description="Seed used.")
@@ -64,7 +61,7 @@ class Provenance(_Strict):
     source: ImportSource | None = Field(default=None, description="For imported adapters: the source files.")
 
 
-class AdapterManifest(_Strict):
+class AdapterManifest(StrictModel):
     """manifest.yaml inside one adapter folder."""
 
     name: str = Field(description="Adapter name; the served LoRA module is named after the dimension.")
@@ -95,7 +92,7 @@ class AdapterManifest(_Strict):
         return f"{self.name}@{self.version}"
 
 
-class DeploymentSet(_Strict):
+class DeploymentSet(StrictModel):
     """A deployment set YAML: one base and the adapters served on it."""
 
     name: str = Field(description="Deployment set name.")
@@ -168,22 +165,9 @@ class Deployment(BaseModel):
         return [*(self.adapters[d] for d in self.dimensions), *([self.feedback] if self.feedback is not None else [])]
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
-
-
 def load_manifest(adapter_dir: Path) -> AdapterManifest:
     path = adapter_dir / MANIFEST_NAME
-    data = _read_yaml(path, "adapter manifest")
-    try:
-        return AdapterManifest.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"adapter manifest {path} is invalid: {exc}") from exc
+    return parse_model(AdapterManifest, read_yaml(path, "adapter manifest"), "adapter manifest", path)
 
 
 def write_manifest(adapter_dir: Path, manifest: AdapterManifest) -> Path:
@@ -196,9 +180,7 @@ def read_base_ref(base_dir: Path) -> BaseRef:
     """The base's identity: model id from its base manifest, hash recomputed from its files."""
     if not base_dir.is_dir():
         raise ConfigError(f"base model folder {base_dir} does not exist (build it with `kidsart build-base`)")
-    info = (
-        _read_yaml(base_dir / BASE_MANIFEST_NAME, "base manifest") if (base_dir / BASE_MANIFEST_NAME).exists() else {}
-    )
+    info = read_yaml(base_dir / BASE_MANIFEST_NAME, "base manifest") if (base_dir / BASE_MANIFEST_NAME).exists() else {}
     model_id = (info or {}).get("model_id", base_dir.name)
     return BaseRef(model_id=model_id, content_hash=folder_hash(base_dir))
 
@@ -212,11 +194,7 @@ def load_deployment(path: Path, *, max_lora_rank: int | None = None, base_dir: P
     dimension not in the rubric, two adapters for one dimension, a rubric mismatch.
     """
     path = Path(path).resolve()
-    data = _read_yaml(path, "deployment set")
-    try:
-        spec = DeploymentSet.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"deployment set {path} is invalid: {exc}") from exc
+    spec = parse_model(DeploymentSet, read_yaml(path, "deployment set"), "deployment set", path)
     rubric_ref = spec.rubric
     rubric = load_rubric(rubric_ref if not rubric_ref.endswith((".yaml", ".yml")) else path.parent / rubric_ref)
     format_ref = spec.prompt_format

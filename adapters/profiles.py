@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from adapters.datafiles import StrictModel, parse_model, read_yaml
 from adapters.errors import ConfigError
 from adapters.feedback import FeedbackSettings
 from adapters.limits import (
@@ -26,15 +26,12 @@ from adapters.limits import (
     InputLimits,
 )
 from adapters.locations import PACKAGE_DIR, resolve_path
+from adapters.rubric import DEFAULT_RUBRIC
 
 PROFILE_DIR = PACKAGE_DIR / "profiles"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextArch(_Strict):
+class TextArch(StrictModel):
     """Language-model shape of a locally built Qwen2.5-VL."""
 
     hidden_size: int = Field(description="Hidden width of the language model.")
@@ -45,7 +42,7 @@ class TextArch(_Strict):
     mrope_section: list[int] = Field(description="M-RoPE split of head_dim/2 into (temporal, height, width).")
 
 
-class VisionArch(_Strict):
+class VisionArch(StrictModel):
     """Vision-encoder shape of a locally built Qwen2.5-VL."""
 
     depth: int = Field(description="Vision transformer blocks.")
@@ -55,7 +52,7 @@ class VisionArch(_Strict):
     fullatt_block_indexes: list[int] = Field(description="Blocks with full (not windowed) attention.")
 
 
-class _StageSpec(_Strict):
+class _StageSpec(StrictModel):
     """The optimiser settings of one pre-training stage (both stages share train.vision_pretrain.optimise)."""
 
     steps: int = Field(
@@ -95,7 +92,7 @@ class CaptionPretrainSpec(_StageSpec):
     )
 
 
-class PretrainSpec(_Strict):
+class PretrainSpec(StrictModel):
     """Pre-training of a locally made base (train/pretrain.py): vision tower first, then captions."""
 
     n_images: int = Field(
@@ -117,7 +114,7 @@ class PretrainSpec(_Strict):
     )
 
 
-class LocalBuildSpec(_Strict):
+class LocalBuildSpec(StrictModel):
     """How `kidsart build-base` makes a base model from a config (random init, local tokenizer)."""
 
     seed: int = Field(default=0, description="Seed for weights and tokenizer training.")
@@ -131,7 +128,7 @@ class LocalBuildSpec(_Strict):
     )
 
 
-class BaseModelSpec(_Strict):
+class BaseModelSpec(StrictModel):
     """Where the base model comes from."""
 
     source: Literal["local", "hub"] = Field(
@@ -175,7 +172,7 @@ class BaseModelSpec(_Strict):
         return resolve_path(self.rebuild_path or self.path)
 
 
-class EngineAutoscaling(_Strict):
+class EngineAutoscaling(StrictModel):
     """Ray Serve autoscaling of the engine replicas (its `autoscaling_config`)."""
 
     min_replicas: int = Field(default=1, ge=0, le=1024, description="Fewest engine replicas.")
@@ -191,7 +188,7 @@ class EngineAutoscaling(_Strict):
         return self
 
 
-class EngineSettings(_Strict):
+class EngineSettings(StrictModel):
     """The vLLM engine replicas: vLLM's settings (serve.engine turns them into engine flags) and how Ray Serve
     places, counts, health-checks and bounds them (serve.engine_server)."""
 
@@ -352,7 +349,7 @@ class EngineSettings(_Strict):
         return self
 
 
-class RouterSettings(_Strict):
+class RouterSettings(StrictModel):
     """Ray Serve router settings."""
 
     host: str = Field(default="127.0.0.1", description="Interface the router listens on.")
@@ -395,7 +392,7 @@ class RouterSettings(_Strict):
     )
 
 
-class ClusterSettings(_Strict):
+class ClusterSettings(StrictModel):
     """How `kidsart deploy-config --rayservice` sizes a KubeRay cluster for this profile (the Serve config itself
     comes from `engine` and `router`)."""
 
@@ -428,7 +425,7 @@ class ClusterSettings(_Strict):
     )
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     """A complete deployment shape."""
 
     name: str = Field(description="Profile name (file stem).")
@@ -439,7 +436,7 @@ class Profile(_Strict):
         "with native bf16 instructions (AVX-512 BF16 or AMX), float32 on other CPUs (see `resolved_dtype`)."
     )
     image_size: ImageSize = DEFAULT_IMAGE_SIZE
-    rubric: str = Field(default="kidsartbench", description="Rubric name or path.")
+    rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric name or path.")
     deployment: str = Field(
         description="Deployment-set YAML: absolute, `adapters/...` (shipped in the package) or relative to the data "
         "directory (KIDSART_HOME)."
@@ -502,23 +499,18 @@ def load_profile(name_or_path: str | Path = "tiny", deployment: str | Path | Non
     if not path.is_file():
         names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise ConfigError(f"profile {name_or_path!r}: file {path} does not exist (profiles: {names})")
-    try:
-        data = _profile_data(path, seen=())
-        if deployment is not None:
-            chosen = Path(deployment).expanduser().resolve()
-            if not chosen.is_file():
-                raise ConfigError(f"--deployment {deployment}: file {chosen} does not exist")
-            data["deployment"] = str(chosen)
-        return Profile.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"profile file {path} is invalid: {exc}") from exc
+    data = _profile_data(path, seen=())
+    if deployment is not None:
+        chosen = Path(deployment).expanduser().resolve()
+        if not chosen.is_file():
+            raise ConfigError(f"--deployment {deployment}: file {chosen} does not exist")
+        data["deployment"] = str(chosen)
+    return parse_model(Profile, data, "profile file", path)
 
 
 def _profile_data(path: Path, seen: tuple[Path, ...]) -> dict:
     """A profile's YAML as a dict; `extends: NAME` starts from that profile and overrides key by key."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path, "profile file")
     if not isinstance(data, dict):
         raise ConfigError(f"profile file {path} must be a mapping")
     parent_name = data.pop("extends", None)

@@ -21,12 +21,11 @@ machine's float32 matmul rate and the floor's FLOPs per image
 the largest |score - reference| over every run. A benchmark prints figures; it
 asserts nothing, but it fails when a request, a cache reset or a phase fails.
 
-    python -m loadtest.bench --profile bench --images 16 --repeats 3 --out bench.json
+    kidsart bench --profile bench --images 16 --repeats 3 --out bench.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from adapters.locations import HOME_ENV, data_home
 from loadtest.bench_inputs import copy_images_dir, ensure_bench_artifacts, write_images
-from loadtest.bench_report import format_summary, summarise
+from loadtest.bench_report import summarise
 from loadtest.bench_worker import BenchPhaseError
 
 log = logging.getLogger("kidsart.bench")
@@ -385,54 +384,3 @@ def _floor_gflop(profile, layout, deployment, config: dict) -> dict:
         "lora": floor_gflop_per_image(config, profile.image_size, layout.requests(), lora_rank=rank),
         "base": floor_gflop_per_image(config, profile.image_size, layout.requests()),
     }
-
-
-def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="bench")
-    parser.add_argument(
-        "--deployment", default=None, help="Deployment set to bench on the profile's base instead of the profile's own."
-    )
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--images-dir", default=None, help="Bench (and check parity on) every image in this folder.")
-    parser.add_argument("--out", default="bench.json")
-    parser.add_argument(
-        "--concurrency",
-        default="",
-        help="Router client concurrencies to sweep (default: the profile's router.max_inflight_images).",
-    )
-    parser.add_argument("--url", default=None, help="An already running router (skip starting the stack).")
-    parser.add_argument("--router-port", type=int, default=8600)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--phases", default=",".join(PHASES))
-    parser.add_argument("--stock-ops", action="store_true", help="Also run the engine with vLLM's own CPU LoRA ops.")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from adapters.logs import setup_logging
-
-    setup_logging()
-    args = _parse_args(argv)
-    try:
-        summary = run_bench(
-            profile=args.profile,
-            images=args.images,
-            images_dir=Path(args.images_dir) if args.images_dir else None,
-            out=Path(args.out),
-            concurrency=[int(c) for c in str(args.concurrency).split(",") if c.strip()],
-            router_url=args.url,
-            router_port=args.router_port,
-            repeats=args.repeats,
-            phases=tuple(p for p in args.phases.split(",") if p),
-            stock_ops=args.stock_ops,
-            deployment=args.deployment,
-        )
-    except (BenchPhaseError, ValueError) as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    print(format_summary(summary))
-
-
-if __name__ == "__main__":
-    main()

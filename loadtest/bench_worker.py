@@ -94,49 +94,17 @@ class ReferenceWorker:
 # --------------------------------------------------------------------------- engine offline
 
 
-def engine_llm(profile, deployment, extra_args: list[str] | None = None):
-    """vLLM's offline LLM built from exactly the engine flags of the engine replicas (serve.engine; stats on)."""
-    from vllm import LLM
-
-    from serve.engine import engine_cli_args, parse_engine_args
-
-    return LLM.from_engine_args(
-        parse_engine_args(engine_cli_args(profile, deployment) + list(extra_args or []), offline=True)
-    )
-
-
 class EngineWorker:
     def __init__(self, spec: dict):
-        from vllm import SamplingParams
-        from vllm.lora.request import LoRARequest
-
-        from adapters.manifest import load_profile_deployment
         from adapters.profiles import load_profile
-        from adapters.prompt_tokens import PromptTokens
-        from adapters.score_tokens import base_score_token_ids
+        from loadtest.offline_engine import OfflineEngine
 
         self.images = [Path(p) for p in spec["images"]]
         self.warm = [Path(p) for p in spec["warm"]]
         self.stats_dir = Path(spec["stats_dir"]) if spec.get("stats_dir") else None
         self.profile = load_profile(spec["profile"], spec.get("deployment"))
-        deployment = load_profile_deployment(self.profile)
-        self.rubric = deployment.rubric
-        self.prompt_format = deployment.prompt_format
-        self.dims = [d for d in self.rubric.select(None) if d.name in deployment.adapters]
-        self.llm = engine_llm(self.profile, deployment)
-        tokenizer = self.llm.get_tokenizer()
-        score_ids = base_score_token_ids(self.profile.base.resolved_path, self.rubric.score_tokens)
-        self.id_to_token = dict(zip(score_ids, self.rubric.score_tokens, strict=True))
-        self.params = SamplingParams(
-            max_tokens=1, temperature=0.0, logprobs=len(score_ids), allowed_token_ids=score_ids
-        )
-        self.loras = {
-            d.name: LoRARequest(deployment.module_names[d.name], i + 1, str(deployment.adapters[d.name].path))
-            for i, d in enumerate(self.dims)
-        }
-        # the engine replica's prompts: token ids, fixed prefixes tokenised once (adapters.prompt_tokens)
-        prompts = PromptTokens(tokenizer, self.prompt_format, self.rubric, [d.name for d in self.dims])
-        self.prompt_ids = {d.name: prompts.for_dimension(d.name) for d in self.dims}
+        self.engine = OfflineEngine(self.profile)
+        self.llm = self.engine.llm
         self._generate(self.warm, True)
         self._generate(self.warm, False)
         self.info = {
@@ -145,30 +113,18 @@ class EngineWorker:
         }
 
     def _generate(self, paths: list[Path], with_lora: bool) -> tuple[float, dict, list[int]]:
-        from adapters.images import normalize_bytes
         from adapters.rail import rail_from_token_logprobs
 
         started = time.perf_counter()
-        prompts, requests, keys = [], [], []
-        recipe = self.prompt_format.image_recipe
-        images = {
-            path.name: normalize_bytes(path.read_bytes(), self.profile.image_size, recipe=recipe) for path in paths
-        }  # once each
-        # Dimension-major order: vLLM batches requests in the order they are added, so each
-        # adapter's tokens form one contiguous run and the LoRA ops work on slices, not gathers.
-        for d in self.dims:
-            for name, image in images.items():
-                prompts.append({"prompt_token_ids": self.prompt_ids[d.name], "multi_modal_data": {"image": image}})
-                requests.append(self.loras[d.name] if with_lora else None)
-                keys.append((name, d.name))
-        outputs = self.llm.generate(prompts, self.params, lora_request=requests, use_tqdm=False)
+        keys, outputs = self.engine.generate(self.engine.load_images(paths), with_lora)
         elapsed = time.perf_counter() - started
+        rubric, id_to_token = self.engine.rubric, self.engine.id_to_token
         scores: dict = {}
         for (name, dim), output in zip(keys, outputs, strict=True):
             top = output.outputs[0].logprobs[0]
-            token_logprobs = {self.id_to_token[i]: lp.logprob for i, lp in top.items() if i in self.id_to_token}
+            token_logprobs = {id_to_token[i]: lp.logprob for i, lp in top.items() if i in id_to_token}
             scores.setdefault(name, {})[dim] = rail_from_token_logprobs(
-                token_logprobs, self.rubric.score_tokens, self.rubric.levels
+                token_logprobs, rubric.score_tokens, rubric.levels
             ).score
         return elapsed, scores, [output.num_cached_tokens or 0 for output in outputs]
 
@@ -198,10 +154,8 @@ class EngineWorker:
 
     def _reset_caches(self) -> None:
         """Forget KV prefixes, processed images and encoder outputs; a reset that fails fails the run."""
-        if not self.llm.reset_prefix_cache():
+        if not self.engine.reset_caches():
             raise BenchPhaseError("vLLM refused to reset its prefix cache (requests still running?)")
-        self.llm.reset_mm_cache()
-        self.llm.llm_engine.reset_encoder_cache()
 
     def close(self) -> None:
         return

@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         stock_ops: bool = typer.Option(
             False, help="Also run the engine with vLLM's own CPU LoRA ops (what the plugin buys)."
         ),
+        deployment: str | None = typer.Option(
+            None, help="Deployment set to bench on the profile's base instead of the profile's own."
+        ),
         api_key: str | None = typer.Option(
             None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False
         ),
@@ -59,12 +62,47 @@ def register(app: typer.Typer) -> None:
                 repeats=repeats,
                 phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
                 stock_ops=stock_ops,
+                deployment=deployment,
             )
         except (BenchPhaseError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
         typer.echo(format_summary(summary))
         typer.echo(f"wrote {out}")
+
+    @app.command("bench-district")
+    def bench_district(
+        profile: str = typer.Option("tiny", help="Profile whose stack is started (once) for both paths."),
+        images: int = typer.Option(96, min=8, help="Synthetic artworks per measured run."),
+        rounds: int = typer.Option(3, min=1, help="Rounds; each runs both paths once, the order alternating."),
+        port: int = typer.Option(8640, help="Router port of the stack started here."),
+        out: str = typer.Option("district-paths.json", help="Where to write the figures as JSON."),
+    ) -> None:
+        """The district job's two ways in, measured: Ray handles to the engine deployment vs the router's URL."""
+        import json
+        from pathlib import Path
+
+        from loadtest.district_paths import run_district_paths
+
+        figures = run_district_paths(profile, images, rounds, port, Path(out))
+        typer.echo(json.dumps(figures["img_s"]))
+        typer.echo(f"wrote {out}")
+
+    @app.command("profile-engine")
+    def profile_engine_command(
+        profile: str = typer.Option("bench", help="Profile whose offline engine is profiled."),
+        images: int = typer.Option(8, min=1, help="Images in the profiled batch (each with every dimension)."),
+        base: bool = typer.Option(False, "--base", help="Profile the base model (no LoRA)."),
+        out: str = typer.Option("runs/profile", help="Folder for the profiler's tables."),
+    ) -> None:
+        """Where the engine's time goes: a torch-profiler table of one offline batch (not a benchmark)."""
+        from pathlib import Path
+
+        from loadtest.profile_engine import profile_engine
+
+        for table in profile_engine(profile, images, base, Path(out)):
+            typer.echo(f"--- {table}")
+            typer.echo("\n".join(table.read_text().splitlines()[:40]))
 
     @app.command("loadtest")
     def loadtest(

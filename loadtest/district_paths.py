@@ -1,6 +1,6 @@
 """The district job's two ways into a running application, measured: Ray handles vs the router URL.
 
-`python -m loadtest.district_paths --profile tiny --images 96 --rounds 3` starts the profile's
+`kidsart bench-district --profile tiny --images 96 --rounds 3` starts the profile's
 stack once (engine replica + router, no keys, loopback), warms both paths on 16 images, then per round runs the same Ray
 Data
 pipeline (`--pipeline ray`, one actor, 8 images per batch, 4 batches in flight) over a fresh
@@ -12,7 +12,6 @@ run and the CPU seconds each process group used, and writes the figures as JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -81,31 +80,25 @@ def _run(path: str, district: Path, out: Path, url: str, runtime: dict, rubric: 
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    from adapters.logs import setup_logging
+def run_district_paths(
+    profile: str = "tiny", images: int = 96, rounds: int = 3, port: int = 8640, out: Path = Path("district-paths.json")
+) -> dict:
+    """Measure both paths (see the module docstring); the figures, also written to `out`."""
     from adapters.profiles import load_profile
     from serve.district.handles import served_runtime
     from serve.stack import Stack
     from train.district import make_district
 
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--port", type=int, default=8640)
-    parser.add_argument("--out", default="district-paths.json")
-    args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kidsart-district-paths-"))
     runs = []
-    with Stack(load_profile(args.profile), router_port=args.port, log_dir=work / "logs") as stack:
+    with Stack(load_profile(profile), router_port=port, log_dir=work / "logs") as stack:
         runtime = served_runtime()
         for i, path in enumerate(("handles", "router")):  # warm-up: Ray Data's workers, the engine's first batches
             make_district(
                 work / f"warm-{i}", seed=6900 + i, schools=1, grades=2, classes=2, images=16, broken=0, duplicates=0
             )
             _run(path, work / f"warm-{i}", work / f"warm-out-{i}", stack.url, runtime, runtime["rubric"])
-        for round_ in range(args.rounds):
+        for round_ in range(rounds):
             order = ("handles", "router") if round_ % 2 == 0 else ("router", "handles")
             for i, path in enumerate(order):
                 district = work / f"district-{round_}-{i}"
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                     schools=1,
                     grades=2,
                     classes=2,
-                    images=args.images,
+                    images=images,
                     broken=0,
                     duplicates=0,
                 )
@@ -131,11 +124,6 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 runs.append(run)
     by_path = {p: sorted(r["img_s"] for r in runs if r["path"] == p) for p in ("handles", "router")}
-    Path(args.out).write_text(
-        json.dumps({"profile": args.profile, "runs": runs, "img_s": by_path}, indent=1), encoding="utf-8"
-    )
-    print(json.dumps({"img_s": by_path, "runs": runs}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    figures = {"profile": profile, "img_s": by_path, "runs": runs}
+    Path(out).write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    return figures

@@ -23,16 +23,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.datafiles import StrictModel
 from adapters.limits import InputLimits
 
 MAX_DESCRIPTION_CHARS = 4000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScoreRequest(_Strict):
+class ScoreRequest(StrictModel):
     """JSON body of POST /v1/score (multipart takes the same fields, the image as a file field `image`)."""
 
     image: str = Field(description="The artwork as base64 or a data:image/...;base64 URL.")
@@ -48,7 +45,7 @@ class ScoreRequest(_Strict):
     )
 
 
-class DimensionScore(_Strict):
+class DimensionScore(StrictModel):
     """One dimension's RAIL score."""
 
     score: float = Field(description="Expected level sum_k k * p(k) over the score tokens (1..5).")
@@ -58,14 +55,14 @@ class DimensionScore(_Strict):
     points: float | None = Field(default=None, description="For rubrics with points: this dimension's points.")
 
 
-class Feedback(_Strict):
+class Feedback(StrictModel):
     """A teacher's comment written by the feedback adapter, with the scores in its prompt."""
 
     text: str = Field(description="The comment.")
     adapter: str = Field(description="The feedback adapter, name@version.")
 
 
-class ScoreAnswer(_Strict):
+class ScoreAnswer(StrictModel):
     """Answer of POST /v1/score (and the content of a chat completion's message)."""
 
     id: str = Field(description="The request's `id`, or one made by the router.")
@@ -95,7 +92,7 @@ class ScoreAnswer(_Strict):
         return [d for d in dimensions if d not in self.scores]
 
 
-class ModelCard(_Strict):
+class ModelCard(StrictModel):
     id: str = Field(description="The rubric's name (all its dimensions) or one dimension's.")
     object: Literal["model"] = "model"
     created: int = Field(description="Unix time of the listing.")
@@ -104,7 +101,7 @@ class ModelCard(_Strict):
     adapter: str | None = Field(default=None, description="A dimension's adapter, name@version.")
 
 
-class ModelListing(_Strict):
+class ModelListing(StrictModel):
     """Answer of GET /v1/models: OpenAI's listing plus what a client without a profile needs."""
 
     object: Literal["list"] = "list"
@@ -113,13 +110,13 @@ class ModelListing(_Strict):
     limits: InputLimits = Field(description="Image size and input limits the router applies.")
 
 
-class ErrorDetail(_Strict):
+class ErrorDetail(StrictModel):
     message: str = Field(description="What went wrong, for a person.")
     type: str = Field(description="The error's kind (e.g. image_too_large, engine_unavailable).")
     code: int = Field(description="The HTTP status.")
 
 
-class ErrorBody(_Strict):
+class ErrorBody(StrictModel):
     """Every error answer (OpenAI's shape)."""
 
     error: ErrorDetail
@@ -161,25 +158,25 @@ class ChatCompletionRequest(BaseModel):
     )
 
 
-class ChatResponseMessage(_Strict):
+class ChatResponseMessage(StrictModel):
     role: Literal["assistant"] = "assistant"
     content: str = Field(description="A ScoreAnswer as JSON.")
 
 
-class ChatChoice(_Strict):
+class ChatChoice(StrictModel):
     index: int = 0
     message: ChatResponseMessage
     finish_reason: Literal["stop"] = "stop"
     logprobs: None = None
 
 
-class Usage(_Strict):
+class Usage(StrictModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
-class ChatCompletion(_Strict):
+class ChatCompletion(StrictModel):
     """Answer of POST /v1/chat/completions."""
 
     id: str

@@ -11,7 +11,7 @@ PROJECT = ("adapters", "serve", "train", "loadtest", "kidsart")
 # (serve/engine_server.py, AsyncLLM), the engine arguments (serve/engine.py, vLLM's own parser) and the bench's
 # offline engine phase (vllm.LLM).
 ENGINE_SIDE = {"serve/engine_server.py", "serve/engine.py"}
-IN_PROCESS_VLLM = ENGINE_SIDE | {"loadtest/bench_worker.py", "loadtest/profile_engine.py"}
+IN_PROCESS_VLLM = ENGINE_SIDE | {"loadtest/offline_engine.py"}
 ROUTER = ("serve/router.py", "serve/scoring.py")  # the router replicas: never vLLM, not even through another module
 
 
@@ -132,8 +132,8 @@ def test_vllm_runs_in_process_only_in_the_engine_replica_the_plugin_and_the_offl
     plugin = {u for u in users if u.startswith("serve/vllm_plugin/")}
     assert users - plugin == IN_PROCESS_VLLM, (
         "vLLM may be imported only by serve/vllm_plugin/, the engine replica (serve/engine_server.py), the engine "
-        "arguments (serve/engine.py) and the bench's offline engine phase (loadtest/bench_worker.py, "
-        f"loadtest/profile_engine.py); found {sorted(users - plugin)}"
+        "arguments (serve/engine.py) and the bench's offline engine (loadtest/offline_engine.py); "
+        f"found {sorted(users - plugin)}"
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from adapters.rubric import DEFAULT_RUBRIC
+
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`. Long only because each command is a nested function whose typer
@@ -84,7 +86,7 @@ def register(app: typer.Typer) -> None:
     def init_adapters(
         profile: str = typer.Option("tiny", help="Profile whose base the adapters are for."),
         out: str = typer.Option(..., help="Folder to write one adapter per dimension into."),
-        rubric: str = typer.Option("kidsartbench", help="Rubric name or path."),
+        rubric: str = typer.Option(DEFAULT_RUBRIC, help="Rubric name or path."),
         seed: int = typer.Option(0, help="Seed."),
         deployment: str = typer.Option("", help="Also write a deployment-set YAML here."),
     ) -> None:
@@ -117,7 +119,7 @@ def register(app: typer.Typer) -> None:
             "uniform", help="Label distribution: uniform or kidsartbench (its train marginals)."
         ),
         rubric: str = typer.Option(
-            "kidsartbench", help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."
+            DEFAULT_RUBRIC, help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."
         ),
     ) -> None:
         """Draw synthetic children's-drawing-like images with known labels (pipeline checks, not art)."""
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
         images: str = typer.Option(..., help="Folder of the images named in the CSV."),
         out: str = typer.Option(..., help="Output folder: one adapter folder per dimension."),
         profile: str = typer.Option("tiny", help="Profile whose base to train on."),
-        rubric: str = typer.Option("kidsartbench", help="Rubric name or path to a rubric YAML."),
+        rubric: str = typer.Option(DEFAULT_RUBRIC, help="Rubric name or path to a rubric YAML."),
         config: str = typer.Option("tiny", help="Training config name (train/configs/NAME.yaml) or path."),
         dimensions: list[str] | None = typer.Option(
             None, "--dimensions", help="Only these dimensions (repeatable or comma-separated)."
@@ -218,7 +220,7 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(..., help="Output folder of the feedback adapter (written atomically)."),
         profile: str = typer.Option("tiny", help="Profile whose base to train on."),
         rubric: str = typer.Option(
-            "kidsartbench", help="Rubric whose scores the comments discuss (name or YAML path)."
+            DEFAULT_RUBRIC, help="Rubric whose scores the comments discuss (name or YAML path)."
         ),
         config: str = typer.Option("feedback-tiny", help="Training config name (train/configs/NAME.yaml) or path."),
         epochs: int | None = typer.Option(None, help="Override the config's epochs."),

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.datafiles import load_data_file
 from adapters.errors import ConfigError
 from adapters.limits import DEFAULT_IMAGE_SIZE, ImageSize
 
@@ -127,19 +127,7 @@ class TrainConfig(BaseModel):
 
 def load_train_config(name_or_path: str | Path = "tiny") -> TrainConfig:
     """Load a training config by name (train/configs/NAME.yaml) or path."""
-    path = Path(name_or_path)
-    if path.suffix not in {".yaml", ".yml"}:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"training config {path} does not exist (shipped: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})"
-        )
-    try:
-        return TrainConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(f"training config {path} is invalid: {exc}") from exc
+    return load_data_file(TrainConfig, "training config", name_or_path, CONFIG_DIR)
 
 
 # ---------------------------------------------------------------- loss

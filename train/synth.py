@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from adapters.rubric import DEFAULT_RUBRIC
 from train.synth_marks import HEAD_SCALE, draw_figure, draw_motif, draw_stroke, hatch
 
 log = logging.getLogger(__name__)
@@ -333,7 +334,7 @@ def write_dataset(
     distribution: str = "uniform",
     width: int = 400,
     height: int = 300,
-    rubric: str = "kidsartbench",
+    rubric: str = DEFAULT_RUBRIC,
 ) -> Path:
     """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path.
 

@@ -63,8 +63,12 @@ def register(app: typer.Typer) -> None:
         router_port: int | None = typer.Option(
             None, "--router-port", help="With --profile: router port (default: the profile's)."
         ),
-        max_outage: float = typer.Option(
-            900.0, "--max-outage", help="Stop (resumably) after this many seconds without a usable answer."
+        max_outage: float | None = typer.Option(
+            None,
+            "--max-outage",
+            min=0,
+            help="Stop (resumably) after this many seconds without a usable answer (default: the client retry "
+            "policy's max_outage_s).",
         ),
         max_thumbnails: int = typer.Option(400, "--max-thumbnails", help="Thumbnails embedded in report.html."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
@@ -92,8 +96,6 @@ def register(app: typer.Typer) -> None:
 
         use_api_key(api_key)  # the job's clients, local or in Ray workers, read it from the environment
 
-        if pipeline not in ("async", "ray"):
-            raise ConfigError(f"--pipeline must be 'async' or 'ray', not {pipeline!r}")
         if ray_address and pipeline != "ray":
             raise ConfigError("--ray-address needs --pipeline ray")
         if ray_address and profile:
@@ -118,11 +120,11 @@ def register(app: typer.Typer) -> None:
             ray_address=ray_address,
             ray_actors=ray_actors,
             ray_batch_size=ray_batch_size,
-            max_outage_s=max_outage,
             max_thumbnails=max_thumbnails,
             report=report,
             progress=progress,
             feedback=feedback,
+            **({} if max_outage is None else {"max_outage_s": max_outage}),
         )
         target = Target(url=url, profile=profile, deployment=deployment, rubric=rubric, router_port=router_port)
         try:

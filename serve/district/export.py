@@ -10,9 +10,9 @@ Files are written to a temporary name and renamed, so a kill never leaves half a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from adapters.datafiles import atomic_write
 from serve.district.inputs import InputItem
 
 ID_COLUMNS = [
@@ -140,17 +140,9 @@ def _points_columns(row: dict, rubric, dimensions: list[str], total_name: str | 
         row[total_name] = float(sum(parts)) if not any(np.isnan(parts)) else np.nan
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_tables(frame, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     csv_path, parquet_path = out_dir / "scores.csv", out_dir / "scores.parquet"
-    _atomic(csv_path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
-    _atomic(parquet_path, lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
+    atomic_write(csv_path, lambda p: frame.to_csv(p, index=False, encoding="utf-8"))
+    atomic_write(parquet_path, lambda p: frame.to_parquet(p, index=False, engine="pyarrow"))
     return csv_path, parquet_path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.datafiles import atomic_write
 from adapters.limits import DEFAULT_LIMITS, InputLimits
+from adapters.rubric import DEFAULT_RUBRIC
 from serve.district.client import RetryPolicy
 from serve.district.journal import Journal, JournalError
 
@@ -36,7 +37,7 @@ class DistrictJobConfig(BaseModel):
     resume: bool = Field(default=False, description="Continue the run whose journal is in `out`.")
     concurrency: int = Field(default=32, ge=1, description="Images in flight at once (asyncio path).")
     dimensions: list[str] = Field(default_factory=list, description="Dimensions to score; empty = all of the rubric.")
-    rubric: str = Field(default="kidsartbench", description="Rubric name or path (for the column set).")
+    rubric: str = Field(default=DEFAULT_RUBRIC, description="Rubric name or path (for the column set).")
     levels: list[str] = Field(
         default_factory=lambda: ["school", "grade", "class"], description="Names of the folder levels below the root."
     )
@@ -48,7 +49,12 @@ class DistrictJobConfig(BaseModel):
         default=1, ge=1, description="Scoring actors in the Ray pipeline (each runs 4 batches at once)."
     )
     ray_batch_size: int = Field(default=8, ge=1, description="Images per Ray Data batch.")
-    max_outage_s: float = Field(default=900.0, description="Give up (resumable) after this long without an answer.")
+    max_outage_s: float = Field(
+        default=RetryPolicy.model_fields["max_outage_s"].default,
+        ge=0,
+        le=86_400,
+        description="Give up (resumable) after this long without an answer.",
+    )
     max_thumbnails: int = Field(default=400, description="Thumbnails embedded in the report.")
     report: bool = Field(default=True, description="Write report.html.")
     feedback: bool = Field(
@@ -79,12 +85,8 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
             was = "with" if previous.get("feedback") else "without"
             raise JournalError(f"{out} holds a run made {was} --feedback; resume it the same way, or use another --out")
         return
-    tmp = meta_path.with_name(".run.json.tmp")
-    tmp.write_text(
-        json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1),
-        encoding="utf-8",
-    )
-    os.replace(tmp, meta_path)
+    text = json.dumps({**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, ensure_ascii=False, indent=1)
+    atomic_write(meta_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def run_job(

@@ -18,6 +18,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from adapters.datafiles import atomic_write
+
 log = logging.getLogger(__name__)
 
 THUMB_PX = 120
@@ -258,10 +260,7 @@ def write_report(
             max_thumbnails=max_thumbnails,
             rubric=rubric,
         )
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(document, encoding="utf-8")
-    tmp.replace(out_path)
+    out_path = atomic_write(Path(out_path), lambda tmp: tmp.write_text(document, encoding="utf-8"))
     log.info("report written to %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
 
