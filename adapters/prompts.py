@@ -35,7 +35,6 @@ from adapters.rubric import Dimension, Rubric
 
 PROMPT_FORMAT_DIR = PACKAGE_DIR / "prompt_formats"
 DEFAULT_PROMPT_FORMAT = "kidsart"
-IMAGE_RECIPES = ("letterbox", "kidsartbench-release")
 
 # Fields an instruction may use, filled from the rubric and the dimension.
 INSTRUCTION_FIELDS = {

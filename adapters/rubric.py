@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters import PACKAGE_DIR
-from adapters.datafiles import data_file_path, load_data_file, shipped_names
+from adapters.datafiles import load_data_file, shipped_names
 from adapters.errors import UnknownDimensionError
 
 RUBRIC_DIR = PACKAGE_DIR / "rubrics"
@@ -139,11 +139,6 @@ class Rubric(BaseModel):
             if n not in seen:
                 seen.append(n)
         return [self.dimension(n) for n in seen]
-
-
-def rubric_path(name_or_path: str | Path) -> Path:
-    """Resolve a rubric name (shipped in adapters/rubrics) or a path to a YAML file."""
-    return data_file_path(name_or_path, RUBRIC_DIR)
 
 
 def load_rubric(name_or_path: str | Path = DEFAULT_RUBRIC) -> Rubric:

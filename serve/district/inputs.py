@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.errors import InputError
@@ -60,9 +60,6 @@ class InputItem:
     local_error_type: str = ""
     local_error: str = ""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class Discovery:
@@ -71,15 +68,6 @@ class Discovery:
     items: list[InputItem]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
-
-    @property
-    def duplicate_groups(self) -> dict[str, list[str]]:
-        """first key -> keys of the later inputs with the same content."""
-        groups: dict[str, list[str]] = {}
-        for item in self.items:
-            if item.duplicate_of:
-                groups.setdefault(item.duplicate_of, []).append(item.key)
-        return groups
 
 
 def discover(

@@ -151,21 +151,3 @@ class Journal:
         for record in records:
             self.records[record["key"]] = record
             self._index(record)
-
-
-def read_records(out_dir: Path) -> dict[str, dict]:
-    """The journal's records (newest per key) without locking or repairing: for exports and reports."""
-    path = Path(out_dir) / JOURNAL_NAME
-    records: dict[str, dict] = {}
-    if not path.exists():
-        return records
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                record = json.loads(line)
-                records[record["key"]] = record
-            except (ValueError, KeyError, TypeError):
-                continue
-    return records
