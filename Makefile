@@ -44,8 +44,7 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-unit: setup
-	scripts/install-browser.sh
-	$(PY) -m pytest tests -m "not integration"
+	$(PY) -m pytest tests -m "not integration and not slow"
 
 test-integration: setup
 	$(PY) -m pytest tests -m integration

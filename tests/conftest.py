@@ -146,10 +146,16 @@ def stop_live_stack() -> None:
 
 @pytest.fixture(autouse=True)
 def _live_stack_running(request):
-    """A test that asks for the live stack gets it running, even after an `own_ray` test stopped it."""
-    if "live_stack" in request.fixturenames and _SESSION_STACK.get("stopped"):
+    """A test that asks for the live stack gets it running (even after an `own_ray` test stopped it), and leaves
+    it serving: a test that killed part of it (an engine) must not hand the next test a stack still recovering."""
+    uses = "live_stack" in request.fixturenames
+    if uses and _SESSION_STACK.get("stopped"):
         _SESSION_STACK["stack"].start()
         _SESSION_STACK["stopped"] = False
+    yield
+    stack = _SESSION_STACK.get("stack")
+    if uses and stack is not None and not _SESSION_STACK.get("stopped"):
+        wait_for(lambda: readyz(stack.url)[0] == 200, 300, "the live stack to serve again after this test", poll=1.0)
 
 
 def pytest_collection_modifyitems(config, items):

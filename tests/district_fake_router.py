@@ -26,6 +26,7 @@ from adapters.images import decode_image
 from adapters.limits import DEFAULT_LIMITS, InputLimits
 from adapters.rail import expected_score
 from serve.protocol import ModelCard, ModelListing, ScoreAnswer
+from tests.conftest import wait_for
 
 DIMS = [
     "realism",
@@ -140,11 +141,7 @@ class FakeRouter:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake router did not start")
-            time.sleep(0.02)
+        wait_for(lambda: self._server.started, 10, "the fake router to start", poll=0.02)
         return self
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import descendants, drawing, free_port
+from tests.conftest import descendants, drawing, free_port, readyz, wait_for
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
 
@@ -101,18 +101,13 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
     )
     seen: set[int] = set()
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             assert process.poll() is None, process.stdout.read().decode()[-3000:]
             seen.update(p.pid for p in descendants(process.pid))
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("kidsart serve did not become ready")
+            return readyz(f"http://127.0.0.1:{port}")[0] == 200
+
+        wait_for(ready, 300, "kidsart serve to be ready", poll=1.0)
         image = tmp_path / "a.png"
         drawing(22).save(image)
         scored = subprocess.run(
@@ -142,11 +137,10 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
                 continue
         return alive
 
-    deadline = time.monotonic() + 20
-    while still_alive() and time.monotonic() < deadline:
-        time.sleep(1)
-    alive = still_alive()
-    assert alive == [], f"processes left behind: {alive}"
+    try:
+        wait_for(lambda: not still_alive(), 20, "every process of the stack to end", poll=1.0)
+    except AssertionError as exc:
+        raise AssertionError(f"processes left behind: {still_alive()}") from exc
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from serve.client import AsyncScoringClient, RetryPolicy, RouterUnavailableError, ScoringAPIError, ScoringClient
 from serve.protocol import ScoreAnswer
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 OK = ScoreAnswer(
     id="x",
@@ -71,10 +71,7 @@ class Scripted:
     def __enter__(self) -> "Scripted":
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "scripted server did not start"
-            time.sleep(0.02)
+        wait_for(lambda: self.server.started, 10, "the scripted server to start", poll=0.02)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import engine_replicas
+from tests.conftest import engine_replicas, wait_for
 from tests.district_helpers import (
     REPO,
     cli,
@@ -85,9 +85,12 @@ def test_district_kill_resume_engine_restart_and_ray(live_stack, district, tmp_p
 
     def restart_engine() -> None:
         """The engine dies mid-run (its EngineCore SIGKILLed); Ray Serve replaces the replica."""
-        deadline = time.monotonic() + 300
-        while journal_lines(out) < int(total * 0.7) and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
+        wait_for(
+            lambda: journal_lines(out) >= int(total * 0.7) or process.poll() is not None,
+            300,
+            "the resumed run to reach 70%",
+            poll=0.1,
+        )
         os.kill(next(core for cores in engine_replicas().values() for core in cores), signal.SIGKILL)
 
     restarter = threading.Thread(target=restart_engine)

@@ -10,7 +10,7 @@ import pytest
 from serve.district.inputs import discover
 from serve.district.journal import Journal, JournalError
 from serve.district.runner import plan_work
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.district_fake_router import FakeRouter, fake_scores
 from tests.district_helpers import run
 
@@ -132,7 +132,6 @@ def test_cli_against_fake_router_with_outages(tmp_path, small_district):
 
         # 503 + Retry-After mid-run (an engine restart behind the router)
         import subprocess
-        import time
 
         from tests.district_helpers import REPO, cli, journal_lines
 
@@ -144,9 +143,8 @@ def test_cli_against_fake_router_with_outages(tmp_path, small_district):
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while journal_lines(tmp_path / "b") < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: journal_lines(tmp_path / "b") >= 10, 60, "the run to be scoring", poll=0.02)
+        assert process.poll() is None, "the run ended before the outage"
         router.down(2.5)
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 1, stderr
@@ -173,9 +171,8 @@ def test_router_gone_then_back(tmp_path, small_district):
     )
     from tests.district_helpers import journal_lines
 
-    deadline = time.monotonic() + 60
-    while journal_lines(tmp_path / "c") < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: journal_lines(tmp_path / "c") >= 10, 60, "the run to be scoring", poll=0.02)
+    assert process.poll() is None, "the run ended before the router went away"
     router.stop()
     time.sleep(3)
     router = FakeRouter(port, delay_s=0.01).start()
@@ -184,6 +181,7 @@ def test_router_gone_then_back(tmp_path, small_district):
     finally:
         router.stop()
     assert process.returncode == 1, stderr
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["retries"] > 0, "no retry was needed: no outage"
     frame = pd.read_parquet(tmp_path / "c" / "scores.parquet")
     assert len(frame) == info["expected_inputs"] and (frame.status != "pending").all()
     assert set(frame.loc[frame.status == "error", "key"]) == set(info["broken"])

@@ -8,6 +8,8 @@ the grouped ops implement (no contribution; zeros where the op overwrites).
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -41,6 +43,11 @@ def _with_zero_slot(weights):
     return torch.cat([weights, torch.zeros_like(weights[:1])], 0)
 
 
+def _seed(*params) -> int:
+    """A fixed integer per parameter set, the same in every process (a failure can be reproduced)."""
+    return zlib.crc32(repr(params).encode("utf-8"))
+
+
 GROUPINGS = {
     "one_adapter": [(0, 37)],
     "nine_adapters_contiguous": [(i, 5 + i) for i in range(9)],
@@ -55,7 +62,7 @@ GROUPINGS = {
 @pytest.mark.parametrize("rank", [1, 8, 16])
 @pytest.mark.parametrize("four_dim", [False, True])
 def test_sgmv_shrink_matches_vllm(grouping, rank, four_dim):
-    gen = torch.Generator().manual_seed(hash((grouping, rank, four_dim)) % 2**31)
+    gen = torch.Generator().manual_seed(_seed(grouping, rank, four_dim))
     slots, hidden = 9, 48
     meta = _segments(GROUPINGS[grouping])
     tokens = meta[-1]
@@ -75,7 +82,7 @@ def test_sgmv_shrink_matches_vllm(grouping, rank, four_dim):
 @pytest.mark.parametrize("add_inputs", [False, True])
 @pytest.mark.parametrize("pad_columns", [0, 5])
 def test_sgmv_expand_matches_vllm(grouping, rank, add_inputs, pad_columns):
-    gen = torch.Generator().manual_seed(hash((grouping, rank, add_inputs, pad_columns)) % 2**31)
+    gen = torch.Generator().manual_seed(_seed(grouping, rank, add_inputs, pad_columns))
     slots, out_features = 9, 40
     meta = _segments(GROUPINGS[grouping])
     tokens = meta[-1]
@@ -92,7 +99,7 @@ def test_sgmv_expand_matches_vllm(grouping, rank, add_inputs, pad_columns):
 @pytest.mark.parametrize("rank", [1, 8])
 @pytest.mark.parametrize("add_inputs", [False, True])
 def test_sgmv_expand_slice_matches_vllm(grouping, rank, add_inputs):
-    gen = torch.Generator().manual_seed(hash((grouping, rank, add_inputs)) % 2**31)
+    gen = torch.Generator().manual_seed(_seed(grouping, rank, add_inputs))
     slots, total, offset, size = 9, 96, 32, 24
     meta = _segments(GROUPINGS[grouping])
     tokens = meta[-1]

@@ -15,6 +15,8 @@ from PIL import Image
 
 from tests.district_report_fixture import make_report
 
+pytestmark = pytest.mark.slow  # `make test-unit` leaves it out; `make test` runs it
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -8,6 +8,8 @@ import json
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # `make test-unit` leaves it out; `make test` runs it
+
 SMALL_RUBRIC = {
     "name": "small2",
     "title": "Two-part test rubric",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow  # `make test-unit` leaves it out; `make test` runs it
+
 DIMENSION = "color_contrast"
 THRESHOLD = 0.5
 MARGIN = 0.2

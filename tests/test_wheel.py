@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # `make test-unit` leaves it out; `make test` runs it
+
 REPO = Path(__file__).resolve().parent.parent
 
 
