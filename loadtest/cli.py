@@ -112,7 +112,9 @@ def register(app: typer.Typer) -> None:
             ["nominal", "overload"],
             help="nominal (documented concurrency, 0 failures) and/or overload (sheds with 429/503).",
         ),
-        users: int | None = typer.Option(None, help="Users for the nominal scenario (default 8)."),
+        users: int | None = typer.Option(
+            None, help="Users for the nominal scenario (default: its own, loadtest.run_locust.SCENARIOS)."
+        ),
         run_time: str | None = typer.Option(None, help="Locust run time per scenario, e.g. 60s."),
         out_dir: str = typer.Option("runs/loadtest", help="Folder for locust's CSV/HTML reports and summary.json."),
         router_port: int = typer.Option(8620, help="Router port when the stack is started here."),
@@ -139,7 +141,7 @@ def register(app: typer.Typer) -> None:
         warmup_s: float = typer.Option(
             60.0, min=10.0, help="Memory is compared with its level this long after the start."
         ),
-        users: int | None = typer.Option(None, min=1, help="Locust users (default: the nominal scenario's 8)."),
+        users: int | None = typer.Option(None, min=1, help="Locust users (default: the nominal scenario's)."),
         max_growth: float = typer.Option(
             0.10, min=0.0, max=1.0, help="Largest accepted RSS growth after the warm-up (0.10 = 10%)."
         ),

@@ -22,8 +22,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.errors import ConfigError
 
 log = logging.getLogger("kidsart.loadtest")
 
@@ -32,13 +35,20 @@ FULL_IMAGE_NAMES = ("/v1/score", "/v1/chat/completions [rubric]")
 ONE_DIMENSION_NAMES = ("/v1/chat/completions [dimension]",)
 
 
-@dataclass
-class Scenario:
-    users: int
-    spawn_rate: float
-    run_time: str
-    shed_ok: bool
-    timeout_s: float = 60.0
+class Scenario(BaseModel):
+    """One headless locust run: how many users, how fast they start, how long, and what counts as a failure."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: int = Field(ge=1, le=100_000, description="Concurrent locust users.")
+    spawn_rate: float = Field(gt=0, description="Users started per second.")
+    run_time: str = Field(pattern=r"^\d+[smh]$", description="Locust's run time, e.g. 60s, 10m.")
+    shed_ok: bool = Field(description="429/503 with Retry-After count as shed load (overload), not as failures.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one request, in seconds.")
+
+    def with_changes(self, **changes) -> Scenario:
+        """A copy with `changes`, validated (a bad --users or --run-time is an error, not a silent default)."""
+        return Scenario.model_validate({**self.model_dump(), **changes})
 
 
 SCENARIOS = {
@@ -233,15 +243,15 @@ def loadtest(
     router_port: int = 8620,
 ) -> dict:
     """Run the scenarios against `url`, or against one stack started here. Returns {scenario: stats}."""
-    from dataclasses import replace
-
     chosen = []
-    for name in scenarios or ["nominal", "overload"]:
+    for name in scenarios or list(SCENARIOS):
+        if name not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {name!r}; choose from {list(SCENARIOS)}")
         scenario = SCENARIOS[name]
         if users is not None and name == "nominal":
-            scenario = replace(scenario, users=users, spawn_rate=max(1, users / 2))
+            scenario = scenario.with_changes(users=users, spawn_rate=max(1, users / 2))
         if run_time is not None:
-            scenario = replace(scenario, run_time=run_time)
+            scenario = scenario.with_changes(run_time=run_time)
         chosen.append((name, scenario))
 
     def run_all(target_url: str) -> dict:

@@ -22,7 +22,6 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -139,8 +138,7 @@ def soak(
     if minutes * 60 <= warmup_s + 2 * sample_s:
         raise ValueError(f"a {minutes:g}-minute soak leaves no time after its {warmup_s:g} s warm-up")
     nominal = SCENARIOS["nominal"]
-    scenario = replace(
-        nominal,
+    scenario = nominal.with_changes(
         users=users or nominal.users,
         spawn_rate=max(1, (users or nominal.users) / 2),
         run_time=f"{int(minutes * 60)}s",

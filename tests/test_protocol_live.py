@@ -38,8 +38,10 @@ def test_openapi_publishes_the_protocol_and_live_answers_follow_it(live_stack):
     completion = ChatCompletion.model_validate(
         httpx.post(
             f"{url}/v1/chat/completions",
-            json={"model": "realism", "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": data_url}}]}]},
+            json={
+                "model": "realism",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}}]}],
+            },
             headers=AUTH,
             timeout=120,
         ).json()
