@@ -188,6 +188,3 @@ class ChatCompletion(StrictModel):
 
     def answer(self) -> ScoreAnswer:
         return ScoreAnswer.model_validate_json(self.choices[0].message.content)
-
-
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 404, 408, 413, 422, 429, 502, 503)}

@@ -34,6 +34,7 @@ from serve import metrics
 from serve.body import body_limit, read_limited_body
 from serve.errors import (
     RETRYABLE_STATUSES,
+    STATUS_BY_ERROR,
     BodyTimeoutError,
     BodyTooLargeError,
     MalformedRequestError,
@@ -47,11 +48,11 @@ from serve.errors import (
 )
 from serve.keys import key_matches
 from serve.protocol import (
-    ERROR_RESPONSES,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ChatResponseMessage,
+    ErrorBody,
     ModelCard,
     ModelListing,
     ScoreAnswer,
@@ -63,6 +64,8 @@ from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 log = logging.getLogger(__name__)
 
 ROUTER_DEPLOYMENT = "ScoringRouter"
+# every error status the router answers with, each an ErrorBody (published in /openapi.json)
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in sorted({s for _, s in STATUS_BY_ERROR} - {500})}
 
 
 class Admission:
