@@ -25,20 +25,11 @@ from adapters.errors import InputError
 from adapters.images import decode_image
 from adapters.limits import DEFAULT_LIMITS, InputLimits
 from adapters.rail import expected_score
+from adapters.rubric import load_rubric
 from serve.protocol import ModelCard, ModelListing, ScoreAnswer
 from tests.conftest import wait_for
 
-DIMS = [
-    "realism",
-    "deformation",
-    "imagination",
-    "color_richness",
-    "color_contrast",
-    "line_combination",
-    "line_texture",
-    "picture_organization",
-    "transformation",
-]
+DIMS = load_rubric("kidsartbench").dimension_names  # the nine, in the rubric's order
 
 
 def fake_scores(data: bytes, dims=DIMS) -> dict:

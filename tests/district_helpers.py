@@ -63,28 +63,10 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def score_columns(frame) -> list[str]:
-    return [
-        c
-        for c in frame.columns
-        if c
-        not in (
-            "key",
-            "file",
-            "student_id",
-            "school",
-            "grade",
-            "class",
-            "folder",
-            "description",
-            "sha256",
-            "size",
-            "duplicate_of",
-            "status",
-            "error_type",
-            "error",
-            "adapters",
-        )
-    ]
+    """The table's score and probability columns: every column but the identifiers (and the adapters)."""
+    from serve.district.export import ID_COLUMNS
+
+    return [c for c in frame.columns if c not in (*ID_COLUMNS, "adapters")]
 
 
 def generated_district(tmp_path_factory, folder: str, **layout) -> tuple[Path, dict]:

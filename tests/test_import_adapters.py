@@ -9,19 +9,10 @@ import pytest
 
 from adapters.importer import ImportProblems, import_adapters
 from adapters.manifest import load_deployment
+from adapters.rubric import load_rubric
 from tests.kidsartbench_release import fabricate
 
-DIMS = [
-    "realism",
-    "deformation",
-    "imagination",
-    "color_richness",
-    "color_contrast",
-    "line_combination",
-    "line_texture",
-    "picture_organization",
-    "transformation",
-]
+DIMS = load_rubric("kidsartbench").dimension_names  # the nine, in the rubric's order
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,13 @@ import base64
 import httpx
 import pytest
 
+from adapters.rubric import load_rubric
 from tests.conftest import drawing, own_stack, png_bytes
 from tests.kidsartbench_release import fabricate, their_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
-DIMS = [
-    "realism",
-    "deformation",
-    "imagination",
-    "color_richness",
-    "color_contrast",
-    "line_combination",
-    "line_texture",
-    "picture_organization",
-    "transformation",
-]
+DIMS = load_rubric("kidsartbench").dimension_names  # the nine, in the rubric's order
 OLD_KEYS = ("realism", "line_texture")  # saved in the older transformers' key spelling
 
 

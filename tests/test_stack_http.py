@@ -7,21 +7,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from adapters.rubric import load_rubric
 from tests.conftest import AUTH, drawing, png_bytes
 
 pytestmark = pytest.mark.integration
 
-DIMENSIONS = [
-    "realism",
-    "deformation",
-    "imagination",
-    "color_richness",
-    "color_contrast",
-    "line_combination",
-    "line_texture",
-    "picture_organization",
-    "transformation",
-]
+DIMENSIONS = load_rubric("kidsartbench").dimension_names  # the nine, in the rubric's order
 
 
 def _check_scores(scores, dims=DIMENSIONS):
