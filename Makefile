@@ -32,7 +32,7 @@ demo: setup
 
 test: setup lint docs
 	scripts/install-browser.sh
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 # ruff (settings in pyproject.toml): zero findings, formatted
 lint: setup
