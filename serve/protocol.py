@@ -188,3 +188,125 @@ class ChatCompletion(StrictModel):
 
     def answer(self) -> ScoreAnswer:
         return ScoreAnswer.model_validate_json(self.choices[0].message.content)
+
+
+# ---- the OpenAI Files and Batch APIs (serve/batch) -------------------------------------------------------------
+
+BatchStatus = Literal[
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
+]
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/score")
+
+
+class FileObject(StrictModel):
+    """An uploaded file (POST /v1/files, GET /v1/files/{id}), or a batch's output or error file."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int = Field(ge=0, description="Size in bytes.")
+    created_at: int = Field(description="Unix time of the upload.")
+    expires_at: int | None = Field(default=None, description="Unix time after which the file is deleted.")
+    filename: str
+    purpose: Literal["batch", "batch_output"] = Field(
+        description="batch: an input; batch_output: a batch's output or error file."
+    )
+    status: Literal["processed"] = "processed"
+
+
+class FileDeleted(StrictModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class BatchCreateRequest(StrictModel):
+    """Body of POST /v1/batches."""
+
+    input_file_id: str = Field(description="An uploaded file of purpose batch: one request per JSONL line.")
+    endpoint: Literal["/v1/chat/completions", "/v1/score"] = Field(description="The route every line is sent to.")
+    completion_window: Literal["24h"] = Field(description="The only window offered, as OpenAI's.")
+    metadata: dict[str, str] | None = Field(default=None, max_length=16, description="Up to 16 key-value pairs.")
+
+
+class BatchRequestCounts(StrictModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchError(StrictModel):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(StrictModel):
+    object: Literal["list"] = "list"
+    data: list[BatchError]
+
+
+class BatchObject(StrictModel):
+    """A batch (POST /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel)."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    metadata: dict[str, str] | None = None
+
+
+class BatchList(StrictModel):
+    """GET /v1/batches: newest first, `after` an id, at most `limit`."""
+
+    object: Literal["list"] = "list"
+    data: list[BatchObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class BatchInputLine(BaseModel):
+    """One line of a batch input file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: str = Field(min_length=1, max_length=512, description="The caller's id of the line, unique per file.")
+    method: Literal["POST"] = "POST"
+    url: Literal["/v1/chat/completions", "/v1/score"] = Field(description="Must be the batch's endpoint.")
+    body: dict = Field(description="What the sync route takes: a ChatCompletionRequest or a ScoreRequest.")
+
+
+class BatchLineResponse(StrictModel):
+    status_code: int
+    request_id: str
+    body: dict
+
+
+class BatchLineError(StrictModel):
+    code: str
+    message: str
+
+
+class BatchOutputLine(StrictModel):
+    """One line of a batch's output file (answered lines) or error file (refused lines)."""
+
+    id: str
+    custom_id: str
+    response: BatchLineResponse | None = None
+    error: BatchLineError | None = None
