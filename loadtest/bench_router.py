@@ -13,7 +13,6 @@ counters are read from the replica before and after.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.bench_worker import BenchPhaseError, clear_counts
-from serve.client import auth_headers, parse_answer
+from serve.client import auth_headers, parse_answer, score_payload
 from serve.protocol import ScoreAnswer
 
 log = logging.getLogger("kidsart.bench")
@@ -192,8 +191,7 @@ class RouterWorker:
         }
 
     async def _send(self, i: int, data: bytes) -> dict:
-        body = {"image": base64.b64encode(data).decode("ascii"), "id": str(i)}
-        response = await self.client.post("/v1/score", json=body)
+        response = await self.client.post("/v1/score", json=score_payload(data, request_id=str(i)))
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         return parse_answer(ScoreAnswer, response.json(), "POST /v1/score").scores

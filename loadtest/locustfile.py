@@ -46,6 +46,7 @@ from locust import HttpUser, between, events, task
 from loadtest.answers import check_chat, check_score
 from serve.client import RetryPolicy, ScoringClient, auth_headers
 from serve.errors import RETRYABLE_STATUSES
+from serve.protocol import ChatCompletionRequest, ScoreRequest
 
 SIZES = [(224, 224), (400, 300), (640, 480), (300, 500), (1024, 768), (1600, 1200)]
 # The rubric model (all dimensions at once), read from the router when the test starts.
@@ -200,7 +201,7 @@ class ScoringUser(HttpUser):
         self._post(
             "/v1/score",
             "/v1/score",
-            {"image": b64, "id": f"locust-{label}"},
+            ScoreRequest(image=b64, id=f"locust-{label}").model_dump(exclude_none=True, exclude_defaults=True),
             lambda body: check_score(body, DIMENSIONS),
             "full",
         )
@@ -230,9 +231,10 @@ class ScoringUser(HttpUser):
 
 
 def _chat(model: str, b64: str, mime: str) -> dict:
-    return {
-        "model": model,
-        "messages": [
+    """An OpenAI chat request with the artwork as a data URL (serve.protocol.ChatCompletionRequest)."""
+    request = ChatCompletionRequest(
+        model=model,
+        messages=[
             {
                 "role": "user",
                 "content": [
@@ -241,4 +243,5 @@ def _chat(model: str, b64: str, mime: str) -> dict:
                 ],
             }
         ],
-    }
+    )
+    return request.model_dump(exclude_none=True)
