@@ -392,6 +392,41 @@ class RouterSettings(StrictModel):
     )
 
 
+class BatchSettings(StrictModel):
+    """The OpenAI Batch API on the router (`/v1/files`, `/v1/batches`): limits per key and per file."""
+
+    max_file_bytes: int = Field(
+        default=512 * 2**20,
+        ge=2**20,
+        le=64 * 2**30,
+        description="Largest upload to "
+        "/v1/files, in bytes (a district of data-URL lines: hundreds of MB); every other "
+        "route keeps its own body limit.",
+    )
+    max_lines: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        description="Requests one batch may hold; further lines go to its error file.",
+    )
+    max_open_batches_per_key: int = Field(
+        default=4, ge=1, le=1000, description="Batches a key may have unfinished at once; one more is refused with 429."
+    )
+    file_retention_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=3600,
+        le=365 * 24 * 3600,
+        description="Uploaded files are deleted this long after their upload, in seconds.",
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Lines of a batch in flight at once (they wait "
+        "for free router slots below the sync traffic's priority).",
+    )
+
+
 class ClusterSettings(StrictModel):
     """How `kidsart deploy-config --rayservice` sizes a KubeRay cluster for this profile (the Serve config itself
     comes from `engine` and `router`)."""
@@ -447,6 +482,7 @@ class Profile(StrictModel):
         default_factory=FeedbackSettings,
         description="Length and sampling of the feedback adapter's comments (used when the deployment has one).",
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings, description="Limits of the OpenAI Batch API.")
     cluster: ClusterSettings = Field(
         default_factory=ClusterSettings,
         description="Pod sizes of a KubeRay deployment of this profile (`kidsart deploy-config --rayservice`).",

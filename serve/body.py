@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 ENVELOPE_BYTES = 64 * 1024  # room for the JSON/multipart envelope around the base64 image
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_CALLBACK = "serve.body:proxy_middlewares"
-PROXY_LIMITS_ENV = "KIDSART_PROXY_BODY_LIMITS"  # JSON {"limit_bytes": int, "timeout_s": float}
+PROXY_LIMITS_ENV = "KIDSART_PROXY_BODY_LIMITS"  # JSON {"limit_bytes", "timeout_s", "stream_limits": {path: bytes}}
+FILES_PATH = "/v1/files"  # the Batch API's upload route: its own limit, streamed
 
 
 def body_limit(max_image_bytes: int) -> int:
@@ -82,13 +83,31 @@ def _header(scope, name: bytes) -> str | None:
 
 
 class ProxyBodyLimit:
-    """Pure-ASGI middleware for Ray Serve's proxy: the body read within the limits before the replica sees it."""
+    """Pure-ASGI middleware for Ray Serve's proxy: the body read within the limits before the replica sees it.
 
-    def __init__(self, app, limit_bytes: int, timeout_s: float):
+    Paths in `stream_limits` (the Batch API's uploads, hundreds of MB) are not buffered: a declared length over
+    their own limit is refused here, and the body streams through to the router, which counts it as it writes it
+    to disk."""
+
+    def __init__(self, app, limit_bytes: int, timeout_s: float, stream_limits: dict[str, int] | None = None):
         self.app, self.limit_bytes, self.timeout_s = app, limit_bytes, timeout_s
+        self.stream_limits = stream_limits or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        streamed = next((limit for path, limit in self.stream_limits.items() if scope.get("path") == path), None)
+        if streamed is not None:
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.strip().isdigit() and int(declared) > streamed:
+                await _send_error(
+                    send,
+                    BodyTooLargeError(
+                        f"the upload is {int(declared)} bytes; the limit is {streamed} bytes (batch.max_file_bytes)"
+                    ),
+                )
+                return
             await self.app(scope, receive, send)
             return
         try:
@@ -128,9 +147,12 @@ async def _send_error(send, error: Exception) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def proxy_environment(max_image_bytes: int, timeout_s: float) -> dict[str, str]:
-    """The environment that makes Ray Serve's proxy enforce these limits (set before Ray starts)."""
+def proxy_environment(max_image_bytes: int, timeout_s: float, max_file_bytes: int | None = None) -> dict[str, str]:
+    """The environment that makes Ray Serve's proxy enforce these limits (set before Ray starts); uploads to
+    /v1/files have their own limit (`batch.max_file_bytes`) and stream through."""
     limits = {"limit_bytes": body_limit(max_image_bytes), "timeout_s": timeout_s}
+    if max_file_bytes is not None:
+        limits["stream_limits"] = {FILES_PATH: max_file_bytes + ENVELOPE_BYTES}
     return {PROXY_CALLBACK_ENV: PROXY_CALLBACK, PROXY_LIMITS_ENV: json.dumps(limits)}
 
 
@@ -145,4 +167,11 @@ def proxy_middlewares() -> list:
         )
         return []
     limits = json.loads(raw)
-    return [Middleware(ProxyBodyLimit, limit_bytes=int(limits["limit_bytes"]), timeout_s=float(limits["timeout_s"]))]
+    return [
+        Middleware(
+            ProxyBodyLimit,
+            limit_bytes=int(limits["limit_bytes"]),
+            timeout_s=float(limits["timeout_s"]),
+            stream_limits={k: int(v) for k, v in limits.get("stream_limits", {}).items()},
+        )
+    ]

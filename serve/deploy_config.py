@@ -49,7 +49,9 @@ def dump(document: dict) -> str:
 
 def node_environment(profile: Profile) -> dict[str, str]:
     """The environment every Ray node needs before `ray start` (the proxy's body limits)."""
-    return proxy_environment(profile.router.max_image_bytes, profile.router.body_timeout_s)
+    return proxy_environment(
+        profile.router.max_image_bytes, profile.router.body_timeout_s, profile.batch.max_file_bytes
+    )
 
 
 def serve_config(
@@ -64,6 +66,7 @@ def serve_config(
     `profile_ref` is how the cluster finds the profile (default: its name, shipped in the package);
     `deployment_ref` a deployment set to serve instead of the profile's own."""
     from serve.app import AppArgs
+    from serve.batch.runner import runner_options
     from serve.engine import engine_env
     from serve.engine_server import engine_options
     from serve.router import router_options
@@ -84,7 +87,11 @@ def serve_config(
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
                 "args": args.model_dump(exclude_defaults=True),
-                "deployments": [engine_options(profile.engine, engine_env(profile)), router_options(router)],
+                "deployments": [
+                    engine_options(profile.engine, engine_env(profile)),
+                    router_options(router),
+                    runner_options(router.resources),
+                ],
             }
         ],
     }

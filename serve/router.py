@@ -15,8 +15,6 @@ admission queue per replica answers 429 + Retry-After when full, before requests
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 import uuid
@@ -24,21 +22,15 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from ray import serve as ray_serve
 
-from adapters.errors import KidsArtError
 from adapters.images import decode_base64_image
 from adapters.profiles import RouterSettings
 from serve import metrics
 from serve.body import body_limit, read_limited_body
 from serve.errors import (
-    RETRYABLE_STATUSES,
     STATUS_BY_ERROR,
-    BodyTimeoutError,
-    BodyTooLargeError,
     MalformedRequestError,
-    OverloadedError,
     RequestValidationFailed,
     UnauthorizedError,
     UnsupportedModelError,
@@ -46,13 +38,28 @@ from serve.errors import (
     error_body,
     status_for,
 )
-from serve.keys import key_matches
+from serve.http_parts import (
+    Admission,
+    error_response,
+    form_flag,
+    image_and_text,
+    json_answer,
+    openapi_json_body,
+    parse_json,
+    validated,
+)
+from serve.keys import bearer_token, digest, key_matches
 from serve.protocol import (
+    BatchCreateRequest,
+    BatchList,
+    BatchObject,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ChatResponseMessage,
     ErrorBody,
+    FileDeleted,
+    FileObject,
     ModelCard,
     ModelListing,
     ScoreAnswer,
@@ -64,118 +71,9 @@ from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 log = logging.getLogger(__name__)
 
 ROUTER_DEPLOYMENT = "ScoringRouter"
+ANONYMOUS_OWNER = "anonymous"  # the owner of files and batches when the router has no keys (loopback)
 # every error status the router answers with, each an ErrorBody (published in /openapi.json)
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in sorted({s for _, s in STATUS_BY_ERROR} - {500})}
-
-
-class Admission:
-    """Bounded admission: at most `inflight` images scored at once, `queued` more waiting, the rest refused."""
-
-    def __init__(self, inflight: int, queued: int, retry_after_s: int):
-        self.semaphore = asyncio.Semaphore(inflight)
-        self.capacity = inflight + queued
-        self.retry_after_s = retry_after_s
-        self.admitted = 0
-
-    def check(self) -> None:
-        """Refuse at once when full, before the request body is read or decoded."""
-        if self.admitted >= self.capacity:
-            raise OverloadedError(
-                f"the router is at capacity ({self.capacity} images admitted); retry after {self.retry_after_s} s"
-            )
-
-    async def __aenter__(self) -> None:
-        self.check()
-        self.admitted += 1
-        metrics.INFLIGHT.set(self.admitted)
-        try:
-            await self.semaphore.acquire()
-        except BaseException:
-            self.admitted -= 1
-            metrics.INFLIGHT.set(self.admitted)
-            raise
-
-    async def __aexit__(self, *exc) -> None:
-        self.semaphore.release()
-        self.admitted -= 1
-        metrics.INFLIGHT.set(self.admitted)
-
-
-def _error_response(error: Exception, route: str, retry_after_s: int) -> JSONResponse:
-    status = status_for(error)
-    if not isinstance(error, KidsArtError):
-        log.exception("unexpected error on %s", route, exc_info=error)
-    metrics.ERRORS.labels(getattr(error, "kind", "internal_error")).inc()
-    headers = {"Retry-After": str(retry_after_s)} if status in RETRYABLE_STATUSES else None
-    if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    if isinstance(error, (BodyTooLargeError, BodyTimeoutError)):
-        # close the connection: the rest of the body is not read, and Ray Serve's replica would otherwise
-        # keep queueing what the client still sends until it disconnects
-        headers = {**(headers or {}), "Connection": "close"}
-    return JSONResponse(error_body(error), status_code=status, headers=headers)
-
-
-def _image_and_text(messages) -> tuple[str, str | None]:
-    """The single image (data URL) and any user text from the chat request's messages."""
-    images: list[str] = []
-    texts: list[str] = []
-    for message in messages:
-        if message.role != "user" or message.content is None:
-            continue
-        if isinstance(message.content, str):
-            texts.append(message.content)
-            continue
-        for part in message.content:
-            if part.type == "image_url":
-                if part.image_url is None:
-                    raise RequestValidationFailed("an image_url part needs image_url.url")
-                if not part.image_url.url.startswith("data:"):
-                    raise RequestValidationFailed(
-                        "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote "
-                        "images"
-                    )
-                images.append(part.image_url.url)
-            elif part.type == "text" and part.text is not None:
-                texts.append(part.text)
-    if len(images) != 1:
-        raise RequestValidationFailed(f"the user message must contain exactly one image_url part, found {len(images)}")
-    text = "\n".join(t for t in texts if t.strip()) or None
-    return images[0], text
-
-
-def _validated(model, payload, what: str):
-    """`payload` as `model`, or a 422 naming each problem."""
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise RequestValidationFailed(f"invalid {what}: {problems}") from exc
-
-
-def _request_body(model) -> dict:
-    """OpenAPI's description of a JSON request body that the route reads itself (within the body limits)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
-def _json(body: bytes):
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequestError(f"the request body is not valid JSON: {exc}") from exc
-
-
-def _answer(model) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json", exclude_none=True))
-
-
-def _form_flag(value, name: str) -> bool:
-    """A multipart true/false field (absent: false)."""
-    if value is None:
-        return False
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise RequestValidationFailed(f"multipart field {name!r} must be true or false")
 
 
 api = FastAPI(title="kidsart router", description="Scores children's artworks on a rubric with one LoRA per dimension.")
@@ -186,11 +84,13 @@ api = FastAPI(title="kidsart router", description="Scores children's artworks on
 class ScoringRouter:
     """One router replica."""
 
-    def __init__(self, runtime: dict, engine):
+    def __init__(self, runtime: dict, engine, batches=None):
         from adapters.logs import setup_logging
+        from serve.batch.routes import BatchRoutes
 
         setup_logging()
         self.runtime = RouterRuntime.model_validate(runtime)
+        self.batch_routes = BatchRoutes(batches, self.runtime.batch.max_file_bytes) if batches is not None else None
         self.scorer = EngineScorer(self.runtime, engine, EngineWatch(self.runtime.max_outage_s))
         self.rubric = self.scorer.rubric
         self.admission = Admission(
@@ -201,8 +101,8 @@ class ScoringRouter:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    async def _score(self, data: bytes, dimensions, description, request_id, feedback: bool = False):
-        async with self.admission:
+    async def _score(self, data: bytes, dimensions, description, request_id, feedback=False, background=False):
+        async with self.admission.background() if background else self.admission:
             result = await self.scorer.score_upload(data, dimensions, description, request_id, feedback)
         metrics.IMAGES.inc()
         return result
@@ -218,7 +118,7 @@ class ScoringRouter:
         try:
             response = await handler()
         except Exception as exc:  # every error becomes a typed JSON answer
-            response = _error_response(exc, route, self.runtime.settings.retry_after_s)
+            response = error_response(exc, route, self.runtime.settings.retry_after_s)
         metrics.REQUESTS.labels(route, str(response.status_code)).inc()
         metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
         return response
@@ -249,7 +149,10 @@ class ScoringRouter:
     # ---- routes ---------------------------------------------------------------------------
 
     @api.post(
-        "/v1/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES, openapi_extra=_request_body(ScoreRequest)
+        "/v1/score",
+        response_model=ScoreAnswer,
+        responses=ERROR_RESPONSES,
+        openapi_extra=openapi_json_body(ScoreRequest),
     )
     async def score(self, request: Request):
         async def handle():
@@ -258,18 +161,18 @@ class ScoringRouter:
             if content_type.startswith("multipart/form-data"):
                 data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
             else:
-                data, dimensions, request_id, description, feedback = self._parse_json(body)
+                if not body:
+                    raise MalformedRequestError(
+                        "the request body is empty; send JSON {\"image\": ...} or multipart field 'image'"
+                    )
+                data, dimensions, request_id, description, feedback = self._parse_score_request(parse_json(body))
             answer, _ = await self._score(data, dimensions, description, request_id, feedback)
-            return _answer(answer)
+            return json_answer(answer)
 
         return await self._run("/v1/score", handle)
 
-    def _parse_json(self, body: bytes):
-        if not body:
-            raise MalformedRequestError(
-                "the request body is empty; send JSON {\"image\": ...} or multipart field 'image'"
-            )
-        parsed = _validated(ScoreRequest, _json(body), "score request")
+    def _parse_score_request(self, payload):
+        parsed = validated(ScoreRequest, payload, "score request")
         self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
         if parsed.feedback:
             self.scorer.check_feedback()
@@ -290,7 +193,7 @@ class ScoringRouter:
         if isinstance(dims_field, str) and dims_field.strip():
             dimensions = [d.strip() for d in dims_field.split(",") if d.strip()]
         self.scorer.select(dimensions)
-        feedback = _form_flag(form.get("feedback"), "feedback")
+        feedback = form_flag(form.get("feedback"), "feedback")
         if feedback:
             self.scorer.check_feedback()
         request_id = form.get("id") if isinstance(form.get("id"), str) else None
@@ -301,7 +204,7 @@ class ScoringRouter:
     async def models(self, request: Request):
         async def handle():
             self._authorize(request)
-            return _answer(self._listing())
+            return json_answer(self._listing())
 
         return await self._run("/v1/models", handle)
 
@@ -322,49 +225,122 @@ class ScoringRouter:
         "/v1/chat/completions",
         response_model=ChatCompletion,
         responses=ERROR_RESPONSES,
-        openapi_extra=_request_body(ChatCompletionRequest),
+        openapi_extra=openapi_json_body(ChatCompletionRequest),
     )
     async def chat_completions(self, request: Request):
         async def handle():
             body = await self._admit(request)
-            payload = _json(body) if body else None
-            if not isinstance(payload, dict):
-                raise MalformedRequestError("the request body must be a JSON object")
-            parsed = _validated(ChatCompletionRequest, payload, "chat request")
-            if parsed.model == self.rubric.name:
-                dimensions = None
-            elif parsed.model in self.runtime.adapters:
-                dimensions = [parsed.model]
-            else:
-                raise UnsupportedModelError(
-                    f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of "
-                    f"{list(self.runtime.adapters)}"
-                )
-            if parsed.feedback:
-                self.scorer.check_feedback()
-            image_url, text = _image_and_text(parsed.messages)
-            data = decode_base64_image(image_url)
-            request_id = "chatcmpl-" + uuid.uuid4().hex
-            description = text if self.rubric.uses_description else None
-            answer, prompt_tokens = await self._score(data, dimensions, description, request_id, parsed.feedback)
-            completion_tokens = len(answer.scores)
-            return _answer(
-                ChatCompletion(
-                    id=request_id,
-                    created=int(time.time()),
-                    model=parsed.model,
-                    choices=[
-                        ChatChoice(message=ChatResponseMessage(content=answer.model_dump_json(exclude_none=True)))
-                    ],
-                    usage=Usage(
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens,
-                    ),
-                )
-            )
+            return json_answer(await self._chat(parse_json(body) if body else None))
 
         return await self._run("/v1/chat/completions", handle)
+
+    async def _chat(self, payload, background: bool = False) -> ChatCompletion:
+        if not isinstance(payload, dict):
+            raise MalformedRequestError("the request body must be a JSON object")
+        parsed = validated(ChatCompletionRequest, payload, "chat request")
+        if parsed.model == self.rubric.name:
+            dimensions = None
+        elif parsed.model in self.runtime.adapters:
+            dimensions = [parsed.model]
+        else:
+            raise UnsupportedModelError(
+                f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of "
+                f"{list(self.runtime.adapters)}"
+            )
+        if parsed.feedback:
+            self.scorer.check_feedback()
+        image_url, text = image_and_text(parsed.messages)
+        data = decode_base64_image(image_url)
+        request_id = "chatcmpl-" + uuid.uuid4().hex
+        description = text if self.rubric.uses_description else None
+        answer, prompt_tokens = await self._score(
+            data, dimensions, description, request_id, parsed.feedback, background
+        )
+        message = ChatResponseMessage(content=answer.model_dump_json(exclude_none=True))
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(answer.scores),
+            total_tokens=prompt_tokens + len(answer.scores),
+        )
+        return ChatCompletion(
+            id=request_id,
+            created=int(time.time()),
+            model=parsed.model,
+            choices=[ChatChoice(message=message)],
+            usage=usage,
+        )
+
+    async def score_line(self, endpoint: str, body: dict) -> tuple[int, dict]:
+        """One line of a batch through the sync route's own handling, below the sync traffic's priority (it waits
+        for a free in-flight slot rather than queueing ahead of requests): (HTTP status, the route's body)."""
+        self.scorer.watch.start()
+        try:
+            if endpoint == "/v1/score":
+                data, dimensions, request_id, description, feedback = self._parse_score_request(body)
+                answer, _ = await self._score(data, dimensions, description, request_id, feedback, True)
+            else:
+                answer = await self._chat(body, background=True)
+            return 200, answer.model_dump(mode="json", exclude_none=True)
+        except Exception as exc:  # every error is the line's answer, as the sync route would give it
+            return status_for(exc), error_body(exc)
+
+    # ---- the OpenAI Files and Batch APIs (serve/batch/routes.py does the work) -------------------
+
+    def _owner(self, request: Request) -> str:
+        """Whose files and batches these are: the key's digest (any caller is one owner when keys are off)."""
+        self._authorize(request)
+        if self.batch_routes is None:
+            raise UnsupportedRouteError("this router serves no Batch API")
+        token = bearer_token(request.headers.get("authorization"))
+        return digest(token) if self.runtime.api_key_digests and token else ANONYMOUS_OWNER
+
+    @api.post("/v1/files", response_model=FileObject, responses=ERROR_RESPONSES)
+    async def files_create(self, request: Request):
+        return await self._run("/v1/files", lambda: self.batch_routes.create_file(self._owner(request), request))
+
+    @api.get("/v1/files/{file_id}", response_model=FileObject, responses=ERROR_RESPONSES)
+    async def files_get(self, request: Request, file_id: str):
+        return await self._run("/v1/files/{id}", lambda: self.batch_routes.get_file(self._owner(request), file_id))
+
+    @api.get("/v1/files/{file_id}/content", responses=ERROR_RESPONSES)
+    async def files_content(self, request: Request, file_id: str):
+        owner = lambda: self._owner(request)  # noqa: E731 (checked inside _run, as every route's key)
+        return await self._run("/v1/files/{id}/content", lambda: self.batch_routes.file_content(owner(), file_id))
+
+    @api.delete("/v1/files/{file_id}", response_model=FileDeleted, responses=ERROR_RESPONSES)
+    async def files_delete(self, request: Request, file_id: str):
+        return await self._run("/v1/files/{id}", lambda: self.batch_routes.delete_file(self._owner(request), file_id))
+
+    @api.post(
+        "/v1/batches",
+        response_model=BatchObject,
+        responses=ERROR_RESPONSES,
+        openapi_extra=openapi_json_body(BatchCreateRequest),
+    )
+    async def batches_create(self, request: Request):
+        async def handle():
+            owner = self._owner(request)
+            return await self.batch_routes.create_batch(owner, await self._read_body(request))
+
+        return await self._run("/v1/batches", handle)
+
+    @api.get("/v1/batches/{batch_id}", response_model=BatchObject, responses=ERROR_RESPONSES)
+    async def batches_get(self, request: Request, batch_id: str):
+        return await self._run("/v1/batches/{id}", lambda: self.batch_routes.get_batch(self._owner(request), batch_id))
+
+    @api.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject, responses=ERROR_RESPONSES)
+    async def batches_cancel(self, request: Request, batch_id: str):
+        return await self._run(
+            "/v1/batches/{id}/cancel", lambda: self.batch_routes.cancel_batch(self._owner(request), batch_id)
+        )
+
+    @api.get("/v1/batches", response_model=BatchList, responses=ERROR_RESPONSES)
+    async def batches_list(self, request: Request):
+        query = request.query_params
+        return await self._run(
+            "/v1/batches",
+            lambda: self.batch_routes.list_batches(self._owner(request), query.get("after"), query.get("limit")),
+        )
 
     @api.get("/healthz")
     async def healthz(self):
@@ -413,6 +389,7 @@ def router_options(settings: RouterSettings) -> dict:
     }
 
 
-def build_app(runtime: RouterRuntime, engine):
-    """The Ray Serve application: the router in front of `engine` (the bound engine deployment)."""
-    return ScoringRouter.options(**router_options(runtime.settings)).bind(runtime.model_dump(), engine)
+def build_app(runtime: RouterRuntime, engine, batches=None):
+    """The Ray Serve application: the router in front of `engine` (the bound engine deployment) and, when given,
+    `batches` (the bound batch runner, serve.batch.runner)."""
+    return ScoringRouter.options(**router_options(runtime.settings)).bind(runtime.model_dump(), engine, batches)

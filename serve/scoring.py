@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import UnknownDimensionError
 from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, require_feedback_adapter
 from adapters.limits import InputLimits
-from adapters.profiles import RouterSettings
+from adapters.profiles import BatchSettings, RouterSettings
 from adapters.prompts import PromptFormat
 from adapters.rail import rail_from_token_logprobs
 from adapters.rubric import Rubric, load_rubric
@@ -77,6 +77,7 @@ class RouterRuntime(BaseModel):
         description="The profile's engine.max_outage_s: past it with no "
         "healthy engine replica, /readyz says the service is stopping.",
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings, description="The profile's Batch API limits.")
 
 
 def _dead_replica(exc: BaseException) -> bool:

@@ -48,6 +48,7 @@ def router_runtime(
         feedback=profile.feedback,
         deployment_name=deployment.name,
         max_outage_s=profile.engine.max_outage_s,
+        batch=profile.batch,
     )
 
 
@@ -70,12 +71,15 @@ def engine_runtime(profile: Profile, deployment: Deployment):
 
 def build_application(profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = ()):
     """The bound Ray Serve application (engine deployment + router) for a profile and deployment set."""
+    from adapters.locations import data_home
+    from serve.batch.runner import runner_deployment
     from serve.engine import engine_env
     from serve.engine_server import engine_deployment
     from serve.router import build_app
 
     engine = engine_deployment(profile.engine, engine_runtime(profile, deployment), engine_env(profile))
-    return build_app(router_runtime(profile, deployment, api_keys), engine)
+    batches = runner_deployment(profile.batch, APP_NAME, profile.router.resources, data_home())
+    return build_app(router_runtime(profile, deployment, api_keys), engine, batches)
 
 
 def with_ports(profile: Profile, router_port: int | None = None, router_host: str | None = None) -> Profile:
@@ -181,7 +185,9 @@ class Stack:
             return
         # Ray's processes inherit this: its HTTP proxy then refuses oversized and trickled bodies itself
         router = self.profile.router
-        os.environ.update(proxy_environment(router.max_image_bytes, router.body_timeout_s))
+        os.environ.update(
+            proxy_environment(router.max_image_bytes, router.body_timeout_s, self.profile.batch.max_file_bytes)
+        )
         # Ray 2.60 binds its own ports to all interfaces whatever node address it is given (it turns
         # 127.0.0.1 into the machine's address): docs/security.md
         ray.init(num_cpus=router.ray_num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -103,6 +103,7 @@ _SESSION_STACK: dict = {}  # the live_stack, once a test has started it
 # The session's live stack runs with API keys on (as a district would): tests send this key; the stacks
 # of own_stack() run without keys on loopback, the other configuration.
 LIVE_API_KEY = "kidsart-test-session-key-0001"
+OTHER_API_KEY = "kidsart-test-session-key-0002"  # a second caller: its files and batches are not the first's
 AUTH = {"Authorization": f"Bearer {LIVE_API_KEY}"}
 
 
@@ -119,7 +120,7 @@ def live_stack(tiny_profile, tmp_path_factory):
         tiny_profile,
         router_port=free_port(),
         log_dir=tmp_path_factory.mktemp("stack-logs"),
-        api_keys=[LIVE_API_KEY],
+        api_keys=[LIVE_API_KEY, OTHER_API_KEY],
     )
     stack.start()
     _SESSION_STACK["stack"] = stack

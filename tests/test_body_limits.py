@@ -122,12 +122,53 @@ def test_the_proxy_passes_other_scopes_through():
 
 
 def test_the_proxy_callback_reads_the_limits_handed_over(monkeypatch):
-    environment = proxy_environment(max_image_bytes=3000, timeout_s=7.0)
+    environment = proxy_environment(max_image_bytes=3000, timeout_s=7.0, max_file_bytes=2**20)
     assert environment[PROXY_CALLBACK_ENV] == PROXY_CALLBACK
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     (middleware,) = proxy_middlewares()
     assert middleware.cls is ProxyBodyLimit
-    assert middleware.kwargs == {"limit_bytes": body_limit(3000), "timeout_s": 7.0}
+    assert middleware.kwargs == {
+        "limit_bytes": body_limit(3000),
+        "timeout_s": 7.0,
+        "stream_limits": {"/v1/files": 2**20 + 64 * 1024},
+    }
     monkeypatch.delenv(PROXY_LIMITS_ENV)
     assert proxy_middlewares() == []
+
+
+def test_uploads_to_the_files_route_stream_through_within_their_own_limit():
+    """/v1/files is not buffered in the proxy (hundreds of MB): a declared length over its limit is a 413 at once,
+    any other upload reaches the app as the client sends it, whatever the image limit."""
+    seen = {}
+
+    async def app(scope, receive, send):
+        message = await receive()
+        seen["first_chunk"] = len(message["body"])
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    def receive_chunks(*sizes):
+        chunks = [
+            {"type": "http.request", "body": b"x" * n, "more_body": i < len(sizes) - 1} for i, n in enumerate(sizes)
+        ]
+
+        async def receive():
+            return chunks.pop(0)
+
+        return receive
+
+    proxy = ProxyBodyLimit(app, limit_bytes=100, timeout_s=1.0, stream_limits={"/v1/files": 10_000})
+    scope = {"type": "http", "path": "/v1/files", "method": "POST", "headers": [(b"content-length", b"5000")]}
+    asyncio.run(proxy(scope, receive_chunks(4000, 1000), send))
+    assert seen == {"first_chunk": 4000} and not sent  # passed through, over the image limit of 100
+    too_big = {**scope, "headers": [(b"content-length", b"20000")]}
+    asyncio.run(proxy(too_big, receive_chunks(10), send))
+    assert sent[0]["status"] == 413
+    image_route = {**scope, "path": "/v1/score"}
+    sent.clear()
+    asyncio.run(proxy(image_route, receive_chunks(4000, 1000), send))
+    assert sent[0]["status"] == 413  # every other route keeps its limit

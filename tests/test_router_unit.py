@@ -13,14 +13,14 @@ from serve.errors import (
     error_body,
     status_for,
 )
+from serve.http_parts import Admission, image_and_text, validated
 from serve.protocol import ChatCompletionRequest
-from serve.router import Admission, _image_and_text, _validated
 
 
 def _chat_input(messages):
     """The image and text of a chat request's messages, validated by the protocol first (as the route does)."""
-    return _image_and_text(
-        _validated(ChatCompletionRequest, {"model": "m", "messages": messages}, "chat request").messages
+    return image_and_text(
+        validated(ChatCompletionRequest, {"model": "m", "messages": messages}, "chat request").messages
     )
 
 

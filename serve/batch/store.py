@@ -76,6 +76,10 @@ class BatchStore:
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id
 
+    def upload_path(self, upload_id: str) -> Path:
+        """Where the upload `upload_id` is written while it arrives (in the files folder: one rename to keep it)."""
+        return self.files_dir / f".up-{upload_id}"
+
     def new_upload_path(self) -> Path:
         """A temporary path an upload streams into (then `add_file` takes it in, or it is removed)."""
         return self.files_dir / f".upload-{uuid.uuid4().hex}"
