@@ -69,8 +69,11 @@ def engine_runtime(profile: Profile, deployment: Deployment):
     )
 
 
-def build_application(profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = ()):
-    """The bound Ray Serve application (engine deployment + router) for a profile and deployment set."""
+def build_application(
+    profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = (), home: Path | None = None
+):
+    """The bound Ray Serve application (engine deployment, router, batch runner) for a profile and deployment set;
+    the Batch API's files and state under `home`/batches (default: the data directory, KIDSART_HOME)."""
     from adapters.locations import data_home
     from serve.batch.runner import runner_deployment
     from serve.engine import engine_env
@@ -78,7 +81,7 @@ def build_application(profile: Profile, deployment: Deployment, api_keys: tuple[
     from serve.router import build_app
 
     engine = engine_deployment(profile.engine, engine_runtime(profile, deployment), engine_env(profile))
-    batches = runner_deployment(profile.batch, APP_NAME, profile.router.resources, data_home())
+    batches = runner_deployment(profile.batch, APP_NAME, profile.router.resources, home or data_home())
     return build_app(router_runtime(profile, deployment, api_keys), engine, batches)
 
 
@@ -137,7 +140,9 @@ class Stack:
         api_keys: list[str] | None = None,
         insecure_no_auth: bool = False,
         router_host: str | None = None,
+        home: Path | None = None,
     ):
+        self.home = home
         self.profile = with_ports(profile, router_port, router_host)
         self.api_keys = list(api_keys or [])
         # refused here, before anything starts, when the router would be open on a non-loopback address
@@ -165,7 +170,7 @@ class Stack:
                 proxy_location=self.profile.router.proxy_location,
             )
             serve.run(
-                build_application(self.profile, self.deployment, self.api_keys),
+                build_application(self.profile, self.deployment, self.api_keys, self.home),
                 name=APP_NAME,
                 route_prefix="/",
                 blocking=False,

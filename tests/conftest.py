@@ -121,6 +121,7 @@ def live_stack(tiny_profile, tmp_path_factory):
         router_port=free_port(),
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         api_keys=[LIVE_API_KEY, OTHER_API_KEY],
+        home=tmp_path_factory.mktemp("kidsart-home"),  # its Batch API files and state, not the working directory's
     )
     stack.start()
     _SESSION_STACK["stack"] = stack
