@@ -93,7 +93,7 @@ def test_score_reference_backend_feedback_and_its_refusal(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM], ids=["SIGTERM"])  # SIGINT: test_batch_durable.py
 def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_signal):
     port = free_port()
     process = subprocess.Popen(
