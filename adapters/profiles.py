@@ -425,6 +425,19 @@ class BatchSettings(StrictModel):
         description="Lines of a batch in flight at once (they wait "
         "for free router slots below the sync traffic's priority).",
     )
+    inflight_while_busy: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Batch lines scored at once per router replica while sync requests are in flight or ended "
+        "less than `quiet_s` ago (0: batches wait for a quiet moment); when quiet, batches may use every free slot.",
+    )
+    quiet_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Seconds after the last sync request during which the router still counts its traffic as busy.",
+    )
 
 
 class ClusterSettings(StrictModel):

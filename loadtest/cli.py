@@ -88,6 +88,27 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(figures["img_s"]))
         typer.echo(f"wrote {out}")
 
+    @app.command("bench-batch")
+    def bench_batch(
+        profile: str = typer.Option("tiny", help="Profile whose stack is started (once) for every measurement."),
+        images: int = typer.Option(64, min=8, help="Artworks per measured district run and per measured batch."),
+        rounds: int = typer.Option(2, min=1, help="Rounds; each runs the district job and a batch, order alternating."),
+        priority_lines: int = typer.Option(400, min=16, help="Lines of the batch that runs beside locust."),
+        port: int = typer.Option(8650, help="Router port of the stack started here."),
+        out: str = typer.Option("batch-bench.json", help="Where to write the figures as JSON."),
+    ) -> None:
+        """The Batch API measured: a batch's images/s against the district job's, and sync p95 under locust's
+        nominal load with and without a batch running (docs/batch.md)."""
+        import json
+        from pathlib import Path
+
+        from loadtest.batch_bench import run_batch_bench
+
+        figures = run_batch_bench(profile, images, rounds, priority_lines, port, Path(out))
+        typer.echo(json.dumps({k: figures[k] for k in ("img_s", "batch_vs_district")}))
+        typer.echo(json.dumps(figures["priority"]))
+        typer.echo(f"wrote {out}")
+
     @app.command("profile-engine")
     def profile_engine_command(
         profile: str = typer.Option("bench", help="Profile whose offline engine is profiled."),

@@ -116,3 +116,12 @@ def error_body(error: Exception) -> dict:
     status = status_for(error)
     message = str(error) if isinstance(error, KidsArtError) else "internal error"
     return ErrorBody(error=ErrorDetail(message=message, type=kind, code=status)).model_dump()
+
+
+def status_for_kind(kind: str, default: int = 400) -> int:
+    """The HTTP status of an error known only by its kind (a journal record's `error_type`); `default` for kinds
+    the router never answers with (e.g. the district job's local `missing_file`)."""
+    for cls, status in STATUS_BY_ERROR:
+        if cls.kind == kind:
+            return status
+    return default

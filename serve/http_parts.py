@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -32,14 +33,25 @@ BACKGROUND_POLL_S = 0.05  # how often a batch line looks for a free in-flight sl
 
 
 class Admission:
-    """Bounded admission: at most `inflight` images scored at once, `queued` more waiting, the rest refused."""
+    """Bounded admission: at most `inflight` images scored at once, `queued` more waiting, the rest refused.
 
-    def __init__(self, inflight: int, queued: int, retry_after_s: int):
+    Batch lines come in through `background()`, below the sync traffic's priority: while sync
+    requests are in flight or ended less than `quiet_s` ago, at most `busy_share` batch lines
+    are scored at once (so sync latency barely moves, docs/batch.md has the measurement); when
+    sync traffic is quiet they may fill every free slot (so a batch alone runs at full speed).
+    """
+
+    def __init__(self, inflight: int, queued: int, retry_after_s: int, busy_share: int = 1, quiet_s: float = 1.0):
         self.inflight = inflight
         self.semaphore = asyncio.Semaphore(inflight)
         self.capacity = inflight + queued
         self.retry_after_s = retry_after_s
+        self.busy_share = busy_share
+        self.quiet_s = quiet_s
         self.admitted = 0
+        self.sync_admitted = 0
+        self.background_admitted = 0
+        self.last_sync_end = float("-inf")
 
     def check(self) -> None:
         """Refuse at once when full, before the request body is read or decoded."""
@@ -48,8 +60,7 @@ class Admission:
                 f"the router is at capacity ({self.capacity} images admitted); retry after {self.retry_after_s} s"
             )
 
-    async def __aenter__(self) -> None:
-        self.check()
+    async def _enter(self) -> None:
         self.admitted += 1
         metrics.INFLIGHT.set(self.admitted)
         try:
@@ -59,19 +70,49 @@ class Admission:
             metrics.INFLIGHT.set(self.admitted)
             raise
 
-    @contextlib.asynccontextmanager
-    async def background(self):
-        """Admission below the sync traffic's priority (batch lines): wait, outside the queue, until an in-flight
-        slot is free, so a sync request arriving meanwhile is never behind a batch line."""
-        while self.admitted >= self.inflight:
-            await asyncio.sleep(BACKGROUND_POLL_S)
-        async with self:
-            yield
-
-    async def __aexit__(self, *exc) -> None:
+    def _leave(self) -> None:
         self.semaphore.release()
         self.admitted -= 1
         metrics.INFLIGHT.set(self.admitted)
+
+    async def __aenter__(self) -> None:
+        self.check()
+        self.sync_admitted += 1
+        try:
+            await self._enter()
+        except BaseException:
+            self._sync_done()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self._leave()
+        self._sync_done()
+
+    def _sync_done(self) -> None:
+        self.sync_admitted -= 1
+        self.last_sync_end = time.monotonic()
+
+    def sync_busy(self) -> bool:
+        return self.sync_admitted > 0 or time.monotonic() - self.last_sync_end < self.quiet_s
+
+    def _background_may_start(self) -> bool:
+        share = self.busy_share if self.sync_busy() else self.inflight
+        return self.background_admitted < share and self.admitted < self.inflight
+
+    @contextlib.asynccontextmanager
+    async def background(self):
+        """Admission of a batch line: wait, outside the queue, until the sync traffic leaves it room (above)."""
+        while not self._background_may_start():
+            await asyncio.sleep(BACKGROUND_POLL_S)
+        self.background_admitted += 1
+        try:
+            await self._enter()
+            try:
+                yield
+            finally:
+                self._leave()
+        finally:
+            self.background_admitted -= 1
 
 
 def error_response(error: Exception, route: str, retry_after_s: int) -> JSONResponse:
@@ -87,34 +128,6 @@ def error_response(error: Exception, route: str, retry_after_s: int) -> JSONResp
         # keep queueing what the client still sends until it disconnects
         headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(error_body(error), status_code=status, headers=headers)
-
-
-def image_and_text(messages) -> tuple[str, str | None]:
-    """The single image (data URL) and any user text from the chat request's messages."""
-    images: list[str] = []
-    texts: list[str] = []
-    for message in messages:
-        if message.role != "user" or message.content is None:
-            continue
-        if isinstance(message.content, str):
-            texts.append(message.content)
-            continue
-        for part in message.content:
-            if part.type == "image_url":
-                if part.image_url is None:
-                    raise RequestValidationFailed("an image_url part needs image_url.url")
-                if not part.image_url.url.startswith("data:"):
-                    raise RequestValidationFailed(
-                        "only data URLs (data:image/...;base64,...) are accepted: the service does not fetch remote "
-                        "images"
-                    )
-                images.append(part.image_url.url)
-            elif part.type == "text" and part.text is not None:
-                texts.append(part.text)
-    if len(images) != 1:
-        raise RequestValidationFailed(f"the user message must contain exactly one image_url part, found {len(images)}")
-    text = "\n".join(t for t in texts if t.strip()) or None
-    return images[0], text
 
 
 def validated(model, payload, what: str):

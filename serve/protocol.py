@@ -19,6 +19,7 @@ score answer by hand.
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -184,7 +185,27 @@ class ChatCompletion(StrictModel):
     created: int
     model: str
     choices: list[ChatChoice]
-    usage: Usage
+    usage: Usage | None = Field(
+        default=None,
+        description="Tokens of the prompts and the scores (absent in the district job's OpenAI batch output file, "
+        "which does not count prompt tokens).",
+    )
+
+    @classmethod
+    def of(cls, answer: ScoreAnswer, model: str, request_id: str, prompt_tokens: int | None) -> ChatCompletion:
+        """The chat answer carrying `answer` (as JSON in the assistant's message) for `model`; its usage counts
+        `prompt_tokens` and one completion token per score (no usage when `prompt_tokens` is None)."""
+        usage = None
+        if prompt_tokens is not None:
+            usage = Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(answer.scores),
+                total_tokens=prompt_tokens + len(answer.scores),
+            )
+        message = ChatResponseMessage(content=answer.model_dump_json(exclude_none=True))
+        return cls(
+            id=request_id, created=int(time.time()), model=model, choices=[ChatChoice(message=message)], usage=usage
+        )
 
     def answer(self) -> ScoreAnswer:
         return ScoreAnswer.model_validate_json(self.choices[0].message.content)

@@ -28,12 +28,12 @@ from adapters.images import decode_base64_image
 from adapters.profiles import RouterSettings
 from serve import metrics
 from serve.body import body_limit, read_limited_body
+from serve.chat import image_and_text, model_dimensions
 from serve.errors import (
     STATUS_BY_ERROR,
     MalformedRequestError,
     RequestValidationFailed,
     UnauthorizedError,
-    UnsupportedModelError,
     UnsupportedRouteError,
     error_body,
     status_for,
@@ -42,7 +42,6 @@ from serve.http_parts import (
     Admission,
     error_response,
     form_flag,
-    image_and_text,
     json_answer,
     openapi_json_body,
     parse_json,
@@ -53,10 +52,8 @@ from serve.protocol import (
     BatchCreateRequest,
     BatchList,
     BatchObject,
-    ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
-    ChatResponseMessage,
     ErrorBody,
     FileDeleted,
     FileObject,
@@ -64,7 +61,6 @@ from serve.protocol import (
     ModelListing,
     ScoreAnswer,
     ScoreRequest,
-    Usage,
 )
 from serve.scoring import EngineScorer, EngineWatch, RouterRuntime
 
@@ -97,6 +93,8 @@ class ScoringRouter:
             self.runtime.settings.max_inflight_images,
             self.runtime.settings.max_queued_images,
             self.runtime.settings.retry_after_s,
+            busy_share=self.runtime.batch.inflight_while_busy,
+            quiet_s=self.runtime.batch.quiet_s,
         )
 
     # ---- helpers -------------------------------------------------------------------------
@@ -238,15 +236,7 @@ class ScoringRouter:
         if not isinstance(payload, dict):
             raise MalformedRequestError("the request body must be a JSON object")
         parsed = validated(ChatCompletionRequest, payload, "chat request")
-        if parsed.model == self.rubric.name:
-            dimensions = None
-        elif parsed.model in self.runtime.adapters:
-            dimensions = [parsed.model]
-        else:
-            raise UnsupportedModelError(
-                f"model {parsed.model!r} does not exist; use {self.rubric.name!r} or one of "
-                f"{list(self.runtime.adapters)}"
-            )
+        dimensions = model_dimensions(parsed.model, self.rubric.name, self.runtime.adapters)
         if parsed.feedback:
             self.scorer.check_feedback()
         image_url, text = image_and_text(parsed.messages)
@@ -256,19 +246,7 @@ class ScoringRouter:
         answer, prompt_tokens = await self._score(
             data, dimensions, description, request_id, parsed.feedback, background
         )
-        message = ChatResponseMessage(content=answer.model_dump_json(exclude_none=True))
-        usage = Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(answer.scores),
-            total_tokens=prompt_tokens + len(answer.scores),
-        )
-        return ChatCompletion(
-            id=request_id,
-            created=int(time.time()),
-            model=parsed.model,
-            choices=[ChatChoice(message=message)],
-            usage=usage,
-        )
+        return ChatCompletion.of(answer, parsed.model, request_id, prompt_tokens)
 
     async def score_line(self, endpoint: str, body: dict) -> tuple[int, dict]:
         """One line of a batch through the sync route's own handling, below the sync traffic's priority (it waits

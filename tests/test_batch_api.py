@@ -117,3 +117,10 @@ def test_cancel_stops_a_batch_and_keeps_what_was_answered(live_stack):
     assert done.status == "cancelled" and done.cancelled_at
     answered = client.files.content(done.output_file_id).text.splitlines()
     assert 2 <= len(answered) < 24 and len(answered) == done.request_counts.completed
+
+
+def test_a_file_over_the_profiles_limit_is_a_413_naming_it(live_stack, tiny_profile):
+    limit = tiny_profile.batch.max_file_bytes
+    with pytest.raises(openai.APIStatusError) as refused:
+        _client(live_stack).files.create(file=("huge.jsonl", b"x" * (limit + 1)), purpose="batch")
+    assert refused.value.status_code == 413 and str(limit) in refused.value.message

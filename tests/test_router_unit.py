@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from adapters.errors import ImageDecodeError, ImageTooLargeError, UnknownDimensionError
+from serve.chat import image_and_text
 from serve.errors import (
     EngineUnavailableError,
     MalformedRequestError,
@@ -13,7 +14,7 @@ from serve.errors import (
     error_body,
     status_for,
 )
-from serve.http_parts import Admission, image_and_text, validated
+from serve.http_parts import Admission, validated
 from serve.protocol import ChatCompletionRequest
 
 
@@ -105,5 +106,38 @@ def test_admission_queues_then_refuses_beyond_capacity():
         release.set()
         await asyncio.gather(first, second)
         assert entered == ["a", "b"] and admission.admitted == 0
+
+    asyncio.run(scenario())
+
+
+def test_batch_lines_take_one_slot_while_sync_traffic_is_busy_and_every_free_slot_when_quiet():
+    async def scenario():
+        admission = Admission(inflight=8, queued=0, retry_after_s=2, busy_share=1, quiet_s=0.2)
+        release_sync, release_lines = asyncio.Event(), asyncio.Event()
+        running = []
+
+        async def sync():
+            async with admission:
+                await release_sync.wait()
+
+        async def line(tag):
+            async with admission.background():
+                running.append(tag)
+                await release_lines.wait()
+
+        sync_task = asyncio.create_task(sync())
+        await asyncio.sleep(0.02)
+        lines = [asyncio.create_task(line(i)) for i in range(5)]
+        await asyncio.sleep(0.3)
+        assert len(running) == 1  # sync in flight: one batch line at a time
+        release_sync.set()
+        await sync_task
+        await asyncio.sleep(0.1)
+        assert len(running) == 1  # ended less than quiet_s ago: still busy
+        await asyncio.sleep(0.4)
+        assert len(running) == 5 and admission.admitted == 5  # quiet: every line that waits gets a slot
+        release_lines.set()
+        await asyncio.gather(*lines)
+        assert admission.admitted == admission.background_admitted == admission.sync_admitted == 0
 
     asyncio.run(scenario())

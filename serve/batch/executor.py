@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from serve.batch.lines import LineError, LineRequest, read_lines
+from serve.batch.output import answered_line, jsonl, line_id, refused_line
 from serve.batch.store import BatchStore, now
 from serve.district.journal import Journal
 from serve.errors import RETRYABLE_STATUSES
-from serve.protocol import BatchError, BatchErrors, BatchLineError, BatchLineResponse, BatchOutputLine
+from serve.protocol import BatchError, BatchErrors, BatchOutputLine
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,7 @@ def body_hash(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def line_id(batch_id: str, custom_id: str) -> str:
-    return "batch_req_" + hashlib.sha256(f"{batch_id}/{custom_id}".encode()).hexdigest()[:24]
+__all__ = ["BatchExecutor", "body_hash", "line_id"]  # line_id: defined in serve.batch.output, kept importable here
 
 
 class BatchExecutor:
@@ -96,7 +96,7 @@ class BatchExecutor:
             errors = [BatchError(code=e.code, message=e.message, line=e.line) for e in refused[:MAX_LISTED_ERRORS]]
             if not errors:
                 errors = [BatchError(code="empty_file", message=f"input file {source.id} has no request line")]
-            error_file = self._write_file(owner, batch_id, "error", [self._refused_line(batch_id, e) for e in refused])
+            error_file = self._write_file(owner, batch_id, "error", [refused_line(batch_id, e) for e in refused])
             self.store.update_batch(
                 batch_id,
                 status="failed",
@@ -194,20 +194,12 @@ class BatchExecutor:
             status="cancelling" if cancelling else "finalizing",
             **({} if cancelling else {"finalizing_at": now()}),
         )
-        output, errors = [], [self._refused_line(batch_id, e) for e in refused]
+        output, errors = [], [refused_line(batch_id, e) for e in refused]
         for request in requests:
             record = answered.get(request.custom_id)
             if record is None:
                 continue  # not answered: cancelled before it was sent
-            line = BatchOutputLine(
-                id=line_id(batch_id, request.custom_id),
-                custom_id=request.custom_id,
-                response=BatchLineResponse(
-                    status_code=record["status_code"],
-                    request_id=line_id(batch_id, request.custom_id),
-                    body=record["body"],
-                ),
-            )
+            line = answered_line(batch_id, request.custom_id, record["status_code"], record["body"])
             (output if record["status_code"] == 200 else errors).append(line)
         output_id = self._write_file(owner, batch_id, "output", output) if output else None
         error_id = self._write_file(owner, batch_id, "error", errors) if errors else None
@@ -219,18 +211,9 @@ class BatchExecutor:
         self.store.update_batch(batch_id, output_file_id=output_id, error_file_id=error_id, **end)
         self._cancelled.discard(batch_id)
 
-    @staticmethod
-    def _refused_line(batch_id: str, error: LineError) -> BatchOutputLine:
-        custom_id = error.custom_id or f"line-{error.line}"
-        return BatchOutputLine(
-            id=line_id(batch_id, custom_id),
-            custom_id=custom_id,
-            error=BatchLineError(code=error.code, message=error.message),
-        )
-
     def _write_file(self, owner: str, batch_id: str, kind: str, lines: list[BatchOutputLine]) -> str | None:
         if not lines:
             return None
         path: Path = self.store.new_upload_path()
-        path.write_text("".join(line.model_dump_json() + "\n" for line in lines), encoding="utf-8")
+        path.write_text(jsonl(lines), encoding="utf-8")
         return self.store.add_file(owner, f"{batch_id}_{kind}.jsonl", "batch_output", path, None).id

@@ -25,11 +25,13 @@ BODY_MODELS = {"/v1/score": ScoreRequest, "/v1/chat/completions": ChatCompletion
 
 @dataclass(frozen=True)
 class LineRequest:
-    """A line to score: its number in the file (1-based), its custom_id and its body."""
+    """A line to score: its number in the file (1-based), its custom_id, its body and the byte offset of the
+    line's start in the file (to read it again later without keeping its body)."""
 
     line: int
     custom_id: str
     body: dict
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ def read_lines(path: Path, endpoint: str, max_lines: int) -> Iterator[LineReques
     `max_lines` requests, each further line is an error (`too_many_lines`)."""
     seen: set[str] = set()
     accepted = 0
+    offset = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             try:
@@ -95,4 +99,4 @@ def read_lines(path: Path, endpoint: str, max_lines: int) -> Iterator[LineReques
                 )
                 continue
             accepted += 1
-            yield LineRequest(number, request.custom_id, request.body)
+            yield LineRequest(number, request.custom_id, request.body, start)

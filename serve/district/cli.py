@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
     @app.command("score-district")
     def score_district(
         input: Path = typer.Argument(
-            ..., help="District folder (school/grade/class/... folders) or a CSV manifest with a 'path' column."
+            ...,
+            help="District folder (school/grade/class/... folders), a CSV manifest with a 'path' column, or an OpenAI "
+            "batch input file (.jsonl: one /v1/score or /v1/chat/completions request per line).",
         ),
         out: Path = typer.Option(
             ..., "--out", help="Output folder: journal.jsonl, scores.csv, scores.parquet, report.html."
@@ -78,6 +80,17 @@ def register(app: typer.Typer) -> None:
             "--feedback",
             help="Also ask for a teacher's comment per artwork (CSV column `feedback`, shown on the report's cards).",
         ),
+        input_format: str = typer.Option(
+            "auto",
+            "--input-format",
+            help="auto, folder, csv or openai-batch: how INPUT is read (auto: a folder, a .csv, a .jsonl batch file).",
+        ),
+        openai_batch_output: Path | None = typer.Option(
+            None,
+            "--openai-batch-output",
+            help="With an OpenAI batch input: write the Batch API's output JSONL here (answered lines, in input order) "
+            "and its errors to <stem>.errors.jsonl beside it.",
+        ),
         api_key: str | None = typer.Option(
             None, "--api-key", help="The router's API key (default: $KIDSART_API_KEY).", show_default=False
         ),
@@ -91,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
         from adapters.errors import ConfigError
         from serve.client import use_api_key
-        from serve.district.job import DistrictJobConfig
+        from serve.district.job import DistrictJobConfig, check_config
         from serve.district.session import Target, run_district
 
         use_api_key(api_key)  # the job's clients, local or in Ray workers, read it from the environment
@@ -111,6 +124,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--deployment needs --profile (the base it is served on)")
         config = DistrictJobConfig(
             input=input,
+            input_format=input_format,
+            openai_batch_output=openai_batch_output,
             out=out,
             resume=resume,
             concurrency=concurrency,
@@ -126,6 +141,7 @@ def register(app: typer.Typer) -> None:
             feedback=feedback,
             **({} if max_outage is None else {"max_outage_s": max_outage}),
         )
+        check_config(config)  # before a stack is started for the run
         target = Target(url=url, profile=profile, deployment=deployment, rubric=rubric, router_port=router_port)
         try:
             result = run_district(config, target, announce=lambda text: typer.echo(text, err=True))

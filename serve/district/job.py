@@ -1,4 +1,5 @@
-"""One district job end to end: discover, plan, score (asyncio or Ray Data), export, report, summary."""
+"""One district job end to end: discover, plan, score (asyncio or Ray Data), export, report, summary (and, for an
+OpenAI batch input, the Batch API's output and error files: serve.district.openai_batch)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.datafiles import atomic_write
+from adapters.errors import ConfigError
 from adapters.limits import DEFAULT_LIMITS, InputLimits
 from adapters.rubric import DEFAULT_RUBRIC
 from serve.district.client import RetryPolicy
@@ -32,7 +34,16 @@ class DistrictJobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: Path = Field(description="A folder tree or a CSV manifest.")
+    input: Path = Field(description="A folder tree, a CSV manifest or an OpenAI batch input file (JSONL).")
+    input_format: Literal["auto", "folder", "csv", "openai-batch"] = Field(
+        default="auto",
+        description="How `input` is read; auto: a folder, a .csv manifest, or a .jsonl OpenAI batch input file.",
+    )
+    openai_batch_output: Path | None = Field(
+        default=None,
+        description="With an OpenAI batch input: write the Batch API's output file here (one line per answered line, "
+        "in input order, with the sync route's body) and its error file beside it as `<stem>.errors.jsonl`.",
+    )
     out: Path = Field(description="Output folder: journal, scores.csv/.parquet, report.html.")
     resume: bool = Field(default=False, description="Continue the run whose journal is in `out`.")
     concurrency: int = Field(default=32, ge=1, description="Images in flight at once (asyncio path).")
@@ -89,6 +100,18 @@ def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[st
     atomic_write(meta_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def check_config(config: DistrictJobConfig) -> None:
+    """Refuse options that do not fit the input, before anything is started."""
+    from serve.district.inputs import input_kind
+
+    kind = input_kind(config.input, config.input_format)
+    if config.openai_batch_output is not None and kind != "openai-batch":
+        raise ConfigError(
+            f"--openai-batch-output needs an OpenAI batch input (a .jsonl file, or --input-format openai-batch); "
+            f"{config.input} is read as a {kind}"
+        )
+
+
 def run_job(
     config: DistrictJobConfig, *, url: str | None, limits: InputLimits = DEFAULT_LIMITS, runtime: dict | None = None
 ) -> JobResult:
@@ -100,9 +123,19 @@ def run_job(
     from serve.district.inputs import discover
     from serve.district.runner import plan_work
 
+    check_config(config)
     rubric = load_rubric(config.rubric)
     dims = [d.name for d in rubric.select(config.dimensions or None)]
-    discovery = discover(config.input, levels=tuple(config.levels), max_bytes=limits.max_image_bytes)
+    discovery = discover(
+        config.input,
+        levels=tuple(config.levels),
+        max_bytes=limits.max_image_bytes,
+        input_format=config.input_format,
+    )
+    if discovery.endpoint is not None:
+        from serve.district.openai_batch import check_lines
+
+        check_lines(discovery.items, rubric, dims, config.feedback)
     out = Path(config.out)
     started = time.monotonic()
     with Journal(out) as journal:
@@ -121,6 +154,11 @@ def run_job(
         discovery.items, records, dims, levels=len(rubric.levels), rubric=rubric, feedback=config.feedback
     )
     files = _write_outputs(config, frame, dims, rubric, discovery)
+    if config.openai_batch_output is not None:
+        from serve.district.openai_batch import write_batch_files
+
+        output = Path(config.openai_batch_output)
+        files += write_batch_files(output, discovery.source, discovery.items, records, discovery.refused, rubric)
     summary = _summary(config, frame, discovery, plan, stats, elapsed=time.monotonic() - started)
     code = EXIT_INCOMPLETE if summary["pending"] else EXIT_ROW_ERRORS if summary["errors"] else EXIT_OK
     return JobResult(exit_code=code, summary=summary, files=files)
@@ -176,9 +214,13 @@ def _write_outputs(config: DistrictJobConfig, frame, dims: list[str], rubric, di
 
     files = list(write_tables(frame, Path(config.out)))
     if config.report:
+        from functools import partial
+
+        from serve.district.inputs import read_input_bytes
         from serve.district.report import write_report
 
-        paths = {item.key: item.path for item in discovery.items}
+        # a batch line's thumbnail is made from its image, read again from the batch file
+        paths = {item.key: partial(read_input_bytes, item) if item.batch else item.path for item in discovery.items}
         meta = {"input": discovery.source, "rubric": rubric.title}
         files.append(
             write_report(

@@ -130,7 +130,9 @@ class Journal:
         return self._by_content.get((sha256, description))
 
     def _index(self, record: dict) -> None:
-        if record.get("sha256") and not record.get("reused_from"):
+        # a local error is about the input, not its content (an OpenAI batch line asking for other dimensions
+        # than the run): never given to another input with the same content
+        if record.get("sha256") and not record.get("reused_from") and record.get("source") != "local":
             self._by_content.setdefault((record["sha256"], record.get("description", "")), record)
 
     # -- writing -------------------------------------------------------------------

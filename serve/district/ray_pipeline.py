@@ -33,18 +33,20 @@ log = logging.getLogger(__name__)
 
 
 def _read(batch: dict) -> dict:
-    """Read each file's bytes (an unreadable file becomes an error result; the router decodes and checks the rest)."""
+    """Read each input's image (a file, or its batch line at `offset` >= 0); one that cannot be read becomes an
+    error result (the router decodes and checks the rest)."""
     import hashlib
-    from pathlib import Path
+
+    from serve.district.inputs import InputReadError, read_input_bytes
 
     payloads, shas, error_types, errors = [], [], [], []
-    for path, key, sha in zip(batch["path"], batch["key"], batch["sha256"], strict=True):
+    for path, offset, key, sha in zip(batch["path"], batch["offset"], batch["key"], batch["sha256"], strict=True):
         payload, error_type, error = b"", "", ""
         try:
-            payload = Path(path).read_bytes()
+            payload = read_input_bytes(str(path), int(offset) if offset >= 0 else None, key=str(key))
             sha = hashlib.sha256(payload).hexdigest()
-        except OSError as exc:
-            error_type, error = "unreadable_file", f"file {key} cannot be read: {exc.strerror or exc}"
+        except InputReadError as exc:
+            error_type, error = exc.kind, str(exc)
         payloads.append(payload)
         shas.append(sha)
         error_types.append(error_type)
@@ -104,6 +106,7 @@ class _Score:
         return {
             "unit": batch["unit"],
             "sha256": batch["sha256"],
+            "sent": [not error_type for error_type in batch["error_type"]],
             "result": [json.dumps(r, allow_nan=False) for r in results],
         }
 
@@ -150,6 +153,7 @@ def score_with_ray(
             {
                 "unit": i,
                 "path": u.first.path,
+                "offset": u.first.batch.offset if u.first.batch else -1,  # -1: a file
                 "key": u.first.key,
                 "sha256": u.first.sha256,
                 "description": u.first.description,
@@ -171,11 +175,12 @@ def score_with_ray(
             if stats.first_result_s is None:
                 stats.first_result_s = time.monotonic() - started
             records = []
-            for unit_index, sha, result_json in zip(batch["unit"], batch["sha256"], batch["result"], strict=True):
+            answers = zip(batch["unit"], batch["sha256"], batch["sent"], batch["result"], strict=True)
+            for unit_index, sha, sent, result_json in answers:
                 result = json.loads(str(result_json))
                 unit = plan.units[int(unit_index)]
                 records.extend(unit_records(unit, result, str(sha)))
-                stats.requests += 1 if result.get("error_type") not in ("unreadable_file",) else 0
+                stats.requests += int(bool(sent))
                 stats.scored += 1 if result["status"] == "ok" else 0
                 stats.reused += len(unit.items) - 1
             commit(records)

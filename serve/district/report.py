@@ -15,6 +15,7 @@ import io
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,13 +42,14 @@ def _figure_data_url(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _thumbnail(path: str) -> str | None:
+def _thumbnail(path: str | Callable[[], bytes]) -> str | None:
+    """A thumbnail of the image file at `path`, or of the bytes `path()` gives (an OpenAI batch line's image)."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path()) if callable(path) else path) as image:
                 image.seek(0)
                 image.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
                 image = image.convert("RGB")
@@ -167,7 +169,9 @@ def _radars(ok, dims):
 TEMPLATE = "report.html.j2"  # in serve/district/templates/
 
 
-def _cards(frame, dims, paths: dict[str, str], max_thumbnails: int, per_dim, total_name) -> tuple[list[dict], int]:
+def _cards(
+    frame, dims, paths: dict[str, str | Callable[[], bytes]], max_thumbnails: int, per_dim, total_name
+) -> tuple[list[dict], int]:
     """The artwork cards (at most max_thumbnails, evenly spread over the key order) and how many were scored."""
     ok = frame[frame["status"] == "ok"].sort_values("key")
     total = len(ok)
@@ -237,7 +241,7 @@ def write_report(
     dims: list[str],
     out_path: Path,
     *,
-    paths: dict[str, str],
+    paths: dict[str, str | Callable[[], bytes]],
     title: str = "District scores",
     skipped: list[tuple[str, str]] | None = None,
     meta: dict | None = None,

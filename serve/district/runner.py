@@ -16,10 +16,9 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from serve.district.client import RetryPolicy, ScoreClient
-from serve.district.inputs import InputItem
+from serve.district.inputs import InputItem, InputReadError, read_input_bytes
 from serve.district.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -116,21 +115,14 @@ def unit_records(unit: Unit, result: dict, sha256: str) -> list[dict]:
 
 
 def read_unit_bytes(unit: Unit) -> tuple[bytes | None, str, dict | None]:
-    """(data, sha256, error_result): read the file again and hash what is sent."""
+    """(data, sha256, error_result): read the input's image again (its file, or its batch line) and hash what is
+    sent."""
     import hashlib
 
     try:
-        data = Path(unit.first.path).read_bytes()
-    except OSError as exc:
-        return (
-            None,
-            unit.first.sha256,
-            {
-                "status": "error",
-                "error_type": "unreadable_file",
-                "error": f"file {unit.first.key} cannot be read: {exc.strerror or exc}",
-            },
-        )
+        data = read_input_bytes(unit.first)
+    except InputReadError as exc:
+        return None, unit.first.sha256, {"status": "error", "error_type": exc.kind, "error": str(exc)}
     sha = hashlib.sha256(data).hexdigest()
     if sha != unit.first.sha256:
         log.warning("%s changed since it was discovered; scoring its current content", unit.first.key)
