@@ -50,6 +50,12 @@ class BodyTooLargeError(ImageTooLargeError):
     kind = "body_too_large"
 
 
+class FileTooLargeError(InputError):
+    """An upload to /v1/files over the profile's `batch.max_file_bytes`."""
+
+    kind = "file_too_large"
+
+
 class BodyTimeoutError(InputError):
     """The request body arrived too slowly (a trickled upload); cut off after the stated time."""
 
@@ -85,6 +91,7 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (UnauthorizedError, 401),
     (BodyTimeoutError, 408),
     (ImageTooLargeError, 413),
+    (FileTooLargeError, 413),
     (ImageDecodeError, 400),
     (MalformedRequestError, 400),
     (UnknownDimensionError, 422),

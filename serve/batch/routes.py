@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from adapters.errors import KidsArtError
-from serve.batch.runner import CHUNK_BYTES, FileTooLargeError
-from serve.errors import MalformedRequestError, RequestValidationFailed
+from serve.batch.runner import CHUNK_BYTES
+from serve.errors import FileTooLargeError, MalformedRequestError, RequestValidationFailed
 from serve.http_parts import json_answer, parse_json, validated
 from serve.protocol import BatchCreateRequest, BatchList, BatchObject, FileDeleted, FileObject
 

@@ -18,21 +18,17 @@ from pathlib import Path
 
 from ray import serve
 
-from adapters.errors import InputError, KidsArtError
+from adapters.errors import KidsArtError
 from adapters.profiles import BatchSettings
 from serve.batch.executor import BatchExecutor
 from serve.batch.store import BatchStore, now
-from serve.errors import OverloadedError, UnsupportedRouteError
+from serve.errors import FileTooLargeError, OverloadedError, UnsupportedRouteError
 from serve.protocol import BatchCreateRequest, BatchObject, FileDeleted, FileObject
 
 log = logging.getLogger(__name__)
 
 RUNNER_DEPLOYMENT = "BatchRunner"
 CHUNK_BYTES = 4 * 2**20  # uploads and downloads travel between router and runner in chunks of this size
-
-
-class FileTooLargeError(InputError):
-    kind = "file_too_large"
 
 
 class BatchRunner:
