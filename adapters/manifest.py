@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.calibration import Calibration
 from adapters.datafiles import StrictModel, parse_model, read_yaml
 from adapters.errors import ConfigError
 from adapters.feedback import FEEDBACK_MODULE, FEEDBACK_TASK
@@ -111,6 +112,11 @@ class DeploymentSet(StrictModel):
         description="Folder of the feedback adapter (task: feedback), relative to this file; none: the deployment "
         "scores only and a request for feedback is refused with 422.",
     )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Intervals of stated coverage per dimension (written by `kidsart calibrate`); none: answers carry "
+        "no interval.",
+    )
 
 
 class ResolvedAdapter(BaseModel):
@@ -146,6 +152,14 @@ class Deployment(BaseModel):
     prompt_format: PromptFormat
     adapters: dict[str, ResolvedAdapter]
     feedback: ResolvedAdapter | None = None
+    calibration: Calibration | None = Field(
+        default=None, description="The set's calibration, for the dimensions whose calibrated adapter is served."
+    )
+
+    @property
+    def adapter_labels(self) -> dict[str, str]:
+        """Served dimension -> its adapter's name@version."""
+        return {dim: self.adapters[dim].manifest.label for dim in self.dimensions}
 
     @property
     def dimensions(self) -> list[str]:
@@ -227,6 +241,9 @@ def load_deployment(path: Path, *, max_lora_rank: int | None = None, base_dir: P
         prompt_format=prompt_format,
         adapters=resolved,
         feedback=feedback,
+        calibration=spec.calibration.applying_to({dim: adapter.manifest.label for dim, adapter in resolved.items()})
+        if spec.calibration
+        else None,
     )
 
 

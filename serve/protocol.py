@@ -54,6 +54,14 @@ class DimensionScore(StrictModel):
     std: float = Field(ge=0.0, description="Standard deviation of that distribution (how unsure the model is).")
     adapter: str = Field(description="The adapter that scored it, name@version.")
     points: float | None = Field(default=None, description="For rubrics with points: this dimension's points.")
+    interval: list[float] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[low, high]: where the teacher's level lies with probability `interval_level` (split-conformal, "
+        "measured by `kidsart calibrate`); absent when the deployment is not calibrated for this adapter.",
+    )
+    interval_level: float | None = Field(default=None, description="The coverage the interval was built for.")
 
 
 class Feedback(StrictModel):

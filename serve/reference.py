@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from adapters.calibration import with_interval
 from adapters.feedback import FEEDBACK_MODULE, require_feedback_adapter
 from adapters.hf_scoring import ScoringProcessor, generate_text, score_token_logits
 from adapters.images import decode_image
@@ -63,12 +64,13 @@ class ReferenceBackend:
             with self._torch.no_grad():
                 logits = score_token_logits(self.model, inputs, self.scoring.score_token_ids)
             probs, mean, std = expected_score(logits.double().cpu()[0], self.rubric.levels)
-            scores[dim.name] = {
+            entry = {
                 "score": float(mean),
                 "probs": [float(p) for p in probs],
                 "std": float(std),
                 "adapter": adapter.manifest.label,
             }
+            scores[dim.name] = with_interval(dim.name, entry, self.deployment.calibration, self.rubric.levels)
         return scores
 
     def check_feedback(self) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.calibration import Calibration, with_interval
 from adapters.errors import UnknownDimensionError
 from adapters.feedback import FEEDBACK_MODULE, FeedbackSettings, require_feedback_adapter
 from adapters.limits import InputLimits
@@ -78,6 +79,9 @@ class RouterRuntime(BaseModel):
         "healthy engine replica, /readyz says the service is stopping.",
     )
     batch: BatchSettings = Field(default_factory=BatchSettings, description="The profile's Batch API limits.")
+    calibration: Calibration | None = Field(
+        default=None, description="The deployment's intervals (adapters.calibration); none: answers carry none."
+    )
 
 
 def _dead_replica(exc: BaseException) -> bool:
@@ -237,12 +241,12 @@ class EngineScorer:
                 rail = rail_from_token_logprobs(entry["logprobs"], self.rubric.score_tokens, self.rubric.levels)
             except (KeyError, TypeError, ValueError) as exc:
                 raise EngineResponseError(f"the engine's answer for {dim.name} has no score-token logprobs") from exc
-            scores[dim.name] = {
-                "score": rail.score,
-                "probs": rail.probs,
-                "std": rail.std,
-                "adapter": self.runtime.adapters[dim.name],
-            }
+            scores[dim.name] = with_interval(
+                dim.name,
+                {"score": rail.score, "probs": rail.probs, "std": rail.std, "adapter": self.runtime.adapters[dim.name]},
+                self.runtime.calibration,
+                self.rubric.levels,
+            )
             metrics.SCORES.labels(dim.name).observe(rail.score)
             prompt_tokens += int(entry.get("prompt_tokens", 0))
         return scores, prompt_tokens

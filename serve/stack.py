@@ -49,6 +49,7 @@ def router_runtime(
         deployment_name=deployment.name,
         max_outage_s=profile.engine.max_outage_s,
         batch=profile.batch,
+        calibration=deployment.calibration,
     )
 
 

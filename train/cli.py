@@ -355,6 +355,41 @@ def register(app: typer.Typer) -> None:
             f"\n{meta['n_images']} images, {meta['runtime_s']} s ({meta['images_per_s']} images/s); report: {out}"
         )
 
+    @app.command("calibrate")
+    def calibrate_cmd(
+        data: str = typer.Option(..., help="Labels CSV of the calibration set (not the set you evaluate on)."),
+        images: str = typer.Option(..., help="Folder of the images named in the CSV."),
+        deployment: str | None = typer.Option(
+            None, help="Deployment-set YAML to calibrate (written in place; default: the profile's)."
+        ),
+        profile: str = typer.Option("tiny", help="Profile (base, image size, default deployment)."),
+        level: float = typer.Option(0.9, min=0.5, max=0.99, help="Coverage the intervals are built for."),
+        eps: float = typer.Option(0.05, min=0.001, max=1.0, help="Added to the RAIL std in the normalised error."),
+        backend: str = typer.Option(
+            "reference", help="reference (in-process) or router (a router serving this deployment set)."
+        ),
+        url: str = typer.Option("http://127.0.0.1:8000", help="Router base URL (backend router)."),
+    ) -> None:
+        """Measure each dimension's split-conformal interval on a labelled set and store it in the deployment set:
+        every score then carries `interval` [low, high] and `interval_level`."""
+        from pathlib import Path
+
+        from train.calibrate import calibrate_deployment
+
+        path, result = calibrate_deployment(
+            Path(data),
+            Path(images),
+            profile_name=profile,
+            deployment_path=Path(deployment) if deployment else None,
+            level=level,
+            eps=eps,
+            backend=backend,
+            url=url,
+        )
+        for dim, entry in result.dimensions.items():
+            typer.echo(f"{dim}: quantile {entry.quantile:.3f} on {entry.n} artworks ({entry.adapter})")
+        typer.echo(f"stored the calibration (level {result.level}, eps {result.eps}) in {path}")
+
     @app.command("ablate")
     def ablate(
         data: str = typer.Option(..., help="Labels CSV (KidsArtBench format)."),

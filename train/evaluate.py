@@ -84,7 +84,7 @@ def decode_scores(scores: list[dict], dimensions: list[str], levels, decode: str
     raise ValueError(f"unknown decoding {decode!r} ({' or '.join(DECODINGS)})")
 
 
-def _deployment(profile, deployment_path: Path | None):
+def deployment_of(profile, deployment_path: Path | None):
     """The deployment set named, on the profile's base; else the profile's own."""
     from adapters.manifest import load_deployment, load_profile_deployment
 
@@ -119,7 +119,7 @@ def evaluate(
     from train.dataset import load_dataset
 
     profile = load_profile(profile_name)
-    deployment = _deployment(profile, deployment_path)
+    deployment = deployment_of(profile, deployment_path)
     rubric = deployment.rubric if backend == "reference" else load_rubric(profile.rubric)
     dims = dimensions or (deployment.dimensions if backend == "reference" else rubric.dimension_names)
     dataset = load_dataset(csv_path, images_dir, rubric, dims)
@@ -138,6 +138,7 @@ def evaluate(
     labels = {d: [s.scores[d] for s in dataset.samples] for d in dataset.dimensions}
     grades = [s.grade for s in dataset.samples] if dataset.has_grades else None
     report = build_report(predictions, labels, grades, rubric.levels, n_boot=n_boot, seed=seed)
+    add_interval_coverage(report, scores, labels)
     adapters_used = {d: scores[0][d].get("adapter") for d in dataset.dimensions} if scores else {}
     report["meta"] = {
         "backend": backend,
@@ -153,6 +154,25 @@ def evaluate(
         "bootstrap": {"n_boot": n_boot, "seed": seed, "interval": "percentile 95%"},
     }
     return report
+
+
+def add_interval_coverage(report: dict, scores: list[dict], labels: dict[str, list]) -> None:
+    """Each dimension's empirical `interval_coverage` (share of labels inside the answer's interval) and their mean
+    into the report, with the `interval_level` asked for; nothing when the answers carry no interval."""
+    from adapters.calibration import covered
+
+    levels = set()
+    for dim, column in labels.items():
+        if not scores or any("interval" not in s[dim] for s in scores):
+            continue
+        inside = [covered(label, s[dim]["interval"]) for label, s in zip(column, scores, strict=True)]
+        report["dimensions"][dim]["interval_coverage"] = sum(inside) / len(inside)
+        levels.update(s[dim]["interval_level"] for s in scores)
+    found = [m["interval_coverage"] for m in report["dimensions"].values() if "interval_coverage" in m]
+    if found:
+        report["mean"]["interval_coverage"] = sum(found) / len(found)
+        report["mean"]["interval_coverage_min"] = min(found)
+        report["interval_level"] = levels.pop() if len(levels) == 1 else sorted(levels)
 
 
 # ---------------------------------------------------------------- reproduction check

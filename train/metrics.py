@@ -218,6 +218,12 @@ def markdown_table(report: dict) -> str:
         f"| **mean** | {_fmt(mean['srcc'])} | {_fmt(mean['plcc'])} | {_fmt(mean['mae'])} | {_fmt(mean['mse'])} | "
         f"{_fmt(mean['qwk'])} |"
     )
+    if "interval_coverage" in mean:
+        lines += [
+            "",
+            f"interval coverage at level {report['interval_level']}: mean {_fmt(mean['interval_coverage'])}, "
+            f"lowest dimension {_fmt(mean['interval_coverage_min'])}",
+        ]
     if report.get("by_grade"):
         lines += ["", "| grade | n | mean SRCC | mean MAE | mean QWK |", "|---|---|---|---|---|"]
         for grade, g in report["by_grade"].items():

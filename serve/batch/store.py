@@ -5,21 +5,19 @@ error files batches write), `runs/<batch id>/` (each batch's district-job journa
 batch belongs to the key that created it (its digest, `owner`); asked for by another key it
 does not exist. The state is the API's own objects (`serve.protocol.FileObject`,
 `BatchObject`) stored as JSON beside the owner and an insertion sequence (for newest-first
-pages); every change is one transaction, so a process killed at any moment leaves the
-previous or the next state, never half of one.
+pages); every change is one transaction (`serve.sqlite_state`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 from serve.protocol import BatchCreateRequest, BatchList, BatchObject, FileObject
+from serve.sqlite_state import SqliteState
 
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 SCHEMA = """
@@ -44,28 +42,9 @@ class BatchStore:
         self.runs_dir = self.root / "runs"
         for folder in (self.files_dir, self.runs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.root / "batches.sqlite"
-        setup = sqlite3.connect(self.db_path, timeout=30.0)
-        try:
-            setup.execute("PRAGMA journal_mode=WAL")  # outside a transaction, as SQLite requires
-            setup.executescript(SCHEMA)
-        finally:
-            setup.close()
-
-    @contextmanager
-    def _db(self):
-        """One transaction: committed on leaving, rolled back on an error."""
-        connection = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        finally:
-            connection.close()
+        self.state = SqliteState(self.root / "batches.sqlite", SCHEMA)
+        self.db_path = self.state.db_path
+        self._db = self.state.transaction
 
     @staticmethod
     def _next_seq(db, table: str) -> int:

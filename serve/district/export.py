@@ -105,8 +105,8 @@ def _identity_and_status(item: InputItem, record: dict | None) -> dict:
 
 
 def _score_columns(row: dict, scores: dict, dimensions: list[str], levels: int) -> list[str]:
-    """Each dimension's score, std and level probabilities (NaN when absent) and the mean into `row`; the
-    adapters' labels as `dim=label`."""
+    """Each dimension's score, std, interval (`_low`, `_high`: NaN without calibration) and level probabilities
+    (NaN when absent) and the mean into `row`; the adapters' labels as `dim=label`."""
     import numpy as np
 
     values, adapters = [], []
@@ -114,12 +114,14 @@ def _score_columns(row: dict, scores: dict, dimensions: list[str], levels: int) 
         value = scores.get(dim)
         if value is None:
             row[dim] = np.nan
-            row[f"{dim}_std"] = np.nan
+            row[f"{dim}_std"] = row[f"{dim}_low"] = row[f"{dim}_high"] = np.nan
             for level in range(1, levels + 1):
                 row[f"{dim}_p{level}"] = np.nan
             continue
         row[dim] = float(value["score"])
         row[f"{dim}_std"] = float(value.get("std", np.nan))
+        low, high = value.get("interval") or (np.nan, np.nan)
+        row[f"{dim}_low"], row[f"{dim}_high"] = float(low), float(high)
         probs = list(value.get("probs", []))
         for level in range(1, levels + 1):
             row[f"{dim}_p{level}"] = float(probs[level - 1]) if level <= len(probs) else np.nan
