@@ -92,3 +92,21 @@ def test_the_calibration_is_stored_in_the_deployment_set_and_loaded_with_it(tmp_
         assert again.calibration == stored and again.adapters.keys() == deployment.adapters.keys()
     finally:
         copy.unlink()
+
+
+def test_eval_reports_each_dimensions_coverage_and_their_mean():
+    from train.evaluate import add_interval_coverage
+
+    scores = [
+        {"a": {"score": 3.0, "interval": [2.0, 4.0], "interval_level": 0.9}, "b": {"score": 3.0}},
+        {"a": {"score": 3.0, "interval": [2.5, 3.5], "interval_level": 0.9}, "b": {"score": 3.0}},
+    ]
+    report = {"dimensions": {"a": {}, "b": {}}, "mean": {}}
+    add_interval_coverage(report, scores, {"a": [4, 5], "b": [1, 2]})
+    assert (
+        report["dimensions"]["a"]["interval_coverage"] == 0.5 and "interval_coverage" not in report["dimensions"]["b"]
+    )
+    assert report["mean"]["interval_coverage"] == 0.5 and report["interval_level"] == 0.9
+    uncalibrated = {"dimensions": {"b": {}}, "mean": {}}
+    add_interval_coverage(uncalibrated, scores, {"b": [1, 2]})
+    assert uncalibrated == {"dimensions": {"b": {}}, "mean": {}}  # no interval, no made-up coverage
