@@ -84,7 +84,14 @@ class JobResult:
 
 def _check_meta(out: Path, config: DistrictJobConfig, source: str, dims: list[str]) -> None:
     meta_path = out / RUN_META
-    meta = {"input": source, "dimensions": dims, "rubric": config.rubric, "feedback": config.feedback}
+    meta = {
+        "input": source,
+        "dimensions": dims,
+        "rubric": config.rubric,
+        "feedback": config.feedback,
+        "levels": list(config.levels),  # how the review app finds the inputs again
+        "input_format": config.input_format,
+    }
     if meta_path.exists():
         previous = json.loads(meta_path.read_text(encoding="utf-8"))
         if previous.get("input") != source or previous.get("dimensions") != dims:

@@ -40,6 +40,35 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def parse_journal(data: bytes, path: Path) -> tuple[dict[str, dict], int]:
+    """(key -> its newest record, the end of the last whole line) of a journal's bytes; unreadable lines skipped."""
+    records: dict[str, dict] = {}
+    good_end = position = bad = 0
+    while position < len(data):
+        newline = data.find(b"\n", position)
+        if newline == -1:  # torn last line: written partly before a kill
+            break
+        line = data[position:newline]
+        position = newline + 1
+        if line.strip():
+            try:
+                record = json.loads(line)
+                records[record["key"]] = record
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                log.warning("journal %s: skipping an unreadable line at byte %d", path, position)
+        good_end = position
+    if bad:
+        log.warning("journal %s: %d unreadable lines skipped", path, bad)
+    return records, good_end
+
+
+def read_journal(out_dir: Path) -> dict[str, dict]:
+    """The records of a run's journal, read only (no lock, nothing repaired): for readers beside or after a run."""
+    path = Path(out_dir) / JOURNAL_NAME
+    return parse_journal(path.read_bytes(), path)[0] if path.exists() else {}
+
+
 class Journal:
     """Append-only JSONL journal in an output folder; use as a context manager."""
 
@@ -88,35 +117,16 @@ class Journal:
 
     # -- reading -------------------------------------------------------------------
     def _load_and_repair(self) -> dict[str, dict]:
-        records: dict[str, dict] = {}
         if not self.path.exists():
-            return records
+            return {}
         data = self.path.read_bytes()
-        good_end = 0
-        position = 0
-        bad = 0
-        while position < len(data):
-            newline = data.find(b"\n", position)
-            if newline == -1:  # torn last line: written partly before a kill
-                break
-            line = data[position:newline]
-            position = newline + 1
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                    records[record["key"]] = record
-                except (ValueError, KeyError, TypeError):
-                    bad += 1
-                    log.warning("journal %s: skipping an unreadable line at byte %d", self.path, position)
-            good_end = position
+        records, good_end = parse_journal(data, self.path)
         if good_end < len(data):
             log.warning("journal %s: cutting off a torn last line (%d bytes)", self.path, len(data) - good_end)
             with self.path.open("r+b") as handle:
                 handle.truncate(good_end)
                 handle.flush()
                 os.fsync(handle.fileno())
-        if bad:
-            log.warning("journal %s: %d unreadable lines skipped", self.path, bad)
         return records
 
     def is_done(self, key: str, sha256: str) -> bool:
