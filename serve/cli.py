@@ -16,8 +16,10 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`. Long only because each command is a nested function whose typer
     options are declared in its signature; each body is short and calls into the package."""
     from serve.district import cli as district_cli
+    from serve.review import cli as review_cli
 
     district_cli.register(app)
+    review_cli.register(app)
 
     @app.command("serve")
     def serve_command(

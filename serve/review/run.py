@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from adapters.errors import InputError
 from serve.district.inputs import DEFAULT_LEVELS, InputItem, discover, read_input_bytes
 from serve.district.journal import read_journal
+from serve.errors import UnsupportedRouteError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class RunNotFoundError(InputError):
     kind = "run_not_found"
 
 
-class ArtworkNotFoundError(InputError):
+class ArtworkNotFoundError(UnsupportedRouteError):  # 404
     kind = "artwork_not_found"
 
 
