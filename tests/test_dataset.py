@@ -101,3 +101,26 @@ def test_feedback_training_needs_a_comment_per_row(small_set, tmp_path):
     frame.to_csv(tmp_path / "empty_comment.csv", index=False)
     with pytest.raises(DatasetError, match=r"row 4 \(.*\): comment is empty"):
         load_dataset(tmp_path / "empty_comment.csv", small_set / "images", load_rubric(), require_comment=True)
+
+
+def test_blank_cells_are_unlabelled_for_training_and_text_grades_are_kept(small_set, tmp_path):
+    def edit(lines):
+        lines = _set_cell(lines, 1, "realism", "")
+        lines = _set_cell(lines, 2, "grade", "Klasse 3b")
+        return lines
+
+    csv_path = _rewrite(small_set, tmp_path, edit)
+    with pytest.raises(DatasetError, match="realism is missing"):  # evaluation still needs every label
+        load_dataset(csv_path, small_set / "images", load_rubric())
+    ds = load_dataset(csv_path, small_set / "images", load_rubric(), allow_unlabelled=True)
+    assert "realism" not in ds.samples[0].scores and len(ds.samples[0].scores) == len(DIMENSIONS) - 1
+    assert ds.samples[1].grade == "Klasse 3b" and isinstance(ds.samples[2].grade, int)
+
+    def blank_all(lines):
+        for dim in DIMENSIONS:
+            lines = _set_cell(lines, 1, dim, "")
+        return lines
+
+    empty_row = _rewrite(small_set, tmp_path / "b", blank_all)
+    with pytest.raises(DatasetError, match="no dimension is labelled"):
+        load_dataset(empty_row, small_set / "images", load_rubric(), allow_unlabelled=True)

@@ -152,7 +152,8 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(
             False,
             "--dry-run",
-            help="Build the model on the meta device and report trainable parameters; no data, no training.",
+            help="Check the data (rows, labels per dimension) and build the model on the meta device to report "
+            "trainable parameters; no training.",
         ),
     ) -> None:
         """Train one PEFT LoRA per rubric dimension with RAFT (or the configured ablation)."""
@@ -180,15 +181,21 @@ def register(app: typer.Typer) -> None:
         rub = load_rubric(rubric)
         prof = load_profile(profile)
         dims = [d for item in (dimensions or []) for d in item.split(",") if d] or None
+        from train.dataset import load_dataset
+
+        # a blank dimension cell is "not labelled" (a teachers' review export): each adapter trains on its rows
+        dataset = load_dataset(data, images, rub, dims, allow_unlabelled=True)
         if dry_run:
             report = run_dry(cfg, prof.base.resolved_path, rub)
+            report["data"] = {
+                "rows": len(dataset),
+                "labelled": {d: sum(d in s.scores for s in dataset.samples) for d in dataset.dimensions},
+            }
             typer.echo(json.dumps(report, indent=2))
             return
         from adapters.manifest import read_base_ref, write_deployment
-        from train.dataset import load_dataset
         from train.trainer import train_adapters
 
-        dataset = load_dataset(data, images, rub, dims)
         start = time.perf_counter()
         dirs = train_adapters(
             cfg,

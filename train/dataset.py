@@ -30,7 +30,7 @@ class Sample:
     name: str
     image_path: Path
     scores: dict[str, int]
-    grade: int | None = None
+    grade: int | str | None = None  # a number, or the text of a district folder (e.g. "Klasse 3b")
     description: str | None = None
     comment: str | None = None
 
@@ -105,13 +105,17 @@ def _read_table(csv_path: Path, images_dir: Path, rubric: Rubric, dims: list[str
     return frame
 
 
-def _row_scores(row, dims: list[str], levels: set[int], row_problems: list[str]) -> dict[str, int]:
-    """The row's label per dimension; each missing, non-numeric or off-scale one is added to `row_problems`."""
+def _row_scores(
+    row, dims: list[str], levels: set[int], row_problems: list[str], allow_unlabelled: bool = False
+) -> dict[str, int]:
+    """The row's label per dimension; each missing (unless `allow_unlabelled`: a blank cell is then "not
+    labelled"), non-numeric or off-scale one is added to `row_problems`."""
     scores: dict[str, int] = {}
     for dim in dims:
         raw = str(row[dim]).strip()
         if raw == "":
-            row_problems.append(f"{dim} is missing")
+            if not allow_unlabelled:
+                row_problems.append(f"{dim} is missing")
             continue
         try:
             value = float(raw)
@@ -123,6 +127,17 @@ def _row_scores(row, dims: list[str], levels: set[int], row_problems: list[str])
             continue
         scores[dim] = int(value)
     return scores
+
+
+def _grade(raw: str) -> int | str | None:
+    """A grade cell: a number as int, other text (a district's folder name) kept as it is, blank as None."""
+    if raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return raw
+    return int(value) if value.is_integer() else raw
 
 
 def _check_image(path: Path, row_problems: list[str]) -> None:
@@ -146,10 +161,13 @@ def load_dataset(
     *,
     check_images: bool = True,
     require_comment: bool = False,
+    allow_unlabelled: bool = False,
 ) -> Dataset:
     """Read and validate a dataset; every problem found is listed with its CSV row number (header = row 1).
 
     `require_comment` (feedback training and evaluation): the CSV must have a non-empty `comment` per row.
+    `allow_unlabelled` (training): a blank dimension cell means the row does not label that dimension (a teachers'
+    review export labels what they set); a row labelling no dimension is still an error.
     """
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     dims = [d.name for d in rubric.select(dimensions)]
@@ -169,13 +187,10 @@ def load_dataset(
             row_problems.append(f"duplicate name (also row {seen[name]})")
         else:
             seen[name] = rownum
-        scores = _row_scores(row, dims, levels, row_problems)
-        grade = None
-        if "grade" in frame.columns and str(row["grade"]).strip() != "":
-            try:
-                grade = int(float(str(row["grade"]).strip()))
-            except ValueError:
-                row_problems.append(f"grade={row['grade']!r} is not a number")
+        scores = _row_scores(row, dims, levels, row_problems, allow_unlabelled)
+        if allow_unlabelled and not scores and not row_problems:
+            row_problems.append(f"no dimension is labelled (of {dims})")
+        grade = _grade(str(row["grade"]).strip()) if "grade" in frame.columns else None
         description = str(row["description"]).strip() if "description" in frame.columns else ""
         comment = str(row["comment"]).strip() if "comment" in frame.columns else ""
         if require_comment and not comment:

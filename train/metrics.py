@@ -162,6 +162,11 @@ def _mean_over(per_dim: dict[str, dict]) -> dict:
     return mean
 
 
+def _grade_order(grade) -> tuple:
+    """Numbers in numeric order, then text grades (district folder names) alphabetically."""
+    return (0, grade, "") if isinstance(grade, int) else (1, 0, str(grade))
+
+
 def build_report(
     predictions: dict[str, list[float]],
     labels: dict[str, list[int]],
@@ -175,7 +180,7 @@ def build_report(
     dims = {d: metrics_with_ci(predictions[d], labels[d], levels, n_boot=n_boot, seed=seed) for d in predictions}
     report: dict = {"dimensions": dims, "mean": _mean_over(dims), "by_grade": {}}
     if grades and any(g is not None for g in grades):
-        for grade in sorted({g for g in grades if g is not None}):
+        for grade in sorted({g for g in grades if g is not None}, key=_grade_order):
             idx = [i for i, g in enumerate(grades) if g == grade]
             sub = {
                 d: metrics_with_ci(

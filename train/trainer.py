@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.errors import ConfigError
+from adapters.errors import ConfigError, DatasetError
 from train.config import TrainConfig
 from train.encoded import EncodedData
 
@@ -351,6 +351,13 @@ def train_adapters(
     train_idx = [index[s.name] for s in train_samples]
     val_idx = [index[s.name] for s in val_samples]
     label_of = lambda item: dataset.samples[item[0]].scores[item[1].name]  # noqa: E731
+
+    def labelled(indices: list[int], dim) -> list[tuple[int, Any]]:
+        return [(i, dim) for i in indices if dim.name in dataset.samples[i].scores]
+
+    unlabelled = [d.name for d in dims if not any(d.name in dataset.samples[i].scores for i in train_idx)]
+    if unlabelled:
+        raise DatasetError(f"no training row labels {unlabelled}: fill those columns in some rows, or leave them out")
     record = _RunRecord(
         config,
         recipes,
@@ -367,7 +374,7 @@ def train_adapters(
     )
 
     if config.adapter_mode == "shared":
-        _train_shared(record, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets)
+        _train_shared(record, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets, labelled)
         return [targets[d.name] for d in dims]
 
     for position, d in enumerate(dims):
@@ -380,8 +387,8 @@ def train_adapters(
             base_dir,
             scoring,
             encoded,
-            [(i, d) for i in train_idx],
-            [(i, d) for i in val_idx],
+            labelled(train_idx, d),  # each adapter trains on the rows that label its dimension
+            labelled(val_idx, d),
             rubric.levels,
             seed,
             label_of,
@@ -395,22 +402,24 @@ def train_adapters(
     return [targets[d.name] for d in dims]
 
 
-def _train_shared(record: _RunRecord, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets) -> None:
+def _train_shared(
+    record: _RunRecord, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets, labelled
+) -> None:
     """The ablation's one LoRA for every dimension, saved once per dimension with that dimension's metrics."""
     config, rubric, dims = record.config, record.rubric, record.dims
     start = time.perf_counter()
-    train_items = [(i, d) for i in train_idx for d in dims]
-    val_items = [(i, d) for i in val_idx for d in dims]
+    train_items = [item for d in dims for item in labelled(train_idx, d)]
+    val_items = [item for d in dims for item in labelled(val_idx, d)]
     model, history = _fit(
         config, base_dir, scoring, encoded, train_items, val_items, rubric.levels, config.seed, label_of, "shared"
     )
     seconds = time.perf_counter() - start
     for d in dims:
         dim_hist = history
-        if val_idx:
+        if labelled(val_idx, d):
             from train.metrics import mae, spearman
 
-            items = [(i, d) for i in val_idx]
+            items = labelled(val_idx, d)
             pred = _predict(
                 model, encoded, items, scoring.score_token_ids, rubric.levels, config.eval_batch_size, config.device
             )

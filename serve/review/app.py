@@ -26,6 +26,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from adapters.errors import InputError, KidsArtError
 from serve.errors import RequestValidationFailed, UnauthorizedError, error_body, status_for
 from serve.review.keys import ReviewerKeys
+from serve.review.run import media_type
 from serve.review.service import ReviewRequest, ReviewService
 from serve.review.store import ReviewConflict
 
@@ -189,18 +190,6 @@ def build_review_app(service: ReviewService, keys: ReviewerKeys, secret: str | N
         if page_reviewer(request) is None and keys.from_header(request.headers.get("authorization")) is None:
             raise UnauthorizedError("log in to see the artworks")
         data = service.run.image(artwork_id)
-        return Response(data, media_type=_media_type(data), headers={"Cache-Control": "private, max-age=3600"})
+        return Response(data, media_type=media_type(data), headers={"Cache-Control": "private, max-age=3600"})
 
     return app
-
-
-def _media_type(data: bytes) -> str:
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return Image.MIME.get(img.format or "", "application/octet-stream")
-    except OSError:
-        return "application/octet-stream"

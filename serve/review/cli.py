@@ -49,3 +49,16 @@ def register(app: typer.Typer) -> None:
         service = ReviewService(ReviewRun(run_dir), ReviewStore(run_dir))
         typer.echo(f"review app for {run_dir}: http://{host}:{port}/ ({len(keys)} reviewer keys)", err=True)
         uvicorn.run(build_review_app(service, keys), host=host, port=port, log_level="warning")
+
+    @review.command("export")
+    def export_review(
+        run_dir: Path = typer.Argument(..., help="The district run folder with its review.sqlite."),
+        fmt: str = typer.Option(..., "--format", help="training-csv, label-studio or jsonl."),
+        out: Path = typer.Option(..., "--out", help="The file to write (images go beside it)."),
+    ) -> None:
+        """Export the teachers' reviews: a training CSV `kidsart train` reads, Label Studio tasks, or the full
+        history as JSONL."""
+        from serve.review.export import export_reviews
+
+        for path in export_reviews(run_dir, fmt, out):
+            typer.echo(f"wrote {path}")

@@ -57,6 +57,15 @@ class Artwork(BaseModel):
         return max(s["std"] for s in chosen)
 
 
+def media_type(data: bytes) -> str:
+    """The image's MIME type from its header (application/octet-stream when it names none)."""
+    from PIL import Image
+
+    from adapters.images import sniff_format
+
+    return Image.MIME.get(sniff_format(data) or "", "application/octet-stream")
+
+
 def artwork_id(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 

@@ -84,7 +84,7 @@ class ReviewService:
         levels = dict(request.levels)
         if request.confirm:
             for dim, score in art.scores.items():
-                levels.setdefault(dim, _nearest_level(score["score"]))
+                levels.setdefault(dim, nearest_level(score["score"]))
         return self.store.save(
             art.id,
             reviewer=reviewer,
@@ -103,5 +103,5 @@ class ReviewService:
         return list(self.run.artworks.values())
 
 
-def _nearest_level(score: float) -> int:
+def nearest_level(score: float) -> int:
     return min(LEVELS, key=lambda level: (abs(level - score), level))
