@@ -74,6 +74,8 @@ def test_pages_log_in_with_a_cookie_need_the_csrf_token_and_escape_the_runs_valu
     )
     assert saved.status_code == 200 and "Saved (version 1)" in saved.text
     assert client.get(f"/images/{artwork_id}").status_code == 200
+    report = client.get("/report").text
+    assert f'href="/artworks/{artwork_id}"' in report  # each card links to its artwork page
 
 
 def test_reviewer_keys_are_named_and_long():

@@ -170,9 +170,16 @@ TEMPLATE = "report.html.j2"  # in serve/district/templates/
 
 
 def _cards(
-    frame, dims, paths: dict[str, str | Callable[[], bytes]], max_thumbnails: int, per_dim, total_name
+    frame,
+    dims,
+    paths: dict[str, str | Callable[[], bytes]],
+    max_thumbnails: int,
+    per_dim,
+    total_name,
+    links: dict[str, str] | None = None,
 ) -> tuple[list[dict], int]:
-    """The artwork cards (at most max_thumbnails, evenly spread over the key order) and how many were scored."""
+    """The artwork cards (at most max_thumbnails, evenly spread over the key order) and how many were scored;
+    `links`: key -> where a card's name leads (the review app's artwork pages)."""
     ok = frame[frame["status"] == "ok"].sort_values("key")
     total = len(ok)
     if total > max_thumbnails:
@@ -187,6 +194,7 @@ def _cards(
             {
                 "thumb": thumb,
                 "key": row["key"],
+                "link": (links or {}).get(row["key"]),
                 "file": row["file"],
                 "where": " / ".join(x for x in (row["school"], row["grade"], row["class"]) if x),
                 "lines": [
@@ -269,7 +277,7 @@ def write_report(
     return out_path
 
 
-def render_report(frame, dims, *, paths, title, skipped, meta, max_thumbnails, rubric=None) -> str:
+def render_report(frame, dims, *, paths, title, skipped, meta, max_thumbnails, rubric=None, links=None) -> str:
     """The report's HTML: figures and cards computed here, laid out by the jinja2 template (autoescaped)."""
     import jinja2
     import matplotlib
@@ -292,7 +300,7 @@ def render_report(frame, dims, *, paths, title, skipped, meta, max_thumbnails, r
         ["schools", frame["school"].nunique()],
         ["grades", frame["grade"].nunique()],
     ] + [[k, v] for k, v in meta.items()]
-    cards, scored = _cards(frame, dims, paths, max_thumbnails, per_dim, total_name) if len(ok) else ([], 0)
+    cards, scored = _cards(frame, dims, paths, max_thumbnails, per_dim, total_name, links) if len(ok) else ([], 0)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("serve.district", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )

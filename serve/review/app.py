@@ -3,7 +3,8 @@
 Pages: `GET /login` and `POST /login` (form field `key`: a signed, HttpOnly, SameSite=strict
 session cookie, then a redirect to `/`), `/` (the queue, filters as query parameters, with
 progress), `/artworks/{id}` (the image, each dimension's score, distribution and interval,
-the feedback, a form to set levels, edit the feedback or confirm as is), `/images/{id}`.
+the feedback, a form to set levels, edit the feedback or confirm as is), `/images/{id}`, `/report` (the run's
+report, each card linking to its artwork page).
 Every form carries a CSRF token bound to the session; a POST without it is 403.
 API: `GET /api/queue`, `GET /api/artworks/{id}`, `POST /api/artworks/{id}/review` with a
 reviewer key as bearer token (no cookie, no CSRF). Pages and API call the same
@@ -184,6 +185,14 @@ def build_review_app(service: ReviewService, keys: ReviewerKeys, secret: str | N
             art = service.artwork(artwork_id)
             return page("artwork.html.j2", request, status=409, art=art, conflict=str(conflict), saved=False)
         return page("artwork.html.j2", request, art=service.artwork(artwork_id), conflict=None, saved=True)
+
+    @app.get("/report")
+    async def report(request: Request):
+        if page_reviewer(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        import asyncio
+
+        return HTMLResponse(await asyncio.to_thread(service.run.report))  # rendered once: plots take seconds
 
     @app.get("/images/{artwork_id}")
     async def image(request: Request, artwork_id: str):

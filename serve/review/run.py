@@ -86,6 +86,8 @@ class ReviewRun:
             levels=tuple(self.meta.get("levels") or DEFAULT_LEVELS),
             input_format=self.meta.get("input_format", "auto"),
         )
+        self._discovery, self._records = discovery, records
+        self._report: str | None = None
         self._items: dict[str, InputItem] = {}
         self.artworks: dict[str, Artwork] = {}
         for item in discovery.items:
@@ -118,6 +120,33 @@ class ReviewRun:
     def image(self, artwork_id_: str) -> bytes:
         self.artwork(artwork_id_)
         return read_input_bytes(self._items[artwork_id_])
+
+    def report(self) -> str:
+        """The run's report (the district job's), each card's name linking to its artwork page; rendered once."""
+        if self._report is None:
+            from functools import partial
+
+            from adapters.rubric import load_rubric
+            from serve.district.export import build_table
+            from serve.district.report import render_report
+
+            items = self._discovery.items
+            rubric = load_rubric(self.meta.get("rubric") or "kidsartbench")
+            frame = build_table(
+                items, self._records, self.dimensions, rubric=rubric, feedback=bool(self.meta.get("feedback"))
+            )
+            self._report = render_report(
+                frame,
+                self.dimensions,
+                paths={i.key: partial(read_input_bytes, i) if i.batch else i.path for i in items},
+                title=f"District scores: {Path(self._discovery.source).name}",
+                skipped=self._discovery.skipped,
+                meta={"input": self._discovery.source},
+                max_thumbnails=400,
+                rubric=rubric,
+                links={a.key: f"/artworks/{a.id}" for a in self.artworks.values()},
+            )
+        return self._report
 
     def choices(self) -> dict[str, list[str]]:
         """The values each filter can take (schools, grades, classes, dimensions)."""
