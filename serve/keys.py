@@ -59,20 +59,26 @@ def key_matches(header_value: str | None, digests: list[str]) -> bool:
     return matched
 
 
+def read_key_lines(key_file: str | Path, option: str, what: str) -> list[str]:
+    """The non-blank lines of a key file (`#` starts a comment); KeyConfigError naming `option` if it is unreadable
+    or holds none."""
+    path = Path(key_file).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise KeyConfigError(f"{option} {path}: cannot read it ({exc.strerror})") from exc
+    found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not found:
+        raise KeyConfigError(f"{option} {path} holds no {what} (one per line; # starts a comment)")
+    return found
+
+
 def load_api_keys(key_file: str | Path | None = None, environ: dict | None = None) -> list[str]:
     """The router's keys from `KIDSART_API_KEYS` and the key file, de-duplicated, in order."""
     environ = os.environ if environ is None else environ
     keys = [k.strip() for k in environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     if key_file is not None:
-        path = Path(key_file).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise KeyConfigError(f"--api-key-file {path}: cannot read it ({exc.strerror})") from exc
-        file_keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        if not file_keys:
-            raise KeyConfigError(f"--api-key-file {path} holds no key (one per line; # starts a comment)")
-        keys += file_keys
+        keys += read_key_lines(key_file, "--api-key-file", "key")
     short = [i for i, key in enumerate(keys) if len(key) < MIN_KEY_LENGTH]
     if short:
         raise KeyConfigError(

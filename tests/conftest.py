@@ -67,6 +67,20 @@ def descendants(pid: int) -> list:
         return []
 
 
+def still_running(pids) -> list[int]:
+    """Those of `pids` whose process is alive and not a zombie."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
 @pytest.fixture(scope="session")
 def tiny_profile():
     from adapters.base_builder import ensure_local_base

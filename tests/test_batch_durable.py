@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import openai
-import psutil
 import pytest
 
-from tests.conftest import descendants, drawing, free_port, png_bytes, readyz, wait_for
+from tests.conftest import descendants, drawing, free_port, png_bytes, readyz, still_running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,17 +61,6 @@ def _journal_keys(home: Path, batch_id: str) -> list[str]:
     return keys
 
 
-def _alive(pids: set[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
-
-
 def test_a_batch_resumes_after_serve_is_killed_and_answers_each_line_once(tmp_path):
     home, log = tmp_path / "home", tmp_path / "serve.log"
     home.mkdir()
@@ -96,10 +84,10 @@ def test_a_batch_resumes_after_serve_is_killed_and_answers_each_line_once(tmp_pa
         wait_for(lambda: len(_journal_keys(home, batch.id)) >= 3, 180, "three answered lines", poll=0.2)
         family = {p.pid for p in descendants(first.pid)} | {first.pid}
         os.killpg(first.pid, signal.SIGKILL)
-        for pid in _alive(family):  # whatever left the process group (Ray's own sessions) goes down with it
+        for pid in still_running(family):  # whatever left the process group (Ray's own sessions) goes down with it
             os.kill(pid, signal.SIGKILL)
         first.wait(timeout=30)
-        wait_for(lambda: not _alive(family), 30, "every process of the first service to end")
+        wait_for(lambda: not still_running(family), 30, "every process of the first service to end")
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
@@ -131,7 +119,7 @@ def test_a_batch_resumes_after_serve_is_killed_and_answers_each_line_once(tmp_pa
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
-    wait_for(lambda: not _alive(seen), 20, "every process of the restarted service to end", poll=1.0)
+    wait_for(lambda: not still_running(seen), 20, "every process of the restarted service to end", poll=1.0)
     print(
         f"\nbatch of {LINES} lines: kidsart serve SIGKILLed after {answered_before} answered, restarted: "
         f"{len(output)} answered once each"

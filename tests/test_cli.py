@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from tests.conftest import descendants, drawing, free_port, readyz, wait_for
+from tests.conftest import descendants, drawing, free_port, readyz, still_running, wait_for
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
 
@@ -128,14 +127,7 @@ def test_serve_scores_then_stops_on_signal_leaving_no_process(tmp_path, stop_sig
             process.kill()
 
     def still_alive():
-        alive = []
-        for pid in seen:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                continue
-        return alive
+        return still_running(seen)
 
     try:
         wait_for(lambda: not still_alive(), 20, "every process of the stack to end", poll=1.0)

@@ -35,20 +35,12 @@ def calibrate_deployment(
     """Calibrate the deployment set (default: the profile's) on the labelled set; returns (its file, the result)."""
     from adapters.profiles import load_profile
     from train.dataset import load_dataset
-    from train.evaluate import deployment_of, score_reference, score_router
+    from train.evaluate import deployment_of, score_dataset
 
     profile = load_profile(profile_name)
     deployment = deployment_of(profile, deployment_path)
     dataset = load_dataset(csv_path, images_dir, deployment.rubric, deployment.dimensions)
-    if backend == "reference":
-        import torch
-
-        torch.set_num_threads(2)
-        scores = score_reference(dataset, profile, deployment)
-    elif backend == "router":
-        scores = score_router(dataset, url, concurrency=concurrency)
-    else:
-        raise ConfigError(f"unknown backend {backend!r} (reference or router)")
+    scores = score_dataset(dataset, profile, deployment, backend, url=url, concurrency=concurrency)
     served = deployment.adapter_labels
     for dim in dataset.dimensions:
         used = {s[dim]["adapter"] for s in scores}

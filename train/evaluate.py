@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.errors import KidsArtError
+from adapters.errors import ConfigError, KidsArtError
 from train.metrics import build_report
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,18 @@ def score_router(dataset, url: str, *, concurrency: int = 16, api_key: str | Non
         return list(tqdm(pool.map(one, dataset.samples), total=len(dataset.samples), desc="eval router", unit="img"))
 
 
+def score_dataset(dataset, profile, deployment, backend: str, *, url: str, concurrency: int = 16) -> list[dict]:
+    """Every sample's scores from the `reference` backend (the deployment in-process) or a `router` at `url`."""
+    if backend == "reference":
+        import torch
+
+        torch.set_num_threads(2)
+        return score_reference(dataset, profile, deployment)
+    if backend == "router":
+        return score_router(dataset, url, concurrency=concurrency)
+    raise ConfigError(f"unknown backend {backend!r} (reference or router)")
+
+
 DECODINGS = ("rail", "argmax")
 
 
@@ -112,7 +124,6 @@ def evaluate(
     seed: int = 0,
 ) -> dict:
     """Score a dataset with a backend and build the report (plus a `meta` block with runtime and adapters)."""
-    import torch
 
     from adapters.profiles import load_profile
     from adapters.rubric import load_rubric
@@ -126,13 +137,7 @@ def evaluate(
     if decode not in DECODINGS:
         raise ValueError(f"unknown decoding {decode!r} ({' or '.join(DECODINGS)})")
     start = time.perf_counter()
-    if backend == "reference":
-        torch.set_num_threads(2)
-        scores = score_reference(dataset, profile, deployment)
-    elif backend == "router":
-        scores = score_router(dataset, url, concurrency=concurrency)
-    else:
-        raise ValueError(f"unknown backend {backend!r} (reference or router)")
+    scores = score_dataset(dataset, profile, deployment, backend, url=url, concurrency=concurrency)
     elapsed = time.perf_counter() - start
     predictions = decode_scores(scores, dataset.dimensions, rubric.levels, decode)
     labels = {d: [s.scores[d] for s in dataset.samples] for d in dataset.dimensions}

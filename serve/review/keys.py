@@ -13,7 +13,7 @@ import hmac
 import os
 from pathlib import Path
 
-from serve.keys import MIN_KEY_LENGTH, KeyConfigError, bearer_token, digest
+from serve.keys import MIN_KEY_LENGTH, KeyConfigError, bearer_token, digest, read_key_lines
 
 REVIEW_KEYS_ENV = "KIDSART_REVIEW_KEYS"
 
@@ -42,15 +42,9 @@ class ReviewerKeys:
         environ = os.environ if environ is None else environ
         names = _parse([e for e in environ.get(REVIEW_KEYS_ENV, "").split(",") if e.strip()], REVIEW_KEYS_ENV)
         if keys_file is not None:
-            path = Path(keys_file).expanduser()
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise KeyConfigError(f"--keys-file {path}: cannot read it ({exc.strerror})") from exc
-            entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-            if not entries:
-                raise KeyConfigError(f"--keys-file {path} holds no `name:key` line")
-            names.update(_parse(entries, f"--keys-file {path}"))
+            names.update(
+                _parse(read_key_lines(keys_file, "--keys-file", "`name:key` line"), f"--keys-file {keys_file}")
+            )
         return cls(names)
 
     def __bool__(self) -> bool:
