@@ -1,6 +1,7 @@
 """A batch survives `kidsart serve` SIGKILLed mid-batch: started again on the same KIDSART_HOME, the batch runner
 resumes it and every line is answered exactly once (the output file and the journal say so). The restarted
-service then stops on SIGINT leaving no process (the SIGTERM case is in test_cli).
+service then stops on SIGTERM leaving no process and no port (SIGINT goes to the same handler,
+serve/foreground.py).
 
 Everything the first service started (Ray's processes, the replicas, the vLLM engine) is SIGKILLed with it, as a
 machine losing power would: nothing of the first run can go on writing while the second one runs.
@@ -114,12 +115,15 @@ def test_a_batch_resumes_after_serve_is_killed_and_answers_each_line_once(tmp_pa
         keys = _journal_keys(home, batch.id)
         assert sorted(keys) == sorted(x["custom_id"] for x in lines)  # none answered twice across the restart
         seen = {p.pid for p in descendants(second.pid)}
-        second.send_signal(signal.SIGINT)
+        assert len(seen) >= 3 and any("EngineCore" in p.name() for p in descendants(second.pid) if p.is_running())
+        second.send_signal(signal.SIGTERM)
         second.wait(timeout=120)
+        assert second.returncode == 0
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
     wait_for(lambda: not still_running(seen), 20, "every process of the restarted service to end", poll=1.0)
+    assert readyz(f"http://127.0.0.1:{port}")[0] == 0  # nothing listens any more
     print(
         f"\nbatch of {LINES} lines: kidsart serve SIGKILLed after {answered_before} answered, restarted: "
         f"{len(output)} answered once each"

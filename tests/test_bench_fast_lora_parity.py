@@ -1,7 +1,7 @@
 """Integration: the benchmark on the tiny profile, real vLLM engine and reference backend.
 
 Runs the reference and offline-engine phases (grouped LoRA ops on, KIDSART_FAST_LORA_OPS=1,
-and vLLM's own ops) on the same images, two interleaved rounds: RAIL scores agree
+and vLLM's own ops) on the same images, one round (interleaving: test_bench_unit): RAIL scores agree
 within 1e-3 on every image x dimension and run, each image is preprocessed and
 encoded once, the engine saw exactly the reference's prompt tokens, and its
 counters show the fixed prefixes served from the prefix cache.
@@ -25,11 +25,11 @@ def test_bench_engine_matches_reference_and_reports_its_tokens(tiny_profile, mon
         out=tmp_path / "bench.json",
         phases=("reference", "engine"),
         stock_ops=True,
-        repeats=2,
+        repeats=1,  # each round starts every engine again: one keeps make test within its budget
     )
     phases = summary["details"]["phases"]
     assert phases["engine"]["fast_lora_ops"] is True and phases["engine_stock"]["fast_lora_ops"] is False
-    assert [len(runs) for runs in summary["runs_img_s"].values()] == [2, 2, 2, 2]
+    assert [len(runs) for runs in summary["runs_img_s"].values()] == [1, 1, 1, 1]
     parity = summary["max_abs_score_diff_vs_reference"]
     assert parity["engine"] < 1e-3 and parity["engine_stock"] < 1e-3, parity
     counts = summary["image_path_counts"]["engine"]
