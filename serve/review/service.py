@@ -13,7 +13,7 @@ from pydantic import Field
 from adapters.datafiles import StrictModel
 from adapters.errors import InputError
 from serve.protocol import MAX_DESCRIPTION_CHARS
-from serve.review.run import Artwork, ReviewRun
+from serve.review.run import ReviewRun
 from serve.review.store import ReviewState, ReviewStore
 
 LEVELS = (1, 2, 3, 4, 5)
@@ -98,9 +98,6 @@ class ReviewService:
     def progress(self, items: list[dict]) -> dict:
         reviewed = sum(1 for item in items if item["version"] > 0)
         return {"reviewed": reviewed, "to_do": len(items) - reviewed, "total": len(items)}
-
-    def artworks(self) -> list[Artwork]:
-        return list(self.run.artworks.values())
 
 
 def nearest_level(score: float) -> int:
