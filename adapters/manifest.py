@@ -52,6 +52,19 @@ class ImportSource(StrictModel):
     files: dict[str, str] = Field(description="sha256 of every file of the source folder.")
 
 
+class ContinuedFrom(StrictModel):
+    """What an adapter continued from (`kidsart train --init-from`): its parent and the teachers' corrections."""
+
+    parent: str = Field(description="The parent adapter's name@version.")
+    parent_weights_hash: str = Field(description="folder_hash of the parent's PEFT files.")
+    corrections_hash: str = Field(description="sha256 of the corrections CSV and the images it names.")
+    corrected_rows: int = Field(ge=0, description="Rows of the corrections file (artworks a teacher reviewed).")
+    reviewers: int = Field(ge=0, description="Distinct reviewers named in its `reviewers` column (0: not named).")
+    replay_hash: str | None = Field(default=None, description="Hash of the replayed original data, if any.")
+    replay_rows: int = Field(default=0, ge=0, description="Original rows replayed beside the corrections.")
+    replay_ratio: float = Field(default=0.0, ge=0, description="Replayed rows per corrected row (training config).")
+
+
 class Provenance(StrictModel):
     method: str = Field(description="How the adapter was made: 'raft', 'cross_entropy', 'deterministic-init', ...")
     created_by: str = Field(description="Command that made it.")
@@ -60,6 +73,9 @@ class Provenance(StrictModel):
     data_hash: str | None = Field(default=None, description="Hash of the training data, if trained.")
     notes: str | None = Field(default=None, description="Anything a reader should know.")
     source: ImportSource | None = Field(default=None, description="For imported adapters: the source files.")
+    continued_from: ContinuedFrom | None = Field(
+        default=None, description="For adapters trained further on corrections: the parent and the data."
+    )
 
 
 class AdapterManifest(StrictModel):

@@ -20,9 +20,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import descendants, drawing, free_port, png_bytes, readyz, still_running, wait_for
+from tests.conftest import descendants, drawing, free_port, png_bytes, readyz, still_running, stop_live_stack, wait_for
 
-pytestmark = pytest.mark.integration
+# own_ray: its own `kidsart serve` runs after the live stack is stopped (two engines on 2 cores slowed both)
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
 LINES = 24
@@ -63,6 +64,7 @@ def _journal_keys(home: Path, batch_id: str) -> list[str]:
 
 
 def test_a_batch_resumes_after_serve_is_killed_and_answers_each_line_once(tmp_path):
+    stop_live_stack()
     home, log = tmp_path / "home", tmp_path / "serve.log"
     home.mkdir()
     port = free_port()

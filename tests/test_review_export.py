@@ -14,6 +14,7 @@ from serve.review.run import ReviewRun
 from serve.review.service import ReviewRequest, ReviewService
 from serve.review.store import ReviewStore
 from tests.test_review_run import scored_run  # noqa: F401 (the module-scoped fixture)
+from train.continue_training import count_reviewers
 from train.dataset import load_dataset
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
@@ -51,6 +52,7 @@ def test_the_training_csv_holds_what_teachers_set_and_train_reads_it(reviewed, t
     assert rows[second].scores == {
         d: min(range(1, 6), key=lambda k: (abs(k - s["score"]), k)) for d, s in confirmed.items()
     }
+    assert count_reviewers(out) == 2  # ana and ben: continued training records it (train.continue_training)
     dry = subprocess.run(
         [KIDSART, "train", "--data", str(out), "--images", str(images), "--out", str(tmp_path / "a"), "--dry-run"],
         capture_output=True,

@@ -23,9 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import descendants, drawing, engine_replicas, free_port, readyz, wait_for
+from tests.conftest import descendants, drawing, engine_replicas, free_port, readyz, stop_live_stack, wait_for
 
-pytestmark = pytest.mark.integration
+# own_ray: its own `kidsart serve` runs after the live stack is stopped (two engines on 2 cores slowed both)
+pytestmark = [pytest.mark.integration, pytest.mark.own_ray]
 
 KIDSART = str(Path(sys.executable).with_name("kidsart"))
 
@@ -59,6 +60,7 @@ class _ReplicaKiller(threading.Thread):
 
 
 def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits_2(tmp_path):
+    stop_live_stack()
     profile = tmp_path / "outage.yaml"
     profile.write_text("extends: tiny\nengine:\n  max_outage_s: 120\n", encoding="utf-8")
     port = free_port()

@@ -149,6 +149,19 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, help="Override the config's epochs."),
         no_resume: bool = typer.Option(False, "--no-resume", help="Retrain dimensions that are already done."),
         deployment: str = typer.Option("", help="Also write a deployment-set YAML listing the trained adapters."),
+        init_from: str = typer.Option(
+            "",
+            "--init-from",
+            help="Continue this deployment set's adapters on --data (teachers' corrections, `kidsart review export`) "
+            "into new versions, instead of training fresh ones.",
+        ),
+        replay: str = typer.Option(
+            "", help="With --init-from: original labels CSV replayed beside the corrections (config's replay_ratio)."
+        ),
+        replay_images: str = typer.Option("", help="Folder of the images --replay names."),
+        version: str = typer.Option(
+            "", help="With --init-from: the new adapters' version (default: <parent version>.c<corrections hash>)."
+        ),
         dry_run: bool = typer.Option(
             False,
             "--dry-run",
@@ -197,6 +210,17 @@ def register(app: typer.Typer) -> None:
         from train.trainer import train_adapters
 
         start = time.perf_counter()
+        if init_from:
+            from train.continue_training import continue_from
+
+            continue_from(
+                cfg, init_from, dataset, prof, Path(out), replay, replay_images, version, deployment, not no_resume
+            )
+            seconds = time.perf_counter() - start
+            typer.echo(f"continued {len(dataset.dimensions)} adapter(s) into {out} in {seconds:.1f} s")
+            return
+        if replay or version:
+            raise typer.BadParameter("--replay and --version continue a deployment: give --init-from too")
         dirs = train_adapters(
             cfg,
             dataset,

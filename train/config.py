@@ -100,6 +100,14 @@ class TrainConfig(BaseModel):
         description="Qwen2_5_VLConfig keyword arguments for the meta-device dry run when the checkpoint is not on "
         "disk.",
     )
+    replay_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=20.0,
+        description="Continued training (`kidsart train --init-from --replay`): original rows replayed per "
+        "corrected row, drawn at random with the seed (keeps what the adapters knew while they learn the "
+        "corrections); 0: corrections only.",
+    )
     dimension_overrides: dict[str, DimensionOverride] = Field(
         default_factory=dict,
         description="Per-dimension learning rate / epochs (per_dimension mode only); every other setting is shared.",
@@ -116,10 +124,12 @@ class TrainConfig(BaseModel):
         return self.model_copy(update={**changes, "dimension_overrides": {}})
 
     def fingerprint(self) -> str:
-        """Hash of the settings. An empty override table and a default name_weight are left out, so a recipe
-        hashes the same as one written before those settings existed (adapters trained then still match)."""
-        left_out = ({"dimension_overrides"} if not self.dimension_overrides else set()) | (
-            {"name_weight"} if self.name_weight == 1.0 else set()
+        """Hash of the settings. An empty override table and a default name_weight or replay_ratio are left out, so
+        a recipe hashes the same as one written before those settings existed (adapters trained then still match)."""
+        left_out = (
+            ({"dimension_overrides"} if not self.dimension_overrides else set())
+            | ({"name_weight"} if self.name_weight == 1.0 else set())
+            | ({"replay_ratio"} if self.replay_ratio == 1.0 else set())
         )
         settings = self.model_dump(mode="json", exclude=left_out or None)
         return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

@@ -22,13 +22,13 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adapters.errors import ConfigError, DatasetError
 from train.config import TrainConfig
 from train.encoded import EncodedData
+from train.run_record import NOTES, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,12 @@ def _load_base(base_dir: Path, config: TrainConfig):
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=getattr(torch, config.dtype)).eval()
 
 
-def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, seed: int, label_of, desc: str):
-    """Train one LoRA on (sample index, Dimension) items; return (peft model, per-epoch validation metrics)."""
+def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, seed: int, label_of, desc: str, init=None):
+    """Train one LoRA on (sample index, Dimension) items; return (peft model, per-epoch validation metrics).
+    `init`: an adapter folder to continue from (its LoRA shape and weights) instead of a fresh LoRA."""
     import numpy as np
     import torch
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
     from tqdm import tqdm
 
     from adapters.hf_scoring import score_token_logits
@@ -136,7 +137,10 @@ def _fit(config, base_dir, scoring, encoded, train_items, val_items, levels, see
     model = _load_base(base_dir, config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    model = get_peft_model(model, lora_config(config.rank, config.alpha, config.target_modules, config.dropout))
+    if init is not None:
+        model = PeftModel.from_pretrained(model, str(init), is_trainable=True)
+    else:
+        model = get_peft_model(model, lora_config(config.rank, config.alpha, config.target_modules, config.dropout))
     model.to(config.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -218,73 +222,6 @@ def _save(model, target: Path, manifest) -> None:
     tmp.rename(target)
 
 
-NOTES = (
-    "Trained with RAFT on procedurally drawn synthetic images whose labels are set by drawing parameters "
-    "(train/synth.py). Scores reflect those synthetic rules on the small pre-trained test base (docs/test-base.md), "
-    "not art judgement."
-)
-
-
-@dataclass
-class _RunRecord:
-    """What every adapter's manifest of one training run records (each with its own resolved recipe)."""
-
-    config: TrainConfig
-    recipes: dict[str, TrainConfig]
-    fingerprints: dict[str, dict]
-    rubric: Any
-    dims: list
-    base_ref: Any
-    prompt_format: str
-    n_train: int
-    n_val: int
-    data: str
-    command: str
-    notes: str
-
-    def training_config(self, dim_name: str) -> dict:
-        recipe = self.recipes[dim_name]
-        return {
-            **recipe.model_dump(mode="json", exclude={"dimension_overrides"}),
-            "fingerprint": recipe.fingerprint(),
-            "rubric": self.rubric.name,
-            "dimensions": [d.name for d in self.dims],
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "data": self.data,
-        }
-
-    def manifest(self, dim_name: str, history: list, seconds: float, shared: bool):
-        from adapters.manifest import AdapterManifest, LoraShape, Provenance
-
-        config, final = self.config, (history[-1] if history else {})
-        return AdapterManifest(
-            name=dim_name,
-            version=config.version,
-            dimension=dim_name,
-            rubric=self.rubric.name,
-            base=self.base_ref,
-            lora=LoraShape(rank=config.rank, alpha=config.alpha, target_modules=config.target_modules),
-            provenance=Provenance(
-                method=("raft" if config.loss == "raft" else "cross_entropy")
-                + ("+ce" if config.loss == "raft" and config.ce_weight > 0 else ""),
-                created_by=self.command,
-                seed=config.seed,
-                training_config=self.training_config(dim_name),
-                data_hash=self.fingerprints[dim_name]["data_hash"],
-                notes=self.notes + (" One LoRA shared by all dimensions (ablation)." if shared else ""),
-            ),
-            prompt_format=self.prompt_format,
-            metrics={
-                "val_srcc": final.get("val_srcc"),
-                "val_mae": final.get("val_mae"),
-                "val_n": final.get("val_n"),
-                "train_seconds": round(seconds, 1),
-                "history": history,
-            },
-        )
-
-
 def _checked_config(config: TrainConfig, rubric) -> TrainConfig:
     """The config for this rubric: overrides must name its dimensions; a shared LoRA ignores them."""
     unknown = sorted(set(config.dimension_overrides) - set(rubric.dimension_names))
@@ -311,11 +248,16 @@ def train_adapters(
     command: str = "kidsart train",
     resume: bool = True,
     notes: str = NOTES,
+    init_from: dict[str, Path] | None = None,
+    version: str | None = None,
+    continued_from: dict | None = None,
 ) -> list[Path]:
     """Train adapters for every dimension of `dataset` into out_dir/<dimension>; return their folders.
+    `init_from` (dimension -> adapter folder) continues those adapters instead of starting fresh LoRAs
+    (train.continue_training), with `version` and `continued_from` (dimension -> ContinuedFrom) in the manifests.
 
     (About 70 lines on purpose: the resume check, the data split, the shared encodings and the per-dimension
-    loop are one sequence whose order fixes each adapter's seed and data; the manifests are _RunRecord's.)"""
+    loop are one sequence whose order fixes each adapter's seed and data; the manifests are RunRecord's.)"""
     import torch
 
     from adapters.hf_scoring import ScoringProcessor
@@ -358,7 +300,7 @@ def train_adapters(
     unlabelled = [d.name for d in dims if not any(d.name in dataset.samples[i].scores for i in train_idx)]
     if unlabelled:
         raise DatasetError(f"no training row labels {unlabelled}: fill those columns in some rows, or leave them out")
-    record = _RunRecord(
+    record = RunRecord(
         config,
         recipes,
         fingerprints,
@@ -371,6 +313,8 @@ def train_adapters(
         str(dataset.csv_path),
         command,
         notes,
+        version,
+        continued_from or {},
     )
 
     if config.adapter_mode == "shared":
@@ -393,6 +337,7 @@ def train_adapters(
             seed,
             label_of,
             d.name,
+            (init_from or {}).get(d.name),
         )
         seconds = time.perf_counter() - start
         _save(model, targets[d.name], record.manifest(d.name, history, seconds, False))
@@ -403,7 +348,7 @@ def train_adapters(
 
 
 def _train_shared(
-    record: _RunRecord, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets, labelled
+    record: RunRecord, base_dir, scoring, encoded, train_idx, val_idx, label_of, targets, labelled
 ) -> None:
     """The ablation's one LoRA for every dimension, saved once per dimension with that dimension's metrics."""
     config, rubric, dims = record.config, record.rubric, record.dims

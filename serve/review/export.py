@@ -3,7 +3,8 @@
 - `training-csv`: one row per reviewed artwork in the format `kidsart train` reads (`name`,
   one column per dimension, `grade`, `description`, `comment`): each dimension's current level
   as the teachers set it (confirmed ones included), blank where no teacher set it (not
-  labelled); the feedback as edited in `comment`. The images are copied beside it
+  labelled); the feedback as edited in `comment`; who saved it in `reviewers` (';'-separated; continued
+  training counts them). The images are copied beside it
   (`<FILE stem>-images/`, named by artwork id), so `kidsart train --data FILE --images
   <FILE stem>-images` reads the export as it is, whatever the run's input was.
 - `label-studio`: Label Studio tasks (its JSON import format): `data` with the image and the
@@ -76,7 +77,7 @@ def _training_csv(run: ReviewRun, store: ReviewStore, reviewed, names: dict[str,
     def write(tmp: Path) -> None:
         with Path(tmp).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["name", *run.dimensions, "grade", "description", "comment", "school", "class"])
+            writer.writerow(["name", *run.dimensions, "grade", "description", "comment", "school", "class", "reviewers"])
             for art in reviewed:
                 state = store.current(art.id)
                 comment = state.feedback if state.feedback is not None else ""
@@ -89,6 +90,7 @@ def _training_csv(run: ReviewRun, store: ReviewStore, reviewed, names: dict[str,
                         comment,
                         art.school,
                         art.class_name,
+                        ";".join(dict.fromkeys(state.reviewers)),
                     ]
                 )
 
