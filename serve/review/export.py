@@ -77,7 +77,8 @@ def _training_csv(run: ReviewRun, store: ReviewStore, reviewed, names: dict[str,
     def write(tmp: Path) -> None:
         with Path(tmp).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["name", *run.dimensions, "grade", "description", "comment", "school", "class", "reviewers"])
+            extra = ["grade", "description", "comment", "school", "class", "reviewers"]
+            writer.writerow(["name", *run.dimensions, *extra])
             for art in reviewed:
                 state = store.current(art.id)
                 comment = state.feedback if state.feedback is not None else ""
