@@ -6,7 +6,8 @@ cluster with the config's `args`; it loads the profile and its deployment set th
 `deployments:` entries (written by `kidsart deploy-config` from the same profile) then set
 each deployment's replicas, resources and health checks; an operator edits them there.
 
-API keys never sit in a config file: the router's keys are read from `KIDSART_API_KEYS` in
+API keys never sit in a config file: the router's keys are read from `KIDSART_API_KEYS` (and its
+admin keys, which promote and roll back adapter sets, from `KIDSART_ADMIN_KEYS`) in
 the environment of the process that builds the application (on a cluster, the Ray nodes';
 on Kubernetes, from a Secret), and a router listening beyond loopback refuses to start
 without one unless the config says `insecure_no_auth: true`.
@@ -46,7 +47,7 @@ def build(args: dict):
     from adapters.logs import setup_logging
     from adapters.manifest import load_profile_deployment
     from adapters.profiles import load_profile
-    from serve.keys import check_exposure, load_api_keys
+    from serve.keys import check_exposure, load_admin_keys, load_api_keys
     from serve.stack import build_application
 
     setup_logging()
@@ -54,4 +55,5 @@ def build(args: dict):
     profile = load_profile(parsed.profile, parsed.deployment)
     keys = load_api_keys()
     log.info("%s", check_exposure(parsed.listen_host, keys, parsed.insecure_no_auth))
-    return build_application(profile, load_profile_deployment(profile), keys)
+    admin_keys = load_admin_keys(keys)
+    return build_application(profile, load_profile_deployment(profile), keys, admin_keys=admin_keys)

@@ -41,9 +41,10 @@ def register(app: typer.Typer) -> None:
         """Run the engine replicas and the router (one Ray Serve application) in the foreground until Ctrl-C or SIGTERM.
 
         API keys come from $KIDSART_API_KEYS (comma-separated) and --api-key-file; without any the
-        router serves on a loopback address only, unless --insecure-no-auth."""
+        router serves on a loopback address only, unless --insecure-no-auth. Admin keys (promote and roll
+        back adapter sets, `kidsart adapters`) come from $KIDSART_ADMIN_KEYS."""
         from serve.foreground import run_foreground
-        from serve.keys import load_api_keys
+        from serve.keys import load_admin_keys, load_api_keys
 
         keys = load_api_keys(api_key_file)
         run_foreground(
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
             deployment=deployment,
             router_host=host,
             api_keys=keys,
+            admin_keys=load_admin_keys(keys),
             insecure_no_auth=insecure_no_auth,
         )
 

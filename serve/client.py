@@ -29,11 +29,12 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from adapters.errors import InputError, KidsArtError
 from adapters.limits import DEFAULT_LIMITS, InputLimits
 from serve.errors import RETRYABLE_STATUSES
-from serve.protocol import ModelListing, ScoreAnswer, ScoreRequest
+from serve.protocol import AdapterSetStatus, ModelListing, ScoreAnswer, ScoreRequest
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "KIDSART_API_KEY"
+ADMIN_KEY_ENV = "KIDSART_ADMIN_KEY"  # the admin key `kidsart adapters` sends (one of the router's KIDSART_ADMIN_KEYS)
 
 
 class ScoringAPIError(KidsArtError):
@@ -285,6 +286,21 @@ class ScoringClient(_Base):
     def served(self) -> ServedModels:
         """What the router serves: its rubric, dimensions, feedback adapter and input limits."""
         return ServedModels.from_listing(self.models(), self.url)
+
+    def adapter_sets(self) -> AdapterSetStatus:
+        """GET /v1/admin/adapters (an admin key): the served adapter set, its generation and history."""
+        body = self._call("GET", "/v1/admin/adapters", "adapter sets")
+        return parse_answer(AdapterSetStatus, body, f"GET {self.url}/v1/admin/adapters")
+
+    def promote(self, deployment: str) -> AdapterSetStatus:
+        """POST /v1/admin/adapters/promote: serve this deployment set (a path the router's nodes read)."""
+        body = self._call("POST", "/v1/admin/adapters/promote", "promote", json={"deployment": deployment})
+        return parse_answer(AdapterSetStatus, body, f"POST {self.url}/v1/admin/adapters/promote")
+
+    def rollback(self) -> AdapterSetStatus:
+        """POST /v1/admin/adapters/rollback: serve the set served before the last promotion."""
+        body = self._call("POST", "/v1/admin/adapters/rollback", "rollback")
+        return parse_answer(AdapterSetStatus, body, f"POST {self.url}/v1/admin/adapters/rollback")
 
     def close(self) -> None:
         self._client.close()

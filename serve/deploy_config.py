@@ -22,7 +22,7 @@ import yaml
 
 from adapters.profiles import Profile
 from serve.body import proxy_environment
-from serve.keys import API_KEYS_ENV
+from serve.keys import ADMIN_KEYS_ENV, API_KEYS_ENV
 from serve.scoring import APP_NAME
 
 IMPORT_PATH = "serve.app:build"
@@ -65,6 +65,7 @@ def serve_config(
 
     `profile_ref` is how the cluster finds the profile (default: its name, shipped in the package);
     `deployment_ref` a deployment set to serve instead of the profile's own."""
+    from serve.adapter_sets import sets_options
     from serve.app import AppArgs
     from serve.batch.runner import runner_options
     from serve.engine import engine_env
@@ -91,6 +92,7 @@ def serve_config(
                     engine_options(profile.engine, engine_env(profile)),
                     router_options(router),
                     runner_options(router.resources),
+                    sets_options(router.resources),
                 ],
             }
         ],
@@ -132,6 +134,9 @@ def rayservice_manifest(profile: Profile, config: dict, *, name: str = "kidsart"
     cluster, engine = profile.cluster, profile.engine
     env = [{"name": k, "value": v} for k, v in sorted(node_environment(profile).items())]
     env.append({"name": API_KEYS_ENV, "valueFrom": {"secretKeyRef": {"name": cluster.api_keys_secret, "key": "keys"}}})
+    # the admin keys (promote / roll back adapter sets) from the same Secret; without them those routes answer 403
+    admin = {"name": cluster.api_keys_secret, "key": "admin-keys", "optional": True}
+    env.append({"name": ADMIN_KEYS_ENV, "valueFrom": {"secretKeyRef": admin}})
     low, initial, high = _engine_replica_bounds(profile)
     worker_cpus = math.ceil(engine.num_cpus) + cluster.worker_cpus_beside_engine
     head_resources = {k: v * profile.router.num_replicas for k, v in profile.router.resources.items()}
@@ -207,7 +212,7 @@ def header(profile: Profile, rayservice: bool) -> str:
         lines += [f"  export {k}='{v}'" for k, v in sorted(node_environment(profile).items())]
         lines += [
             f"and {API_KEYS_ENV} (comma-separated keys) where the application is built, unless the router "
-            "listens on loopback only.",
+            f"listens on loopback only; {ADMIN_KEYS_ENV} there too to promote adapter sets (kidsart adapters).",
             "Apply: `serve run FILE --address HEAD:6379` (or `serve deploy FILE` with the dashboard).",
         ]
     else:

@@ -1,7 +1,11 @@
 """The engine deployment: vLLM's async engine inside a Ray Serve replica, reached by Ray handles only.
 
 Each replica of `EngineServer` holds the base and every LoRA module of the deployment set
-(dimensions and feedback) in one `vllm.v1.engine.async_llm.AsyncLLM`. The router calls
+(dimensions and feedback) in one `vllm.v1.engine.async_llm.AsyncLLM`. Each call names the
+modules it wants (the router's served set, `serve.adapter_sets`): a module the replica has
+not seen is verified (its folder's hash against the hash in its content-addressed name) and
+loaded, so a promoted set is served without a restart while calls already running finish on
+their own modules. The router calls
 `score` once per image with the prepared pixels: the image's dimension requests all go to
 this replica, as token ids (`adapters.prompt_tokens`: fixed prefixes tokenised at start-up)
 with the image as pixels, so vLLM preprocesses and vision-encodes it once (its processor and
@@ -35,6 +39,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -80,11 +85,13 @@ class EngineServer:
         self._leaving = False
         self.rubric = load_rubric(self.runtime.rubric)
         self.engine = AsyncLLM.from_engine_args(parse_engine_args(self.runtime.cli_args))
-        # LoRA ids are 1.. in a fixed order; the name (content-addressed) keys vLLM's prefix cache
+        # LoRA ids are 1.. in a fixed order, then in the order modules are first asked for; the name
+        # (content-addressed) keys vLLM's prefix cache
         self.loras = {
             name: LoRARequest(name, i + 1, path)
             for i, (name, path) in enumerate(sorted(self.runtime.lora_paths.items()))
         }
+        self._lora_request = LoRARequest
         scored = [d for d in self.runtime.modules if d != FEEDBACK_MODULE]
         self.prompts = PromptTokens(self.engine.get_tokenizer(), self.runtime.prompt_format, self.rubric, scored)
         self.token_of_id = dict(zip(self.runtime.score_token_ids, self.rubric.score_tokens, strict=True))
@@ -103,8 +110,33 @@ class EngineServer:
 
     # ---- scoring ------------------------------------------------------------------------------
 
-    async def score(self, pixels, dimensions: list[str], description: str | None = None) -> dict:
-        """Each dimension's score-token logprobs for one prepared image (an HxWx3 uint8 array).
+    async def load_adapters(self, lora_paths: dict[str, str]) -> int:
+        """Verify and load these modules (name -> folder) into the engine now; returns how many were new."""
+        new = [name for name in lora_paths if name not in self.loras]
+        for name in new:
+            await self.engine.add_lora(await self._module(name, lora_paths[name]))
+        return len(new)
+
+    async def _module(self, name: str, path: str | None):
+        """The LoRARequest of a module; one not seen before is checked first: the hash in its content-addressed
+        name must be its folder's (a promoted set's adapters are read where the router said they are)."""
+        known = self.loras.get(name)
+        if known is not None:
+            return known
+        if path is None:
+            raise ValueError(f"LoRA module {name!r} is not loaded and no folder was given")
+        from adapters.hashing import folder_hash
+        from adapters.manifest import MODULE_HASH_HEX
+
+        digest = (await asyncio.to_thread(folder_hash, Path(path))).removeprefix("sha256:")[:MODULE_HASH_HEX]
+        if name.rpartition("@")[2] != digest:
+            raise ValueError(f"LoRA module {name!r}: the adapter folder {path} hashes to {digest}, not to its name")
+        # checked again after the await: two first calls for one module must not get two ids
+        return self.loras.setdefault(name, self._lora_request(name, len(self.loras) + 1, path))
+
+    async def score(self, pixels, dimensions: list[str], description: str | None = None, loras=None) -> dict:
+        """Each dimension's score-token logprobs for one prepared image (an HxWx3 uint8 array); `loras`:
+        dimension -> [module name, folder] (the router's served set), None: this replica's start set.
 
         Returns {dimension: {"logprobs": {token: logprob}, "prompt_tokens": n, "cached_tokens": n}}."""
         from vllm import SamplingParams
@@ -118,7 +150,9 @@ class EngineServer:
         )
         outputs = await asyncio.gather(
             *(
-                self._generate(self.prompts.for_dimension(dim, description), image, self.runtime.modules[dim], params)
+                self._generate(
+                    self.prompts.for_dimension(dim, description), image, (loras or {}).get(dim) or dim, params
+                )
                 for dim in dimensions
             )
         )
@@ -133,7 +167,12 @@ class EngineServer:
         return result
 
     async def feedback(
-        self, pixels, scores: dict[str, float], description: str | None = None, max_tokens: int | None = None
+        self,
+        pixels,
+        scores: dict[str, float],
+        description: str | None = None,
+        max_tokens: int | None = None,
+        lora: list[str] | None = None,
     ) -> str:
         """The feedback adapter's comment on one prepared image, with the scores just predicted in its prompt."""
         from vllm import SamplingParams
@@ -148,16 +187,21 @@ class EngineServer:
         output = await self._generate(
             self.prompts.for_feedback(scores, description),
             _as_image(pixels),
-            self.runtime.modules[FEEDBACK_MODULE],
+            lora or FEEDBACK_MODULE,
             params,
         )
         return output.outputs[0].text
 
-    async def _generate(self, token_ids: list[int], image, module: str, params):
+    async def _generate(self, token_ids: list[int], image, module, params):
+        """One request; `module`: [module name, folder] from the router, or a dimension of the start set."""
         final = None
         prompt = {"prompt_token_ids": token_ids, "multi_modal_data": {"image": image}}
+        if isinstance(module, list | tuple):
+            lora = await self._module(module[0], module[1])
+        else:
+            lora = await self._module(self.runtime.modules[module], None)
         try:
-            async for output in self.engine.generate(prompt, params, uuid.uuid4().hex, lora_request=self.loras[module]):
+            async for output in self.engine.generate(prompt, params, uuid.uuid4().hex, lora_request=lora):
                 final = output
         except Exception:
             if self.engine.errored:

@@ -44,6 +44,24 @@ class UnauthorizedError(KidsArtError):
     kind = "unauthorized"
 
 
+class ForbiddenError(KidsArtError):
+    """A valid key without the right to this route (a scoring key on an admin route)."""
+
+    kind = "forbidden"
+
+
+class AdapterSetConflictError(InputError):
+    """The served adapter set cannot change that way now: nothing to roll back to, or it changed meanwhile."""
+
+    kind = "adapter_set_conflict"
+
+
+class InvalidAdapterSetError(InputError):
+    """A deployment set offered for promotion does not load, or cannot replace the served one in place."""
+
+    kind = "invalid_adapter_set"
+
+
 class BodyTooLargeError(ImageTooLargeError):
     """The request body passed the limit while it was being read (refused before it is all in memory)."""
 
@@ -89,6 +107,9 @@ class EngineResponseError(KidsArtError):
 # Most specific first: the first matching class decides the status.
 STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (UnauthorizedError, 401),
+    (ForbiddenError, 403),
+    (AdapterSetConflictError, 409),
+    (InvalidAdapterSetError, 422),
     (BodyTimeoutError, 408),
     (ImageTooLargeError, 413),
     (FileTooLargeError, 413),

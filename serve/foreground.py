@@ -34,6 +34,7 @@ def run_foreground(
     *,
     router_host: str | None = None,
     api_keys: list[str] | None = None,
+    admin_keys: list[str] | None = None,
     insecure_no_auth: bool = False,
 ) -> None:
     stop = threading.Event()
@@ -49,6 +50,7 @@ def run_foreground(
         router_port=router_port,
         router_host=router_host,
         api_keys=api_keys,
+        admin_keys=admin_keys,
         insecure_no_auth=insecure_no_auth,
     )
     log.info("%s", stack.key_status)

@@ -10,11 +10,13 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from adapters.errors import KidsArtError
+from adapters.images import decode_base64_image
 from serve import metrics
 from serve.errors import (
     RETRYABLE_STATUSES,
@@ -26,6 +28,7 @@ from serve.errors import (
     error_body,
     status_for,
 )
+from serve.protocol import ScoreRequest
 
 log = logging.getLogger("serve.router")
 
@@ -162,3 +165,37 @@ def form_flag(value, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
         return value.strip().lower() in ("true", "1", "yes")
     raise RequestValidationFailed(f"multipart field {name!r} must be true or false")
+
+
+def parse_score_request(payload, scorer) -> tuple:
+    """A JSON score request's (image bytes, dimensions, id, description, feedback), checked against `scorer`'s
+    deployment before any decoding."""
+    parsed = validated(ScoreRequest, payload, "score request")
+    scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
+    if parsed.feedback:
+        scorer.check_feedback()
+    image = decode_base64_image(parsed.image)
+    return image, parsed.dimensions, parsed.id or str(uuid.uuid4()), parsed.description, parsed.feedback
+
+
+async def parse_multipart(request, scorer) -> tuple:
+    """The same from a multipart upload (the image as file field `image`)."""
+    try:
+        form = await request.form()
+    except Exception as exc:  # starlette raises several types for broken multipart
+        raise MalformedRequestError(f"the multipart body could not be parsed: {exc}") from exc
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise RequestValidationFailed("multipart upload needs a file field named 'image'")
+    data = await upload.read()
+    dims_field = form.get("dimensions")
+    dimensions = None
+    if isinstance(dims_field, str) and dims_field.strip():
+        dimensions = [d.strip() for d in dims_field.split(",") if d.strip()]
+    scorer.select(dimensions)
+    feedback = form_flag(form.get("feedback"), "feedback")
+    if feedback:
+        scorer.check_feedback()
+    request_id = form.get("id") if isinstance(form.get("id"), str) else None
+    description = form.get("description") if isinstance(form.get("description"), str) else None
+    return data, dimensions, request_id or str(uuid.uuid4()), description, feedback

@@ -6,6 +6,10 @@
 - The router keeps only their SHA-256 digests and compares the digest of a presented
   `Authorization: Bearer <key>` with every one of them in constant time
   (`hmac.compare_digest`, no early exit), so neither timing nor logs reveal a key.
+- Admin keys (`KIDSART_ADMIN_KEYS`, comma-separated) are a separate set, checked the same way: they
+  change what is served (`/v1/admin/*`: promote, rollback) and cannot score; a scoring key on an
+  admin route is refused with 403. A key in both sets is refused at start. Without admin keys the
+  admin routes are open only on a router that has no keys at all (loopback).
 - Safe by default (`check_exposure`): with no key the router may listen on a loopback
   address only (with a warning); on any other address it refuses to start unless told
   `--insecure-no-auth`.
@@ -27,6 +31,7 @@ from adapters.errors import ConfigError
 log = logging.getLogger(__name__)
 
 API_KEYS_ENV = "KIDSART_API_KEYS"
+ADMIN_KEYS_ENV = "KIDSART_ADMIN_KEYS"
 MIN_KEY_LENGTH = 16
 
 
@@ -79,10 +84,23 @@ def load_api_keys(key_file: str | Path | None = None, environ: dict | None = Non
     keys = [k.strip() for k in environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     if key_file is not None:
         keys += read_key_lines(key_file, "--api-key-file", "key")
+    return _checked(keys, "API")
+
+
+def load_admin_keys(api_keys: list[str], environ: dict | None = None) -> list[str]:
+    """The router's admin keys from `KIDSART_ADMIN_KEYS`; refused when one is also a scoring key."""
+    environ = os.environ if environ is None else environ
+    keys = _checked([k.strip() for k in environ.get(ADMIN_KEYS_ENV, "").split(",") if k.strip()], "admin")
+    if set(keys) & set(api_keys):
+        raise KeyConfigError(f"a key in {ADMIN_KEYS_ENV} is also a scoring key: keep the two sets apart")
+    return keys
+
+
+def _checked(keys: list[str], what: str) -> list[str]:
     short = [i for i, key in enumerate(keys) if len(key) < MIN_KEY_LENGTH]
     if short:
         raise KeyConfigError(
-            f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} characters; "
+            f"{len(short)} {what} key(s) are shorter than {MIN_KEY_LENGTH} characters; "
             "use long random keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return list(dict.fromkeys(keys))

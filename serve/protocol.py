@@ -13,6 +13,8 @@ score answer by hand.
 - `ChatCompletionRequest` -> `ChatCompletion` (`POST /v1/chat/completions`): the subset of
   OpenAI's chat API we accept and give; the assistant message's content is a `ScoreAnswer`
   as JSON;
+- `PromoteRequest` -> `AdapterSetStatus` (`POST /v1/admin/adapters/promote`, `.../rollback`,
+  `GET /v1/admin/adapters`): the served adapter set (`ServedSet`), its generation and history;
 - `ErrorBody`: every error, in OpenAI's shape, so the `openai` client raises its own
   exception class with our message.
 """
@@ -24,7 +26,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.calibration import Calibration
 from adapters.datafiles import StrictModel
+from adapters.feedback import FEEDBACK_MODULE
 from adapters.limits import InputLimits
 
 MAX_DESCRIPTION_CHARS = 4000
@@ -339,3 +343,50 @@ class BatchOutputLine(StrictModel):
     custom_id: str
     response: BatchLineResponse | None = None
     error: BatchLineError | None = None
+
+
+# ---- the served adapter set (admin routes; serve.adapter_sets) ------------------------------------------------
+
+
+class ServedSet(StrictModel):
+    """What routers and engines need to serve one deployment set (resolved from its YAML by `served_set`)."""
+
+    name: str = Field(description="The deployment set's name.")
+    source: str = Field(description="Its YAML file (on a cluster: a path every node reads).")
+    base_hash: str = Field(description="The base's content hash.")
+    rubric: str = Field(description="Rubric name.")
+    prompt_format: str = Field(description="Prompt format name.")
+    adapters: dict[str, str] = Field(description="Served dimension -> adapter label (name@version).")
+    feedback_adapter: str | None = Field(default=None, description="The feedback adapter's label, if any.")
+    modules: dict[str, str] = Field(description=f"Dimension (and {FEEDBACK_MODULE!r}) -> content-addressed module.")
+    lora_paths: dict[str, str] = Field(description="Module name -> adapter folder.")
+    calibration: Calibration | None = Field(default=None, description="The set's intervals for its adapters.")
+
+
+class PromoteRequest(StrictModel):
+    """JSON body of POST /v1/admin/adapters/promote."""
+
+    deployment: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Path of the deployment-set YAML to serve, as the router's and engines' nodes read it.",
+    )
+
+
+class AdapterSetChange(StrictModel):
+    """One promotion or rollback."""
+
+    generation: int = Field(description="The generation this change made.")
+    action: Literal["promote", "rollback"]
+    set: str = Field(description="The set served after it (its name).")
+    source: str = Field(description="That set's YAML.")
+    by: str = Field(description="Who changed it (the admin key's digest prefix, or 'anonymous' on loopback).")
+    at: float = Field(description="When (Unix time).")
+
+
+class AdapterSetStatus(StrictModel):
+    """GET /v1/admin/adapters and the answer of a promote or rollback: what is served now, and since when."""
+
+    generation: int = Field(description="0: the set the service started with; each change adds one or more.")
+    set: ServedSet
+    history: list[AdapterSetChange] = Field(default_factory=list, description="Changes, oldest first.")

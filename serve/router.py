@@ -7,6 +7,8 @@ Routes:
 - POST /v1/chat/completions      OpenAI-compatible; model = rubric or a dimension; `feedback: true`
                                  in the body (the openai client's `extra_body`) adds the comment
 - GET  /healthz, /readyz, /metrics
+- GET  /v1/admin/adapters, POST /v1/admin/adapters/promote, /rollback (admin keys only): the
+  served adapter set changed without a restart (serve.adapter_sets, serve.admin_routes)
 
 Each image is decoded and prepared once (the prompt format's recipe); its pixels go to one
 engine replica in one Ray handle call scoring every dimension (serve.scoring). A bounded
@@ -31,8 +33,8 @@ from serve.body import body_limit, read_limited_body
 from serve.chat import image_and_text, model_dimensions
 from serve.errors import (
     STATUS_BY_ERROR,
+    ForbiddenError,
     MalformedRequestError,
-    RequestValidationFailed,
     UnauthorizedError,
     UnsupportedRouteError,
     error_body,
@@ -41,14 +43,16 @@ from serve.errors import (
 from serve.http_parts import (
     Admission,
     error_response,
-    form_flag,
     json_answer,
     openapi_json_body,
     parse_json,
+    parse_multipart,
+    parse_score_request,
     validated,
 )
 from serve.keys import bearer_token, digest, key_matches
 from serve.protocol import (
+    AdapterSetStatus,
     BatchCreateRequest,
     BatchList,
     BatchObject,
@@ -59,6 +63,7 @@ from serve.protocol import (
     FileObject,
     ModelCard,
     ModelListing,
+    PromoteRequest,
     ScoreAnswer,
     ScoreRequest,
 )
@@ -80,15 +85,22 @@ api = FastAPI(title="kidsart router", description="Scores children's artworks on
 class ScoringRouter:
     """One router replica."""
 
-    def __init__(self, runtime: dict, engine, batches=None):
+    async def __init__(self, runtime: dict, engine, batches=None, sets=None):
         from adapters.logs import setup_logging
+        from serve.admin_routes import AdminRoutes, SetFollower
         from serve.batch.routes import BatchRoutes
 
         setup_logging()
         self.runtime = RouterRuntime.model_validate(runtime)
+        self.engine = engine
         self.batch_routes = BatchRoutes(batches, self.runtime.batch.max_file_bytes) if batches is not None else None
         self.scorer = EngineScorer(self.runtime, engine, EngineWatch(self.runtime.max_outage_s))
         self.rubric = self.scorer.rubric
+        self.admin = None
+        if sets is not None:  # the served adapter set, followed from AdapterSets (read now: it may be a promoted one)
+            follower = SetFollower(sets, self._serve_set)
+            await follower.start()
+            self.admin = AdminRoutes(sets, engine, follower)
         self.admission = Admission(
             self.runtime.settings.max_inflight_images,
             self.runtime.settings.max_queued_images,
@@ -98,6 +110,12 @@ class ScoringRouter:
         )
 
     # ---- helpers -------------------------------------------------------------------------
+
+    def _serve_set(self, served, generation: int) -> None:
+        """Serve another adapter set from now on: a new scorer; requests in flight finish with the old one."""
+        self.runtime = self.runtime.serving(served)
+        self.scorer = EngineScorer(self.runtime, self.engine, self.scorer.watch)
+        log.info("serving adapter set %s (generation %d): %s", served.name, generation, served.adapters)
 
     async def _score(self, data: bytes, dimensions, description, request_id, feedback=False, background=False):
         async with self.admission.background() if background else self.admission:
@@ -144,6 +162,26 @@ class ScoringRouter:
         ):
             raise UnauthorizedError("a valid API key is required: send Authorization: Bearer <key>")
 
+    def _authorize_admin(self, request: Request) -> str:
+        """Who is changing the served set (the admin key's digest prefix); 403 for a scoring key or when this
+        router has scoring keys but no admin key; open only on a router without any key (loopback)."""
+        header = request.headers.get("authorization")
+        if self.runtime.admin_key_digests and key_matches(header, self.runtime.admin_key_digests):
+            return "admin:" + digest(bearer_token(header))[:12]
+        if not self.runtime.admin_key_digests and not self.runtime.api_key_digests:
+            return ANONYMOUS_OWNER
+        if key_matches(header, self.runtime.api_key_digests):
+            raise ForbiddenError("this key may score but not change the served adapters: use an admin key")
+        if not self.runtime.admin_key_digests:
+            raise ForbiddenError("this router has no admin key: set KIDSART_ADMIN_KEYS where it starts")
+        raise UnauthorizedError("an admin key is required: send Authorization: Bearer <admin key>")
+
+    def _admin_routes(self, request: Request):
+        by = self._authorize_admin(request)
+        if self.admin is None:
+            raise UnsupportedRouteError("this router does not manage its adapter set")
+        return self.admin, by
+
     # ---- routes ---------------------------------------------------------------------------
 
     @api.post(
@@ -157,46 +195,17 @@ class ScoringRouter:
             body = await self._admit(request)
             content_type = request.headers.get("content-type", "")
             if content_type.startswith("multipart/form-data"):
-                data, dimensions, request_id, description, feedback = await self._parse_multipart(request)
+                data, dimensions, request_id, description, feedback = await parse_multipart(request, self.scorer)
             else:
                 if not body:
                     raise MalformedRequestError(
                         "the request body is empty; send JSON {\"image\": ...} or multipart field 'image'"
                     )
-                data, dimensions, request_id, description, feedback = self._parse_score_request(parse_json(body))
+                data, dimensions, request_id, description, feedback = parse_score_request(parse_json(body), self.scorer)
             answer, _ = await self._score(data, dimensions, description, request_id, feedback)
             return json_answer(answer)
 
         return await self._run("/v1/score", handle)
-
-    def _parse_score_request(self, payload):
-        parsed = validated(ScoreRequest, payload, "score request")
-        self.scorer.select(parsed.dimensions)  # unknown dimensions fail before any decoding
-        if parsed.feedback:
-            self.scorer.check_feedback()
-        image = decode_base64_image(parsed.image)
-        return image, parsed.dimensions, parsed.id or str(uuid.uuid4()), parsed.description, parsed.feedback
-
-    async def _parse_multipart(self, request: Request):
-        try:
-            form = await request.form()
-        except Exception as exc:  # starlette raises several types for broken multipart
-            raise MalformedRequestError(f"the multipart body could not be parsed: {exc}") from exc
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise RequestValidationFailed("multipart upload needs a file field named 'image'")
-        data = await upload.read()
-        dims_field = form.get("dimensions")
-        dimensions = None
-        if isinstance(dims_field, str) and dims_field.strip():
-            dimensions = [d.strip() for d in dims_field.split(",") if d.strip()]
-        self.scorer.select(dimensions)
-        feedback = form_flag(form.get("feedback"), "feedback")
-        if feedback:
-            self.scorer.check_feedback()
-        request_id = form.get("id") if isinstance(form.get("id"), str) else None
-        description = form.get("description") if isinstance(form.get("description"), str) else None
-        return data, dimensions, request_id or str(uuid.uuid4()), description, feedback
 
     @api.get("/v1/models", response_model=ModelListing, responses=ERROR_RESPONSES)
     async def models(self, request: Request):
@@ -254,7 +263,7 @@ class ScoringRouter:
         self.scorer.watch.start()
         try:
             if endpoint == "/v1/score":
-                data, dimensions, request_id, description, feedback = self._parse_score_request(body)
+                data, dimensions, request_id, description, feedback = parse_score_request(body, self.scorer)
                 answer, _ = await self._score(data, dimensions, description, request_id, feedback, True)
             else:
                 answer = await self._chat(body, background=True)
@@ -320,6 +329,33 @@ class ScoringRouter:
             lambda: self.batch_routes.list_batches(self._owner(request), query.get("after"), query.get("limit")),
         )
 
+    # ---- the served adapter set (serve/admin_routes.py does the work) ---------------------------
+
+    @api.get("/v1/admin/adapters", response_model=AdapterSetStatus, responses=ERROR_RESPONSES)
+    async def admin_adapters(self, request: Request):
+        return await self._run("/v1/admin/adapters", lambda: self._admin_routes(request)[0].status())
+
+    @api.post(
+        "/v1/admin/adapters/promote",
+        response_model=AdapterSetStatus,
+        responses=ERROR_RESPONSES,
+        openapi_extra=openapi_json_body(PromoteRequest),
+    )
+    async def admin_promote(self, request: Request):
+        async def handle():
+            admin, by = self._admin_routes(request)
+            return await admin.promote(await self._read_body(request), by)
+
+        return await self._run("/v1/admin/adapters/promote", handle)
+
+    @api.post("/v1/admin/adapters/rollback", response_model=AdapterSetStatus, responses=ERROR_RESPONSES)
+    async def admin_rollback(self, request: Request):
+        async def handle():
+            admin, by = self._admin_routes(request)
+            return await admin.rollback(by)
+
+        return await self._run("/v1/admin/adapters/rollback", handle)
+
     @api.get("/healthz")
     async def healthz(self):
         return {"status": "ok"}
@@ -367,7 +403,8 @@ def router_options(settings: RouterSettings) -> dict:
     }
 
 
-def build_app(runtime: RouterRuntime, engine, batches=None):
+def build_app(runtime: RouterRuntime, engine, batches=None, sets=None):
     """The Ray Serve application: the router in front of `engine` (the bound engine deployment) and, when given,
-    `batches` (the bound batch runner, serve.batch.runner)."""
-    return ScoringRouter.options(**router_options(runtime.settings)).bind(runtime.model_dump(), engine, batches)
+    `batches` (the bound batch runner, serve.batch.runner) and `sets` (the served adapter set, serve.adapter_sets)."""
+    options = router_options(runtime.settings)
+    return ScoringRouter.options(**options).bind(runtime.model_dump(mode="json"), engine, batches, sets)

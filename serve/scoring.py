@@ -82,6 +82,37 @@ class RouterRuntime(BaseModel):
     calibration: Calibration | None = Field(
         default=None, description="The deployment's intervals (adapters.calibration); none: answers carry none."
     )
+    modules: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Dimension (and {FEEDBACK_MODULE!r}) -> the engine's content-addressed LoRA module; sent with "
+        "each call, so the engines serve whichever set the router serves (empty: the engines' start set).",
+    )
+    lora_paths: dict[str, str] = Field(
+        default_factory=dict, description="Module name -> adapter folder (an engine loads a module it lacks)."
+    )
+    admin_key_digests: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 hex digests of the admin keys (KIDSART_ADMIN_KEYS): only they reach /v1/admin/*.",
+    )
+
+    def serving(self, served) -> RouterRuntime:
+        """This runtime serving another adapter set (a `serve.protocol.ServedSet`): its adapters, feedback
+        adapter, calibration and modules; everything else (limits, keys, settings) as it is."""
+        return self.model_copy(
+            update={
+                "adapters": served.adapters,
+                "feedback_adapter": served.feedback_adapter,
+                "calibration": served.calibration,
+                "deployment_name": served.name,
+                "modules": served.modules,
+                "lora_paths": served.lora_paths,
+            }
+        )
+
+    def lora(self, module: str) -> list[str] | None:
+        """[module name, folder] of a dimension (or feedback) for the engine call; None: the engine's own."""
+        name = self.modules.get(module)
+        return [name, self.lora_paths[name]] if name else None
 
 
 def _dead_replica(exc: BaseException) -> bool:
@@ -231,9 +262,9 @@ class EngineScorer:
     ) -> tuple[dict, int]:
         """Score one prepared image (HxWx3 uint8) on the chosen dimensions; returns (scores, prompt tokens used)."""
         selected = self.select(dimensions)
-        answer = await self._call(
-            "score", self.runtime.settings.engine_timeout_s, pixels, [d.name for d in selected], description
-        )
+        names = [d.name for d in selected]
+        loras = {d: self.runtime.lora(d) for d in names} if self.runtime.modules else None
+        answer = await self._call("score", self.runtime.settings.engine_timeout_s, pixels, names, description, loras)
         scores, prompt_tokens = {}, 0
         for dim in selected:
             try:
@@ -260,9 +291,9 @@ class EngineScorer:
     async def feedback(self, pixels, scores: dict, description: str | None = None) -> dict:
         """A comment on one image from the feedback adapter, with the scores just predicted in its prompt."""
         self.check_feedback()
-        text = await self._call(
-            "feedback", self.runtime.feedback.timeout_s, pixels, {d: e["score"] for d, e in scores.items()}, description
-        )
+        points = {d: e["score"] for d, e in scores.items()}
+        lora = self.runtime.lora(FEEDBACK_MODULE)
+        text = await self._call("feedback", self.runtime.feedback.timeout_s, pixels, points, description, None, lora)
         if not isinstance(text, str):
             raise EngineResponseError("the engine's feedback answer has no text")
         metrics.FEEDBACK.inc()

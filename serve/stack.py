@@ -35,8 +35,13 @@ class StackStartError(KidsArtError):
 
 
 def router_runtime(
-    profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = ()
+    profile: Profile,
+    deployment: Deployment,
+    api_keys: tuple[str, ...] | list[str] = (),
+    admin_keys: tuple[str, ...] | list[str] = (),
 ) -> RouterRuntime:
+    from serve.engine import lora_paths
+
     return RouterRuntime(
         rubric=str(deployment.rubric.name),
         adapters={dim: deployment.adapters[dim].manifest.label for dim in deployment.dimensions},
@@ -50,6 +55,9 @@ def router_runtime(
         max_outage_s=profile.engine.max_outage_s,
         batch=profile.batch,
         calibration=deployment.calibration,
+        modules=deployment.module_names,
+        lora_paths=lora_paths(deployment),
+        admin_key_digests=[digest(key) for key in admin_keys],
     )
 
 
@@ -71,19 +79,32 @@ def engine_runtime(profile: Profile, deployment: Deployment):
 
 
 def build_application(
-    profile: Profile, deployment: Deployment, api_keys: tuple[str, ...] | list[str] = (), home: Path | None = None
+    profile: Profile,
+    deployment: Deployment,
+    api_keys: tuple[str, ...] | list[str] = (),
+    home: Path | None = None,
+    admin_keys: tuple[str, ...] | list[str] = (),
 ):
-    """The bound Ray Serve application (engine deployment, router, batch runner) for a profile and deployment set;
-    the Batch API's files and state under `home`/batches (default: the data directory, KIDSART_HOME)."""
+    """The bound Ray Serve application (engine deployment, router, batch runner, adapter sets) for a profile and
+    deployment set; the Batch API's and the served set's state under `home` (default: the data directory,
+    KIDSART_HOME)."""
     from adapters.locations import data_home
+    from serve.adapter_sets import SetChecks, served_set, sets_deployment
     from serve.batch.runner import runner_deployment
     from serve.engine import engine_env
     from serve.engine_server import engine_deployment
     from serve.router import build_app
 
+    home = home or data_home()
     engine = engine_deployment(profile.engine, engine_runtime(profile, deployment), engine_env(profile))
-    batches = runner_deployment(profile.batch, APP_NAME, profile.router.resources, home or data_home())
-    return build_app(router_runtime(profile, deployment, api_keys), engine, batches)
+    batches = runner_deployment(profile.batch, APP_NAME, profile.router.resources, home)
+    checks = SetChecks(
+        max_lora_rank=profile.engine.max_lora_rank,
+        base_dir=str(profile.base.resolved_path) if profile.base.source == "local" else None,
+        image_size=profile.image_size,
+    )
+    sets = sets_deployment(served_set(deployment), checks, profile.router.resources, home)
+    return build_app(router_runtime(profile, deployment, api_keys, admin_keys), engine, batches, sets)
 
 
 def with_ports(profile: Profile, router_port: int | None = None, router_host: str | None = None) -> Profile:
@@ -139,6 +160,7 @@ class Stack:
         router_port: int | None = None,
         log_dir: Path | None = None,
         api_keys: list[str] | None = None,
+        admin_keys: list[str] | None = None,
         insecure_no_auth: bool = False,
         router_host: str | None = None,
         home: Path | None = None,
@@ -146,6 +168,7 @@ class Stack:
         self.home = home
         self.profile = with_ports(profile, router_port, router_host)
         self.api_keys = list(api_keys or [])
+        self.admin_keys = list(admin_keys or [])
         # refused here, before anything starts, when the router would be open on a non-loopback address
         self.key_status = check_exposure(self.profile.router.host, self.api_keys, insecure_no_auth)
         self.deployment = load_profile_deployment(self.profile)
@@ -171,7 +194,7 @@ class Stack:
                 proxy_location=self.profile.router.proxy_location,
             )
             serve.run(
-                build_application(self.profile, self.deployment, self.api_keys, self.home),
+                build_application(self.profile, self.deployment, self.api_keys, self.home, self.admin_keys),
                 name=APP_NAME,
                 route_prefix="/",
                 blocking=False,

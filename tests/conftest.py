@@ -118,6 +118,7 @@ _SESSION_STACK: dict = {}  # the live_stack, once a test has started it
 # of own_stack() run without keys on loopback, the other configuration.
 LIVE_API_KEY = "kidsart-test-session-key-0001"
 OTHER_API_KEY = "kidsart-test-session-key-0002"  # a second caller: its files and batches are not the first's
+LIVE_ADMIN_KEY = "kidsart-test-admin-key-0001"  # promotes and rolls back adapter sets; cannot score
 AUTH = {"Authorization": f"Bearer {LIVE_API_KEY}"}
 
 
@@ -135,6 +136,7 @@ def live_stack(tiny_profile, tmp_path_factory):
         router_port=free_port(),
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         api_keys=[LIVE_API_KEY, OTHER_API_KEY],
+        admin_keys=[LIVE_ADMIN_KEY],
         home=tmp_path_factory.mktemp("kidsart-home"),  # its Batch API files and state, not the working directory's
     )
     stack.start()

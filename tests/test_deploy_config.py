@@ -29,7 +29,7 @@ def test_every_profile_writes_a_config_ray_accepts(name, rayservice):
     config = validate(text)  # ray.serve.schema.ServeDeploySchema
     app = config["applications"][0]
     assert app["import_path"] == "serve.app:build" and app["args"]["profile"] == name
-    assert [d["name"] for d in app["deployments"]] == ["EngineServer", "ScoringRouter", "BatchRunner"]
+    assert [d["name"] for d in app["deployments"]] == ["EngineServer", "ScoringRouter", "BatchRunner", "AdapterSets"]
 
 
 def test_a_config_ray_refuses_is_named():
@@ -52,8 +52,9 @@ def test_a_config_ray_refuses_is_named():
 
 def test_the_engine_deployment_carries_the_profiles_replicas_resources_and_health_checks():
     profile = load_profile("production")
-    engine, router, runner = serve_config(profile)["applications"][0]["deployments"]
-    assert runner["num_replicas"] == 1  # one batch runner however many routers
+    engine, router, runner, sets = serve_config(profile)["applications"][0]["deployments"]
+    assert runner["num_replicas"] == 1 and sets["num_replicas"] == 1  # one of each however many routers
+    assert sets["ray_actor_options"] == router["ray_actor_options"] == {"num_cpus": 0}  # beside the routers
     assert engine["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 64.0}
     assert "num_replicas" not in engine  # autoscaling instead
     assert engine["ray_actor_options"]["num_gpus"] == 1.0

@@ -50,8 +50,9 @@ def test_an_image_is_prepared_scored_on_every_deployed_dimension_and_journaled_l
     result = asyncio.run(_client(engine, watch).score(_png(), request_id="school/a.png", description="a cat"))
     assert result["status"] == "ok" and sorted(result["scores"]) == sorted(DIMS)
     assert abs(result["scores"]["realism"]["score"] - 3.0) < 1e-9  # symmetric distribution around 3
-    ((pixels, dims, description),) = engine.score.calls
+    ((pixels, dims, description, loras),) = engine.score.calls
     assert pixels.shape == (224, 224, 3) and dims == DIMS and description == "a cat"  # as the router passes it
+    assert loras is None or set(loras) == set(DIMS)  # each dimension's [module, folder] when the runtime names them
 
 
 def test_an_outage_is_waited_out_under_the_retry_policy_then_scored():

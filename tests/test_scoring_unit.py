@@ -72,7 +72,7 @@ async def _never(n, *args):
     raise AssertionError("not expected to be called")
 
 
-async def _logprobs_answer(n, pixels, dimensions, description):
+async def _logprobs_answer(n, pixels, dimensions, description, loras=None):
     return {
         dim: {
             "logprobs": {t: math.log(p) for t, p in zip(TOKENS, PROBS[dim], strict=True) if p > 0},
@@ -96,8 +96,9 @@ def test_one_call_per_image_carries_pixels_dimensions_and_description_and_scores
     engine = FakeEngine()
     scores, tokens = asyncio.run(_scorer(engine).score(PIXELS, None, "a cat"))
     # no dimension named: every deployed one, in rubric order, in one call
-    ((pixels, dimensions, description),) = engine.score.calls
+    ((pixels, dimensions, description, loras),) = engine.score.calls
     assert pixels is PIXELS and dimensions == DIMS and description == "a cat"
+    assert loras is None  # a runtime without modules: the engine's own start set
     assert sorted(scores) == sorted(DIMS) and tokens == 200
     for dim in DIMS:
         expected = rail_from_token_logprobs(
@@ -112,7 +113,11 @@ def test_one_call_per_image_carries_pixels_dimensions_and_description_and_scores
     assert scores["line_texture"]["probs"] == pytest.approx([0, 0, 0, 0.5, 0.5])
     engine = FakeEngine()
     scores, tokens = asyncio.run(_scorer(engine).score(PIXELS, ["line_texture"]))
-    assert engine.score.calls[0][1:] == (["line_texture"], None) and list(scores) == ["line_texture"] and tokens == 100
+    assert (
+        engine.score.calls[0][1:] == (["line_texture"], None, None)
+        and list(scores) == ["line_texture"]
+        and tokens == 100
+    )
 
 
 @pytest.mark.parametrize("dimension", ["imagination", "nonsense"])  # in the rubric but not deployed; not in it at all
@@ -297,7 +302,7 @@ def test_an_outage_is_timed_from_its_start():
 def test_feedback_call_carries_the_scores_and_its_text_is_trimmed():
     from adapters.feedback import FeedbackSettings
 
-    async def comment(n, pixels, scores, description):
+    async def comment(n, pixels, scores, description, max_tokens, lora):
         return "  Realism is a real strength here. "
 
     engine = FakeEngine(feedback=comment)
@@ -305,7 +310,8 @@ def test_feedback_call_carries_the_scores_and_its_text_is_trimmed():
     scorer = _scorer(engine, feedback_adapter="feedback@sft-1", feedback=FeedbackSettings(max_tokens=40, timeout_s=5))
     result = asyncio.run(scorer.feedback(PIXELS, scores, "a cat"))
     assert result == {"text": "Realism is a real strength here.", "adapter": "feedback@sft-1"}
-    ((pixels, sent_scores, description),) = engine.feedback.calls
+    ((pixels, sent_scores, description, _, lora),) = engine.feedback.calls
+    assert lora is None  # no modules named: the engine's own feedback module
     assert pixels is PIXELS and sent_scores == {"realism": 4.26, "line_texture": 1.5} and description == "a cat"
 
     async def no_text(n, *args):

@@ -14,9 +14,10 @@ from adapters.rubric import DEFAULT_RUBRIC
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`. Long only because each command is a nested function whose typer
     options are declared in its signature; each body is short and calls into the package."""
-    from train import district
+    from train import district, promote_cli
 
     district.register(app)  # kidsart synth-district
+    promote_cli.register(app)  # kidsart adapters status|promote|rollback
 
     @app.command("build-base")
     def build_base(
