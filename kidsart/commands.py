@@ -1,4 +1,4 @@
-"""Top-level commands that combine packages (`kidsart demo`)."""
+"""Top-level commands that combine packages (`kidsart demo`, `kidsart loop-study`)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,32 @@ def register(app: typer.Typer) -> None:
         from kidsart.demo import run_demo
 
         raise typer.Exit(run_demo(profile, Path(out), port))
+
+    from kidsart.loop_study import LoopStudyConfig
+
+    fields = LoopStudyConfig.model_fields
+
+    def option(name: str):
+        return typer.Option(fields[name].default, help=fields[name].description)
+
+    @app.command("loop-study")
+    def loop_study(
+        out: str = typer.Option(str(fields["out"].default), help=fields["out"].description),
+        shift: str = option("shift"),
+        district: int = option("district"),
+        corrections: int = option("corrections"),
+        heldout: int = option("heldout"),
+        replay: int = option("replay"),
+        config: str = option("config"),
+        seed: int = option("seed"),
+        profile: str = option("profile"),
+    ) -> None:
+        """The learning loop on known truth: a shifted district scored, 200 artworks corrected by a simulated
+        teacher through the review API (queue order and random), adapters continued, both held-out sets evaluated."""
+        from kidsart.loop_study import run_study
+
+        options = dict(locals())
+        table = run_study(LoopStudyConfig.model_validate(options))
+        from kidsart.loop_study import markdown
+
+        typer.echo(markdown(table))

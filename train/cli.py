@@ -122,13 +122,18 @@ def register(app: typer.Typer) -> None:
         rubric: str = typer.Option(
             DEFAULT_RUBRIC, help="Labels for this rubric: kidsartbench (nine) or creativity5 (five)."
         ),
+        shift: str = typer.Option(
+            "",
+            help="A distribution shift of the drawings' look, same labels (train/synth_shift.py): new-district "
+            "(kraft paper, wax crayon, thinner strokes, muted palette).",
+        ),
     ) -> None:
         """Draw synthetic children's-drawing-like images with known labels (pipeline checks, not art)."""
         from adapters.errors import ConfigError
         from train.synth import write_dataset
 
         try:
-            path = write_dataset(n, seed, out, distribution=distribution, rubric=rubric)
+            path = write_dataset(n, seed, out, distribution=distribution, rubric=rubric, shift=shift or None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         typer.echo(str(path))

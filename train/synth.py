@@ -53,6 +53,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from adapters.rubric import DEFAULT_RUBRIC
 from train.synth_marks import HEAD_SCALE, draw_figure, draw_motif, draw_stroke, hatch
+from train.synth_shift import crayon, get_shift, shift_rng, shifted_paper
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,15 @@ def _paper(rng: np.random.Generator, width: int, height: int) -> Image.Image:
 
 
 def _palette(
-    rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float]
+    rng: np.random.Generator, n_hues: int, strength: float, paper: tuple[float, float, float], shift=None
 ) -> tuple[list[tuple[int, int, int]], list[float]]:
     """n_hues evenly spread hues, blended toward the paper tone by (1 - strength); (colours, hues in [0, 1))."""
     offset = rng.uniform(0, 1)
+    saturation, value = (shift.saturation, shift.value) if shift is not None else ((0.8, 1.0), (0.55, 0.8))
     colours, hues = [], []
     for i in range(n_hues):
         hue = (offset + i / n_hues + rng.uniform(-0.02, 0.02)) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.8))
+        r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(*saturation), rng.uniform(*value))
         pure = np.array([r, g, b]) * 255
         mixed = np.asarray(paper) * (1 - strength) + pure * strength
         colours.append(tuple(int(round(c)) for c in mixed))
@@ -150,16 +152,23 @@ def render_artwork(
 
 
 def _draw(
-    rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int
+    rng: np.random.Generator, labels: dict[str, int], width: int, height: int, grade: int, shift=None, seed: int = 0
 ) -> tuple[Image.Image, dict]:
     """The drawing for `labels`, one element per rubric dimension, in a fixed order of random draws (the
-    committed adapters were trained on exactly these images: reorder nothing)."""
+    committed adapters were trained on exactly these images: reorder nothing). `shift` (train.synth_shift)
+    changes paper, medium, stroke width and palette, with the same draws, so the same labels and layout."""
     image = _paper(rng, width, height)
+    shift_draws = shift_rng(seed) if shift is not None else None
+    if shift is not None:
+        image = shifted_paper(shift, shift_draws, width, height)
+    paper = image.copy()
     paper_tone = tuple(float(v) for v in np.asarray(image).reshape(-1, 3).mean(axis=0))
     draw = ImageDraw.Draw(image)
     unit = min(width, height) / 10
     line_w = max(2, int(round(3 + rng.uniform(-1, 1) * (7 - grade) / 6)))
-    details = _shapes(image, draw, rng, labels, width, height, unit, paper_tone)
+    if shift is not None:
+        line_w = max(1, int(round(line_w * shift.stroke_scale)))
+    details = _shapes(image, draw, rng, labels, width, height, unit, paper_tone, shift)
 
     # Figure: realism (completeness) and deformation (proportions). Drawn at twice the shapes' unit with
     # thick lines: at the first size its head was ~12 px and its lines ~2 px after the 224 px letter-box,
@@ -182,6 +191,8 @@ def _draw(
             m % 3,
         )
 
+    if shift is not None:
+        image = crayon(image, paper, shift, shift_draws)
     image = image.filter(ImageFilter.SMOOTH)
     details.update(
         {
@@ -197,11 +208,13 @@ def _draw(
     return image, details
 
 
-def _shapes(image, draw, rng, labels: dict[str, int], width: int, height: int, unit: float, paper_tone) -> dict:
+def _shapes(
+    image, draw, rng, labels: dict[str, int], width: int, height: int, unit: float, paper_tone, shift=None
+) -> dict:
     """Coloured shapes: hue count (color_richness), strength (color_contrast), layout (picture_organization),
     transformed share (transformation). Their details for the description."""
     n_hues = int(rng.integers(_HUE_COUNTS[labels["color_richness"]][0], _HUE_COUNTS[labels["color_richness"]][1] + 1))
-    palette, hues = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone)
+    palette, hues = _palette(rng, n_hues, _CONTRAST[labels["color_contrast"]], paper_tone, shift)
     n_shapes = 2 + 3 * n_hues  # each hue gets its own shapes: a richer palette also colours more of the page
     spread = _SPREAD[labels["picture_organization"]]
     region_w, region_h = width * spread, height * spread
@@ -307,11 +320,13 @@ def render_record(
     return image, labels, grade, describe(labels, details)
 
 
-def _render(seed: int, width: int, height: int, distribution: str) -> tuple[Image.Image, dict[str, int], int, dict]:
+def _render(
+    seed: int, width: int, height: int, distribution: str, shift=None
+) -> tuple[Image.Image, dict[str, int], int, dict]:
     rng = np.random.default_rng([20251212, int(seed)])
     labels = _sample_labels(rng, distribution)
     grade = int(rng.choice(6, p=np.asarray(GRADE_COUNTS) / sum(GRADE_COUNTS))) + 1
-    image, details = _draw(rng, labels, width, height, grade)
+    image, details = _draw(rng, labels, width, height, grade, shift, seed)
     return image, labels, grade, details
 
 
@@ -335,8 +350,10 @@ def write_dataset(
     width: int = 400,
     height: int = 300,
     rubric: str = DEFAULT_RUBRIC,
+    shift: str | None = None,
 ) -> Path:
-    """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path.
+    """Write n artworks to out_dir/images/ and out_dir/labels.csv; return the CSV path. `shift`: a named
+    distribution shift of their appearance (train.synth_shift; the same labels and layouts as unshifted).
 
     Artwork i is drawn from seed `seed * 1_000_003 + i`, so datasets with different
     seeds do not share images. Columns: name, the rubric's dimensions (kidsartbench:
@@ -355,6 +372,7 @@ def write_dataset(
     from train.feedback_comments import reference_comment
 
     rubric_model = load_rubric(rubric)
+    shifted = get_shift(shift)
 
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -367,8 +385,8 @@ def write_dataset(
         writer.writerow(["name", *columns, "grade", "description", "comment"])
         for i in tqdm(range(n), desc="synth", unit="img", leave=False):
             image_seed = seed * 1_000_003 + i
-            image, labels, grade, details = _render(image_seed, width, height, distribution)
-            name = f"synth_{seed}_{i:05d}.png"
+            image, labels, grade, details = _render(image_seed, width, height, distribution, shifted)
+            name = f"synth_{seed}_{i:05d}.png" if shifted is None else f"synth_{seed}_{shifted.name}_{i:05d}.png"
             image.save(images / name, format="PNG", compress_level=1)
             row_labels = {dim: labels[source] for dim, source in columns.items()}
             comment = reference_comment(image_seed, row_labels, details, rubric_model, columns)
