@@ -40,10 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The learning loop on known truth: a shifted district scored, 200 artworks corrected by a simulated
         teacher through the review API (queue order and random), adapters continued, both held-out sets evaluated."""
-        from kidsart.loop_study import run_study
+        options = {name: value for name, value in locals().items() if name in fields}
+        from kidsart.loop_study import markdown, run_study
 
-        options = dict(locals())
-        table = run_study(LoopStudyConfig.model_validate(options))
-        from kidsart.loop_study import markdown
-
-        typer.echo(markdown(table))
+        typer.echo(markdown(run_study(LoopStudyConfig.model_validate(options))))

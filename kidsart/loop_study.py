@@ -67,7 +67,8 @@ def run(command: list[str], log_file: Path, env: dict | None = None) -> None:
     with log_file.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ {shown}\n")
         handle.flush()
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        quiet = {**(env or os.environ), "TQDM_DISABLE": "1"}  # progress bars would fill the log
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=quiet)
     if done.returncode != 0:
         raise RuntimeError(f"`{shown}` failed with exit code {done.returncode}; see {log_file}")
 

@@ -87,3 +87,32 @@ def test_creativity_dataset_reads_its_five_dimensions_from_the_same_drawings(tmp
 
     with pytest.raises(ValueError, match="synthetic labels exist for rubrics"):
         write_dataset(1, seed=1, out_dir=tmp_path / "x", rubric="other")
+
+
+def test_a_shifted_district_has_the_same_labels_and_layouts_on_another_surface(tmp_path):
+    import pytest
+
+    from train.synth import _render
+    from train.synth_shift import SHIFTS, get_shift
+
+    shift = SHIFTS["new-district"]
+    for seed in (11, 12, 13):
+        plain, labels, grade, details = _render(seed, 400, 300, "uniform")
+        shifted, labels_s, grade_s, details_s = _render(seed, 400, 300, "uniform", shift)
+        assert (labels, grade, details["n_hues"], details["corner"]) == (
+            labels_s,
+            grade_s,
+            details_s["n_hues"],
+            details_s["corner"],
+        )
+        paper_plain = np.asarray(plain)[:6, :6].reshape(-1, 3).mean(axis=0)
+        paper_shift = np.asarray(shifted)[:6, :6].reshape(-1, 3).mean(axis=0)
+        assert paper_plain.mean() > 220 and abs(paper_shift - np.asarray(shift.paper_rgb)).max() < 25  # kraft paper
+    # the unshifted drawings are exactly what they were (the committed adapters were trained on them)
+    again, _ = render_artwork(11)
+    assert np.array_equal(np.asarray(again), np.asarray(_render(11, 400, 300, "uniform")[0]))
+    csv_path = write_dataset(3, 5, tmp_path, shift="new-district")
+    assert sorted(p.name for p in (tmp_path / "images").iterdir())[0] == "synth_5_new-district_00000.png"
+    assert csv_path.read_text(encoding="utf-8").count("\n") == 4
+    with pytest.raises(ValueError, match="unknown shift 'chalk'"):
+        get_shift("chalk")
