@@ -84,7 +84,7 @@ ablate: setup
 	$(KIDSART) synth --n $(or $(N),800) --seed 2 --out $(ABLATE)/data
 	$(KIDSART) ablate --data $(ABLATE)/data/labels.csv --images $(ABLATE)/data/images --out $(ABLATE)
 
-# The learning loop on known truth (docs/training.md, The learning loop; ~30-40 min): a shifted synthetic
+# The learning loop on known truth (docs/learning-loop.md; ~17 min here): a shifted synthetic
 # district, 200 corrections by a simulated teacher through the review API (queue order vs random),
 # continued training, both held-out sets evaluated; the table into artifacts/loop-study/loop-study.md.
 loop-study: setup

@@ -1,7 +1,7 @@
 """`kidsart loop-study` (`make loop-study`): the learning loop on known truth, run as a user would run it.
 
 Every step is the documented command, run as a subprocess (the printed commands are the ones
-docs/training.md lists); the simulated teacher drives the review app's JSON API over HTTP:
+docs/learning-loop.md lists); the simulated teacher drives the review app's JSON API over HTTP:
 
 1. `kidsart synth --shift new-district`: a new district (the pool teachers review) and a
    held-out set drawn the same way; `kidsart synth` without a shift: the original held-out set
@@ -41,7 +41,7 @@ TEACHER_KEY = "loop-study-teacher-key-0001"
 
 
 class LoopStudyConfig(BaseModel):
-    """The study's sizes and seeds (defaults: the run docs/training.md reports)."""
+    """The study's sizes and seeds (defaults: the run docs/learning-loop.md reports)."""
 
     model_config = ConfigDict(extra="forbid")
 

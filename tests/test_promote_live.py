@@ -1,9 +1,10 @@
 """Promote and roll back adapter sets on the live keyed stack under locust's nominal load, with `kidsart adapters`.
 
-A scoring key is refused (403). A worse set (the untrained adapters) is refused by the gate (exit 2, the figures
-printed) and nothing changes. A set no worse (the trained adapters with one weight nudged: new content hashes,
-the same scores within 1e-3) passes the gate and is served without a restart: answers name its version. Rollback
-returns to the start set. Locust's nominal users (8) run throughout: no request fails.
+A scoring key is refused (403), no key 401, an admin key cannot score (401), a missing set 422. A worse set (the
+untrained adapters) is refused by the gate (exit 2, the figures printed) and nothing changes. A set no worse (the
+trained adapters with one weight nudged: new content hashes, the same scores within 1e-3) passes the gate and is
+served without a restart: answers name its version. Rollback returns to the start set. Locust's nominal users (8)
+run throughout: no request fails.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def test_promote_is_gated_served_without_a_restart_under_load_and_rolled_back(li
 
     refused = _adapters(url, LIVE_API_KEY, "status")
     assert refused.returncode == 2 and "403" in refused.stderr and "may score but not change" in refused.stderr
+    assert httpx.post(url + "/v1/admin/adapters/rollback", timeout=30).status_code == 401  # no key
+    admin = {"Authorization": f"Bearer {LIVE_ADMIN_KEY}"}
+    assert httpx.post(url + "/v1/score", json={"image": image}, headers=admin, timeout=30).status_code == 401
+    missing = httpx.post(url + "/v1/admin/adapters/promote", json={"deployment": "/no/such.yaml"}, headers=admin)
+    assert missing.status_code == 422 and "does not exist" in missing.json()["error"]["message"]
 
     locust, requests_log = start_locust(url, tmp_path, "locust", users=8)  # the nominal scenario's users
     try:

@@ -6,7 +6,7 @@ figure's parts, the motifs, the stroke kinds and the layout are drawn exactly as
 `train.synth`; what changes is the paper, the medium, the width of the strokes and the
 palette. The adapters were trained on cream paper, felt-pen colours and 2-4 px strokes; on a
 shifted district they read the same drawing parameters through a different surface, so they
-score worse there (the loop study in docs/training.md measures how much, and how much
+score worse there (the loop study in docs/learning-loop.md measures how much, and how much
 corrections of such a district recover).
 
 `new-district`:
