@@ -42,11 +42,12 @@ def _operator_edits(config: dict, port: int) -> dict:
     """What an operator changes in the written file for this cluster."""
     config["proxy_location"] = "HeadOnly"
     config["http_options"]["port"] = port
-    engine, router, runner = config["applications"][0]["deployments"]
+    engine, router, runner, sets = config["applications"][0]["deployments"]
     engine["num_replicas"] = 2
     engine["ray_actor_options"]["resources"] = {ENGINE_RESOURCE: 1}
     router["ray_actor_options"]["resources"] = {ROUTER_RESOURCE: 1}
     runner["ray_actor_options"]["resources"] = {ROUTER_RESOURCE: 1}
+    sets["ray_actor_options"]["resources"] = {ROUTER_RESOURCE: 1}
     return config
 
 
