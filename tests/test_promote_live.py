@@ -2,7 +2,7 @@
 
 A scoring key is refused (403), no key 401, an admin key cannot score (401), a missing set 422. A worse set (the
 untrained adapters) is refused by the gate (exit 2, the figures printed) and nothing changes. A set no worse (the
-trained adapters with one weight nudged: new content hashes, the same scores within 1e-3) passes the gate and is
+trained adapters with one weight nudged: new content hashes, scores equal to float noise) passes the gate and is
 served without a restart: answers name its version. Rollback returns to the start set. Locust's nominal users (8)
 run throughout: no request fails.
 """
@@ -33,7 +33,7 @@ NUDGED_VERSION = "raft-1.t1"
 
 
 def nudged_set(folder: Path) -> Path:
-    """The committed trained set with every adapter's first lora_B weight moved by 1e-4 and version NUDGED_VERSION."""
+    """The committed trained set with every adapter's first lora_B weight moved by 1e-6 and version NUDGED_VERSION."""
     spec = yaml.safe_load((DEPLOYMENTS / "tiny.yaml").read_text(encoding="utf-8"))
     adapters = []
     for entry in spec["adapters"]:
@@ -42,7 +42,7 @@ def nudged_set(folder: Path) -> Path:
         shutil.copytree(source, target)
         weights = load_file(str(target / "adapter_model.safetensors"))
         first = sorted(k for k in weights if "lora_B" in k)[0]
-        weights[first].flat[0] += 1e-4
+        weights[first].flat[0] += 1e-6  # new bytes and hashes; scores equal within float noise
         save_file(weights, str(target / "adapter_model.safetensors"))
         write_manifest(target, load_manifest(target).model_copy(update={"version": NUDGED_VERSION}))
         adapters.append(str(target))
