@@ -10,8 +10,9 @@ router has an engine replica load its adapters; `commit(candidate, generation)` 
 the served set, unless the set changed meanwhile (409). `rollback` returns to the set served
 before the last promotion. Every change has a generation number.
 
-Routers read the served set at start and follow it (`serve.admin_routes.SetFollower`, a check
-per second); engine replicas load a new set's adapters when first asked (content-addressed
+Routers read the served set at start and follow it (`serve.admin_routes.SetFollower`, a long
+poll of `next_generation`: told at once of a change, one call per router per half minute when
+nothing changes); engine replicas load a new set's adapters when first asked (content-addressed
 module names, their hash verified), so requests in flight finish on the adapters they
 started with and every answer names the adapter@version it used. The history survives a
 restart: started again from the same profile set, the service serves the last promoted set.
@@ -19,6 +20,7 @@ restart: started again from the same profile set, the service serves the last pr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -168,9 +170,23 @@ class AdapterSets:
         self.history = SetHistory(Path(home) / "adapter-sets" / "sets.sqlite", ServedSet.model_validate(start))
         generation, served = self.history.current()
         log.info("serving adapter set %s (generation %d)", served.name, generation)
+        self._changed = asyncio.Condition()
 
     async def generation(self) -> int:
         return self.history.current()[0]
+
+    async def next_generation(self, known: int, wait_s: float) -> int:
+        """The served generation as soon as it differs from `known`, or after `wait_s` (a long poll: each router
+        learns of a change at once, and an idle stack makes one call per router every `wait_s`, not every second)."""
+        async with self._changed:
+            generation = self.history.current()[0]
+            if generation == known:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=wait_s)
+                except TimeoutError:
+                    return generation
+                generation = self.history.current()[0]
+        return generation
 
     async def current(self) -> dict:
         generation, served = self.history.current()
@@ -200,16 +216,20 @@ class AdapterSets:
             return error_body(exc)
 
     async def commit(self, candidate: dict, expected_generation: int, by: str) -> dict:
-        return self._change(lambda: self.history.promote(ServedSet.model_validate(candidate), expected_generation, by))
+        return await self._change(
+            lambda: self.history.promote(ServedSet.model_validate(candidate), expected_generation, by)
+        )
 
     async def rollback(self, by: str) -> dict:
-        return self._change(lambda: self.history.rollback(by))
+        return await self._change(lambda: self.history.rollback(by))
 
-    def _change(self, change) -> dict:
+    async def _change(self, change) -> dict:
         try:
             generation, served = change()
         except KidsArtError as exc:  # returned, not raised: the router rebuilds the typed error (one table)
             return error_body(exc)
+        async with self._changed:
+            self._changed.notify_all()
         return {"generation": generation, "set": served.model_dump(mode="json")}
 
 
@@ -227,4 +247,12 @@ def sets_options(resources: dict[str, float]) -> dict:
     actor: dict = {"num_cpus": 0}
     if resources:
         actor["resources"] = dict(resources)
-    return {"name": SETS_DEPLOYMENT, "num_replicas": 1, "max_ongoing_requests": 100, "ray_actor_options": actor}
+    return {
+        "name": SETS_DEPLOYMENT,
+        "num_replicas": 1,
+        "max_ongoing_requests": 100,
+        # the routers' long polls are always in flight: a stop need not wait for them (a change is one
+        # SQLite transaction, done or not)
+        "graceful_shutdown_timeout_s": 2,
+        "ray_actor_options": actor,
+    }

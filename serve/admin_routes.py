@@ -1,8 +1,9 @@
 """The router's side of the served adapter set: following it, and the admin routes that change it.
 
 - `SetFollower` reads the served set from `serve.adapter_sets.AdapterSets` when the router
-  replica starts and then checks its generation every `FOLLOW_PERIOD_S`; a new one is applied
-  to the router (`apply`: a new scorer for the new set; requests in flight keep the old one).
+  replica starts and then follows its generation by a long poll (`next_generation`, answered
+  at once on a change, else after `FOLLOW_WAIT_S`); a new one is applied to the router
+  (`apply`: a new scorer for the new set; requests in flight keep the old one).
 - `AdminRoutes` does the work of `GET /v1/admin/adapters` (served set and history),
   `POST /v1/admin/adapters/promote` (`{"deployment": PATH}`: validated by AdapterSets, its
   adapters loaded into an engine replica, then committed and applied here at once) and
@@ -23,7 +24,8 @@ from serve.protocol import AdapterSetStatus, PromoteRequest
 
 log = logging.getLogger(__name__)
 
-FOLLOW_PERIOD_S = 1.0
+FOLLOW_WAIT_S = 30.0  # a long poll's longest wait (it returns at once when the generation changes)
+FOLLOW_RETRY_S = 1.0  # after a failed poll (AdapterSets restarting)
 _REMOTE_ERRORS = {cls.kind: cls for cls in (AdapterSetConflictError, InvalidAdapterSetError)}
 
 
@@ -59,12 +61,12 @@ class SetFollower:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(FOLLOW_PERIOD_S)
             try:
-                if await self.sets.generation.remote() != self.generation:
+                if await self.sets.next_generation.remote(self.generation, FOLLOW_WAIT_S) != self.generation:
                     await self.refresh()
             except Exception as exc:  # AdapterSets restarting: keep serving the set we have, say so
                 log.warning("could not read the served adapter set: %s", exc)
+                await asyncio.sleep(FOLLOW_RETRY_S)
 
 
 class AdminRoutes:
@@ -104,5 +106,5 @@ class AdminRoutes:
             raise EngineResponseError(f"an engine replica could not load {served.name}: {str(exc)[-500:]}") from exc
 
     async def _applied(self, answer: dict):
-        self.follower.take(_unwrap(answer))  # this router at once; the others within FOLLOW_PERIOD_S
+        self.follower.take(_unwrap(answer))  # this router at once; the others by their long polls
         return await self.status()

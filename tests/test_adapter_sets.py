@@ -4,6 +4,7 @@ the served set in place, the router's runtime switched to another set, and the p
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,29 @@ def test_a_candidate_that_does_not_load_is_refused_with_its_reason(sets, tmp_pat
     assert "missing.yaml" in answer["error"]["message"]
     good = asyncio.run(actor.candidate(str(untrained_set(tmp_path))))
     assert good["set"]["name"] == "tiny-init" and asyncio.run(actor.generation()) == 0  # not served yet
+
+
+def test_a_routers_long_poll_returns_at_once_on_a_change_and_after_its_wait_otherwise(sets, tmp_path):
+    trained, _ = sets
+    actor = AdapterSets(trained.model_dump(mode="json"), {"max_lora_rank": 8, "image_size": 224}, str(tmp_path))
+
+    async def scenario():
+        started = time.monotonic()
+        assert await actor.next_generation(0, 0.2) == 0  # nothing changed: answered after its wait
+        waited = time.monotonic() - started
+        candidate = (await actor.candidate(str(untrained_set(tmp_path))))["set"]
+        poll = asyncio.create_task(actor.next_generation(0, 30.0))
+        await asyncio.sleep(0.05)
+        assert not poll.done()
+        started = time.monotonic()
+        assert (await actor.commit(candidate, 0, "ana"))["generation"] == 1
+        assert await asyncio.wait_for(poll, 5.0) == 1
+        told = time.monotonic() - started
+        assert await actor.next_generation(0, 30.0) == 1  # already different: no wait
+        return waited, told
+
+    waited, told = asyncio.run(scenario())
+    assert 0.15 <= waited < 5.0 and told < 1.0
 
 
 def test_the_scorer_sends_the_served_sets_modules_and_a_switch_leaves_calls_in_flight_alone(sets):

@@ -3,8 +3,9 @@
 1. One engine replica (the session's live stack, keys on), while locust users and a district job score
    through the router: the replica's vLLM engine process (EngineCore) is SIGKILLed, as the OOM killer
    would. /readyz turns 503 naming the engine, Ray Serve starts a new replica, /readyz is 200 again
-   without anything restarted by hand; locust's only failures are 503s with Retry-After inside the
-   outage, every request after it succeeds, and the district job ends 0 with every input once.
+   without anything restarted by hand and the new replica gives an image the scores the old one gave;
+   locust's only failures are 503s with Retry-After inside the outage, every request after it
+   succeeds, and the district job ends 0 with every input once.
 2. Two engine replicas: one's engine is SIGKILLed under locust load and no request fails (calls that
    were on it are sent again and reach the other); Ray Serve brings the second replica back.
 The figures are printed (docs/security.md, Reliability).
@@ -12,22 +13,33 @@ The figures are printed (docs/security.md, Reliability).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import engine_replicas, own_stack, readyz, wait_for
+from tests.conftest import drawing, engine_replicas, own_stack, readyz, wait_for
 from tests.district_helpers import REPO, cli, journal_keys, journal_lines
 from tests.locust_helpers import USERS, kill, requests_logged, start_locust
 
 pytestmark = pytest.mark.integration
 
 AFTER_RECOVERY_S = 20.0
+KIDSART = str(Path(sys.executable).with_name("kidsart"))
+
+
+def _scores(url: str, image: Path) -> dict[str, float]:
+    """The router's scores of one image, through `kidsart score` (the stack's key from the environment)."""
+    result = subprocess.run([KIDSART, "score", str(image), "--url", url], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {dim: entry["score"] for dim, entry in json.loads(result.stdout)["scores"].items()}
 
 
 def _one_engine_core() -> int:
@@ -52,6 +64,9 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
         stdout=district_log,
         stderr=subprocess.STDOUT,
     )
+    image = tmp_path / "same.png"
+    drawing(23).save(image)
+    before = _scores(url, image)
     locust, requests_log = start_locust(url, tmp_path, "locust")
     old_replicas = set(engine_replicas())
     try:
@@ -66,6 +81,7 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
         wait_for(lambda: readyz(url)[0] == 200, 300, "/readyz to be 200 again")
         recovered_at = time.time()
         assert set(engine_replicas()).isdisjoint(old_replicas)  # a new replica, placed by Ray Serve
+        after_replacement = _scores(url, image)
         time.sleep(AFTER_RECOVERY_S)
         locust.send_signal(signal.SIGTERM)
         locust.wait(timeout=120)
@@ -75,8 +91,11 @@ def test_engine_killed_during_locust_and_a_district_run(live_stack, tmp_path):
         district_log.close()
     district_output = (tmp_path / "district.log").read_text(encoding="utf-8")
 
-    # /readyz said why while the engine was down
+    # /readyz said why while the engine was down; the new replica serves the same adapters
     assert "engine" in outage_answer[1], outage_answer
+    assert after_replacement.keys() == before.keys()
+    for dim, score in before.items():
+        assert after_replacement[dim] == pytest.approx(score, abs=1e-5), dim
     # locust: failures only inside the outage, and only 503 + Retry-After
     answered = requests_logged(requests_log)
     failures = [r for r in answered if r["outcome"] != "ok"]

@@ -1,12 +1,10 @@
-"""`kidsart serve` with its engine killed: Ray Serve replaces the replica; with none healthy too long, exit 2.
+"""`kidsart serve` whose engine cannot stay up: past engine.max_outage_s it says so and exits 2.
 
-A profile extending tiny sets engine.max_outage_s to 120 s (a replacement replica takes 45-75 s
-here). The engine (the vLLM EngineCore under the engine replica) is SIGKILLed once: /readyz turns 503 naming the engine,
-Ray Serve starts a new replica,
-and the same router scores again with the same scores, nothing restarted by hand. Then every engine
-replica Ray Serve starts is killed as soon as it appears (an engine that cannot stay up): /readyz says
-the outage has passed max_outage_s and the service is stopping, and the command exits with code 2,
-leaving no process behind.
+A profile extending tiny sets engine.max_outage_s to 30 s. Once the stack scores, every engine replica
+Ray Serve starts is SIGKILLed as soon as it appears (an engine that cannot stay up): /readyz says the
+outage has passed max_outage_s and the service is stopping, and the command exits with code 2, leaving
+no process behind. (A single engine killed once and replaced by Ray Serve, same scores after, is
+tests/test_engine_outage.py on the session's live stack.)
 """
 
 from __future__ import annotations
@@ -59,10 +57,10 @@ class _ReplicaKiller(threading.Thread):
             self.stop.wait(0.2)
 
 
-def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits_2(tmp_path):
+def test_serve_gives_up_after_max_outage_and_exits_2(tmp_path):
     stop_live_stack()
     profile = tmp_path / "outage.yaml"
-    profile.write_text("extends: tiny\nengine:\n  max_outage_s: 120\n", encoding="utf-8")
+    profile.write_text("extends: tiny\nengine:\n  max_outage_s: 30\n", encoding="utf-8")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serve.log"
@@ -82,25 +80,10 @@ def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits
     try:
         wait_for(lambda: readyz(url)[0] == 200 or process.poll() is not None, 300, "the stack to be ready")
         assert process.poll() is None, log_path.read_text()[-3000:]
-        first = _score(port, image)
+        _score(port, image)
         family = descendants(process.pid)
-        # 1. the engine dies: /readyz 503 naming it, then a new replica and the same router serves again
-        old = engine_replicas(process.pid)  # this command's replicas, not those of a stack of the test process
-        killed = time.monotonic()
-        os.kill(next(core for cores in old.values() for core in cores), signal.SIGKILL)
-        during = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(readyz(url)), 60, "/readyz 503")
-        wait_for(lambda: readyz(url)[0] == 200, 300, "a new engine replica")
-        back_after = time.monotonic() - killed
-        assert set(engine_replicas(process.pid)).isdisjoint(old)
-        again = _score(port, image)
-        assert again["scores"].keys() == first["scores"].keys()
-        for dim, entry in first["scores"].items():
-            assert again["scores"][dim]["score"] == pytest.approx(
-                entry["score"], abs=1e-5
-            )  # same adapters, new replica
-        family += descendants(process.pid)
 
-        # 2. no replica can stay up: past max_outage_s /readyz says the service stops, and it exits 2
+        # no replica can stay up: past max_outage_s /readyz says the service stops, and it exits 2
         gave_up_started = time.monotonic()
         killer.start()
         gave_up = wait_for(
@@ -121,12 +104,10 @@ def test_serve_replaces_a_killed_engine_then_gives_up_after_max_outage_and_exits
             except subprocess.TimeoutExpired:
                 process.kill()
     log = log_path.read_text(errors="replace")
-    assert "max_outage_s=120" in log and "stopping" in log
-    assert "engine" in during[1]
+    assert "max_outage_s=30" in log and "stopping" in log
     left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, f"processes left after exit: {[(p.pid, p.name()) for p in left]}"
     print(
-        f"\nkidsart serve: engine SIGKILLed, serving again after {back_after:.1f} s (new replica, same router); "
-        f"replicas killed as they start ({killer.killed} kills): /readyz 503 {gave_up[1][:160]!r}, exit code "
-        f"{process.returncode} after {gave_up_after:.0f} s"
+        f"\nkidsart serve: engine replicas killed as they start ({killer.killed} kills): /readyz 503 "
+        f"{gave_up[1][:160]!r}, exit code {process.returncode} after {gave_up_after:.0f} s"
     )
